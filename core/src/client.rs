@@ -1,0 +1,573 @@
+//! The async client: leader discovery, redirects, retries with backoff under a deadline, and the
+//! session that makes retried writes exactly-once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use crate::error::{ClientError, ServerError};
+use crate::tls::{ClientTls, SERVER_NAME};
+use crate::wire::{
+    decode_body, encode_frame, read_frame, write_frame, Command, CommandResponse, LeaderInfo, NodeId, NodeStatus,
+    Query, QueryResponse, Reply, Request, Response, SessionId, WriteRequest, FRAME_BYTES_MAX, SESSION_TTL_MAX,
+    SESSION_TTL_MIN,
+};
+
+/// How a [`Client`] behaves; every field has a sensible default.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), distsync::ClientError> {
+/// use std::time::Duration;
+/// use distsync::{Client, ClientOptions, ClientTls};
+///
+/// let options = ClientOptions::new(["127.0.0.1:7101", "127.0.0.1:7102"], ClientTls::from_ca_file("tls/ca.pem")?)
+///     .session_ttl(Duration::from_secs(5))
+///     .request_timeout(Duration::from_secs(3));
+/// let client = Client::connect_with(options).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    endpoints: Vec<String>,
+    tls: ClientTls,
+    session_ttl: Duration,
+    request_timeout: Duration,
+    attempt_timeout: Duration,
+}
+
+impl ClientOptions {
+    /// Options for these endpoints (`host:port` of any nodes of the cluster) and TLS settings.
+    pub fn new<I, S>(endpoints: I, tls: ClientTls) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self {
+            endpoints: endpoints.into_iter().map(|e| e.as_ref().to_string()).collect(),
+            tls,
+            session_ttl: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// How long the cluster keeps this client's session (and later its locks) after the client
+    /// falls silent. Default 10 s; between 1 s and 1 h.
+    pub fn session_ttl(mut self, ttl: Duration) -> Self {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// The deadline of one call, across all its retries and redirects. Default 10 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long one attempt against one node may take before the client tries elsewhere.
+    /// Default 3 s, longer than a node's own commit timeout (2 s) so that a node's answer wins.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+}
+
+/// A connection to a distsync cluster. Cheap to clone; clones share connections and the session.
+///
+/// The client keeps one QUIC connection per node, finds the leader by following the hints every
+/// reply carries, and retries failed attempts with backoff until the call's deadline. Writes carry
+/// the session and a sequence number, so a write retried after a failover is applied once.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), distsync::ClientError> {
+/// use distsync::{Client, ClientTls};
+///
+/// let client = Client::connect(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"],
+///                              ClientTls::from_ca_file("tls/ca.pem")?).await?;
+/// client.kv().put("greeting", "hello").await?;
+/// assert_eq!(client.kv().get("greeting").await?, Some(b"hello".to_vec()));
+/// client.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    addresses: Vec<SocketAddr>,
+    options: ClientOptions,
+    leader: Mutex<Option<SocketAddr>>,
+    connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    rotation: AtomicUsize,
+    jitter: AtomicU64,
+    session: Mutex<SessionState>,
+    /// Serializes opening a session, so concurrent first writes share one.
+    session_opening: tokio::sync::Mutex<()>,
+    keepalive: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct SessionState {
+    id: Option<SessionId>,
+    next_seq: u64,
+    /// Sequence numbers sent but not yet answered; the smallest bounds what the cluster keeps.
+    outstanding: BTreeSet<u64>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.keepalive.lock().expect("keepalive lock").take() {
+            task.abort();
+        }
+        self.endpoint.close(0u32.into(), b"client dropped");
+    }
+}
+
+impl Client {
+    /// Connects to a cluster with default [`ClientOptions`]. Any subset of the nodes will do; the
+    /// client finds the leader itself.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Config`] for unusable endpoints or TLS settings, [`ClientError::Unavailable`]
+    /// when no node answers within the request timeout.
+    pub async fn connect<I, S>(endpoints: I, tls: ClientTls) -> Result<Client, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self::connect_with(ClientOptions::new(endpoints, tls)).await
+    }
+
+    /// Connects with explicit options; see [`Client::connect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    pub async fn connect_with(options: ClientOptions) -> Result<Client, ClientError> {
+        let client = Self::new_unconnected(options)?;
+        // One node answering proves addresses and certificates; the leader is found on first use.
+        let deadline = Instant::now() + client.inner.options.request_timeout;
+        client.call(&Request::Status, deadline).await?;
+        Ok(client)
+    }
+
+    /// Builds a client without contacting any node (used for per-node status, which must work
+    /// when most of the cluster is down).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Config`] for unusable endpoints or TLS settings.
+    pub fn new_unconnected(options: ClientOptions) -> Result<Client, ClientError> {
+        if options.endpoints.is_empty() {
+            return Err(ClientError::Config { reason: "no endpoints given; pass at least one node address".into() });
+        }
+        if options.session_ttl < SESSION_TTL_MIN || options.session_ttl > SESSION_TTL_MAX {
+            return Err(ClientError::Config {
+                reason: format!(
+                    "session TTL {:?} is outside {:?}..={:?}",
+                    options.session_ttl, SESSION_TTL_MIN, SESSION_TTL_MAX
+                ),
+            });
+        }
+        let addresses = options.endpoints.iter().map(|e| parse_address(e)).collect::<Result<Vec<_>, ClientError>>()?;
+        let bind: SocketAddr = if addresses.iter().all(SocketAddr::is_ipv4) {
+            "0.0.0.0:0".parse().expect("literal address")
+        } else {
+            "[::]:0".parse().expect("literal address")
+        };
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| ClientError::Config { reason: format!("cannot open a UDP socket: {e}") })?;
+        endpoint.set_default_client_config(options.tls.quinn_config()?);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15)
+            | 1;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoint,
+                addresses,
+                options,
+                leader: Mutex::new(None),
+                connections: Mutex::new(HashMap::new()),
+                rotation: AtomicUsize::new(0),
+                jitter: AtomicU64::new(seed),
+                session: Mutex::new(SessionState { next_seq: 1, ..SessionState::default() }),
+                session_opening: tokio::sync::Mutex::new(()),
+                keepalive: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The replicated key-value register.
+    pub fn kv(&self) -> Kv {
+        Kv { client: self.clone() }
+    }
+
+    /// The current session, if one is open.
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.inner.session.lock().expect("session lock").id
+    }
+
+    /// Closes the session (releasing anything it holds at once rather than at its TTL) and the
+    /// connections. Calls made afterwards open a new session.
+    pub async fn close(&self) {
+        if let Some(task) = self.inner.keepalive.lock().expect("keepalive lock").take() {
+            task.abort();
+        }
+        if self.session_id().is_some() {
+            let deadline = Instant::now() + self.inner.options.attempt_timeout;
+            if let Err(error) = self.write_until(Command::CloseSession, deadline).await {
+                tracing::debug!(%error, "closing the session failed; it will expire at its TTL");
+            }
+            self.inner.session.lock().expect("session lock").id = None;
+        }
+    }
+
+    /// Asks one node (not the leader) for its own view of the cluster.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unavailable`] when the node does not answer in time.
+    pub async fn node_status(&self, endpoint: &str) -> Result<NodeStatus, ClientError> {
+        let address = parse_address(endpoint)?;
+        match self.ask_node(address, &Request::Status).await? {
+            Response::Status(status) => Ok(*status),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Test-only fault injection: makes one node silently drop Raft traffic to and from `peers`
+    /// (an empty list heals). Refused by nodes not started with `--enable-fault-injection`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with [`ServerError::FaultInjectionDisabled`], or
+    /// [`ClientError::Unavailable`] when the node does not answer.
+    pub async fn set_dropped_peers(&self, endpoint: &str, peers: &[NodeId]) -> Result<(), ClientError> {
+        let address = parse_address(endpoint)?;
+        match self.ask_node(address, &Request::SetDroppedPeers { peers: peers.to_vec() }).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One request to one given node, no redirects.
+    async fn ask_node(&self, address: SocketAddr, request: &Request) -> Result<Response, ClientError> {
+        let frame = encode_frame(request).map_err(|e| ClientError::InvalidArgument { reason: e.to_string() })?;
+        let attempt = tokio::time::timeout(self.inner.options.attempt_timeout, self.round_trip(address, &frame));
+        match attempt.await {
+            Ok(Ok(reply)) => reply.body.map_err(ClientError::from),
+            Ok(Err(reason)) => {
+                self.forget_connection(address);
+                Err(ClientError::Unavailable { reason: format!("{address}: {reason}") })
+            }
+            Err(_) => Err(ClientError::Unavailable {
+                reason: format!("{address} did not answer within {:?}", self.inner.options.attempt_timeout),
+            }),
+        }
+    }
+
+    /// Sends a write under the session, exactly once, retrying until the request timeout.
+    pub(crate) async fn write(&self, command: Command) -> Result<CommandResponse, ClientError> {
+        let deadline = Instant::now() + self.inner.options.request_timeout;
+        self.write_until(command, deadline).await
+    }
+
+    async fn write_until(&self, command: Command, deadline: Instant) -> Result<CommandResponse, ClientError> {
+        command.validate()?;
+        let session = self.ensure_session(deadline).await?;
+        let (seq, acked_below) = {
+            let mut state = self.inner.session.lock().expect("session lock");
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.outstanding.insert(seq);
+            let acked_below = *state.outstanding.first().expect("just inserted");
+            (seq, acked_below)
+        };
+        let request = Request::Write(WriteRequest { session, seq, acked_below, command });
+        let result = self.call(&request, deadline).await;
+        self.inner.session.lock().expect("session lock").outstanding.remove(&seq);
+        match result {
+            Ok(Response::Written(response)) => Ok(response),
+            Ok(other) => Err(unexpected(&other)),
+            Err(ClientError::SessionExpired { session }) => {
+                self.session_lost(session);
+                Err(ClientError::SessionExpired { session })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Reads linearizably through the leader.
+    pub(crate) async fn read(&self, query: Query) -> Result<QueryResponse, ClientError> {
+        let deadline = Instant::now() + self.inner.options.request_timeout;
+        match self.call(&Request::Read(query), deadline).await? {
+            Response::Read(response) => Ok(response),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn ensure_session(&self, deadline: Instant) -> Result<SessionId, ClientError> {
+        if let Some(id) = self.session_id() {
+            return Ok(id);
+        }
+        let _opening = self.inner.session_opening.lock().await;
+        if let Some(id) = self.session_id() {
+            return Ok(id);
+        }
+        let ttl_ms = self.inner.options.session_ttl.as_millis() as u64;
+        let session = match self.call(&Request::OpenSession { ttl_ms }, deadline).await? {
+            Response::SessionOpened { session, .. } => session,
+            other => return Err(unexpected(&other)),
+        };
+        {
+            let mut state = self.inner.session.lock().expect("session lock");
+            // Sequence numbers are per session; a new session starts over.
+            *state = SessionState { id: Some(session), next_seq: 1, outstanding: BTreeSet::new() };
+        }
+        let task = tokio::spawn(keep_alive(Arc::downgrade(&self.inner), session));
+        if let Some(previous) = self.inner.keepalive.lock().expect("keepalive lock").replace(task) {
+            previous.abort();
+        }
+        tracing::debug!(session, "session opened");
+        Ok(session)
+    }
+
+    fn session_lost(&self, session: SessionId) {
+        let mut state = self.inner.session.lock().expect("session lock");
+        if state.id == Some(session) {
+            tracing::warn!(session, "session expired; the next write opens a new one");
+            state.id = None;
+        }
+    }
+
+    /// Sends a request to the leader (as far as known), following redirects and retrying
+    /// retryable failures with backoff until `deadline`.
+    async fn call(&self, request: &Request, deadline: Instant) -> Result<Response, ClientError> {
+        let frame = encode_frame(request).map_err(|e| ClientError::InvalidArgument { reason: e.to_string() })?;
+        let mut failures: u32 = 0;
+        let mut last_failure = String::from("no attempt finished before the deadline");
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Unavailable { reason: last_failure });
+            }
+            let target = self.pick_target();
+            let budget = (deadline - now).min(self.inner.options.attempt_timeout);
+            match tokio::time::timeout(budget, self.round_trip(target, &frame)).await {
+                Ok(Ok(reply)) => {
+                    if let Some(leader) = &reply.leader {
+                        self.note_leader(leader).await;
+                    }
+                    match reply.body {
+                        Ok(response) => return Ok(response),
+                        Err(ServerError::NotLeader { leader: Some(leader) }) if failures < 3 => {
+                            // A fresh hint: follow it at once (a few times, to avoid ping-pong
+                            // between two nodes with stale views).
+                            last_failure = format!("{target} is not the leader; it pointed to node {}", leader.id);
+                            self.note_leader(&leader).await;
+                            failures += 1;
+                            continue;
+                        }
+                        Err(error) if error.is_retryable() => {
+                            last_failure = format!("{target}: {error}");
+                            self.forget_leader(target);
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                Ok(Err(reason)) => {
+                    last_failure = format!("{target}: {reason}");
+                    self.forget_connection(target);
+                    self.forget_leader(target);
+                }
+                Err(_) => {
+                    last_failure = format!("{target} did not answer within {budget:?}");
+                    self.forget_leader(target);
+                }
+            }
+            failures += 1;
+            let pause = self.backoff(failures).min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn round_trip(&self, address: SocketAddr, frame: &[u8]) -> Result<Reply, String> {
+        let connection = self.connection(address).await?;
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        write_frame(&mut send, frame).await.map_err(|e| e.to_string())?;
+        let body = read_frame(&mut recv, FRAME_BYTES_MAX).await.map_err(|e| e.to_string())?;
+        decode_body::<Reply>(&body).map_err(|e| e.to_string())
+    }
+
+    async fn connection(&self, address: SocketAddr) -> Result<quinn::Connection, String> {
+        if let Some(connection) = self.inner.connections.lock().expect("connections lock").get(&address) {
+            if connection.close_reason().is_none() {
+                return Ok(connection.clone());
+            }
+        }
+        let connecting = self.inner.endpoint.connect(address, SERVER_NAME).map_err(|e| e.to_string())?;
+        let connection = connecting.await.map_err(|e| format!("cannot connect: {e}"))?;
+        let mut connections = self.inner.connections.lock().expect("connections lock");
+        // Another task may have connected meanwhile; keep one connection per node.
+        let kept = connections.entry(address).or_insert_with(|| connection.clone());
+        if kept.close_reason().is_some() {
+            *kept = connection.clone();
+        }
+        Ok(kept.clone())
+    }
+
+    fn forget_connection(&self, address: SocketAddr) {
+        self.inner.connections.lock().expect("connections lock").remove(&address);
+    }
+
+    fn pick_target(&self) -> SocketAddr {
+        if let Some(leader) = *self.inner.leader.lock().expect("leader lock") {
+            return leader;
+        }
+        let turn = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
+        self.inner.addresses[turn % self.inner.addresses.len()]
+    }
+
+    async fn note_leader(&self, leader: &LeaderInfo) {
+        let address = match leader.address.parse::<SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => tokio::net::lookup_host(&leader.address).await.ok().and_then(|mut a| a.next()),
+        };
+        if let Some(address) = address {
+            *self.inner.leader.lock().expect("leader lock") = Some(address);
+        }
+    }
+
+    fn forget_leader(&self, address: SocketAddr) {
+        let mut leader = self.inner.leader.lock().expect("leader lock");
+        if *leader == Some(address) {
+            *leader = None;
+        }
+    }
+
+    /// Exponential backoff from 10 ms to 500 ms with ±50 % jitter, so that clients retrying after
+    /// a failover do not arrive in lockstep.
+    fn backoff(&self, failures: u32) -> Duration {
+        let base_ms = (10u64 << failures.min(6)).min(500);
+        // xorshift64: cheap, good enough to spread retries.
+        let mut x = self.inner.jitter.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.inner.jitter.store(x, Ordering::Relaxed);
+        let jitter_ms = x % (base_ms + 1);
+        Duration::from_millis(base_ms / 2 + jitter_ms)
+    }
+}
+
+/// Keeps the session alive every third of its TTL until the client is dropped or the session
+/// is found expired.
+async fn keep_alive(inner: Weak<Inner>, session: SessionId) {
+    loop {
+        let Some(strong) = inner.upgrade() else { return };
+        let period = strong.options.session_ttl / 3;
+        drop(strong);
+        tokio::time::sleep(period).await;
+        let Some(strong) = inner.upgrade() else { return };
+        let client = Client { inner: strong };
+        let deadline = Instant::now() + period;
+        match client.call(&Request::KeepAlive { session }, deadline).await {
+            Ok(_) => {}
+            Err(ClientError::SessionExpired { .. }) => {
+                client.session_lost(session);
+                return;
+            }
+            Err(error) => tracing::warn!(session, %error, "session keepalive failed; retrying"),
+        }
+    }
+}
+
+fn unexpected(response: &Response) -> ClientError {
+    ClientError::Protocol { reason: format!("unexpected response {response:?}") }
+}
+
+/// Parses `host:port`, resolving names synchronously (done once per client).
+fn parse_address(endpoint: &str) -> Result<SocketAddr, ClientError> {
+    use std::net::ToSocketAddrs;
+    endpoint
+        .to_socket_addrs()
+        .map_err(|e| ClientError::Config { reason: format!("bad endpoint {endpoint:?}: {e}; expected host:port") })?
+        .next()
+        .ok_or_else(|| ClientError::Config { reason: format!("endpoint {endpoint:?} resolves to no address") })
+}
+
+/// The replicated key-value register, a linearizable map from bytes to bytes.
+///
+/// ```no_run
+/// # async fn example(client: distsync::Client) -> Result<(), distsync::ClientError> {
+/// let kv = client.kv();
+/// let version = kv.put("config/mode", "active").await?;
+/// assert_eq!(kv.get_versioned("config/mode").await?, Some((b"active".to_vec(), version)));
+/// assert!(kv.delete("config/mode").await?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Kv {
+    client: Client,
+}
+
+impl Kv {
+    /// Sets `key` to `value` once a majority has it on disk; returns the write's version (its log
+    /// index).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidArgument`] for keys or values beyond the limits in [`crate::wire`];
+    /// [`ClientError::Unavailable`] when the cluster cannot commit before the deadline (the write
+    /// may or may not have been applied); [`ClientError::SessionExpired`].
+    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64, ClientError> {
+        let command = Command::KvPut { key: key.as_ref().to_vec(), value: value.as_ref().to_vec() };
+        match self.client.write(command).await? {
+            CommandResponse::KvPut { version } => Ok(version),
+            other => Err(ClientError::Protocol { reason: format!("unexpected answer to a put: {other:?}") }),
+        }
+    }
+
+    /// Reads `key` linearizably: the result reflects every write acknowledged before the call.
+    ///
+    /// # Errors
+    ///
+    /// As [`Kv::put`].
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self.get_versioned(key).await?.map(|(value, _)| value))
+    }
+
+    /// Like [`Kv::get`], with the version (log index) of the write that set the value.
+    ///
+    /// # Errors
+    ///
+    /// As [`Kv::put`].
+    pub async fn get_versioned(&self, key: impl AsRef<[u8]>) -> Result<Option<(Vec<u8>, u64)>, ClientError> {
+        let key = key.as_ref().to_vec();
+        crate::wire::validate_key(&key)?;
+        match self.client.read(Query::KvGet { key }).await? {
+            QueryResponse::KvGet { value } => Ok(value),
+        }
+    }
+
+    /// Removes `key`; returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Kv::put`].
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool, ClientError> {
+        match self.client.write(Command::KvDelete { key: key.as_ref().to_vec() }).await? {
+            CommandResponse::KvDelete { existed } => Ok(existed),
+            other => Err(ClientError::Protocol { reason: format!("unexpected answer to a delete: {other:?}") }),
+        }
+    }
+}

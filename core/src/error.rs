@@ -1,0 +1,160 @@
+//! Error types: what travels on the wire ([`ServerError`]), what the frame codec reports
+//! ([`FrameError`]) and what a client caller sees ([`ClientError`]).
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::wire::{LeaderInfo, SessionId};
+
+/// An error answered by a node. Travels on the wire inside a [`crate::wire::Reply`].
+#[derive(Serialize, Deserialize, Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// This node cannot serve the request because it is not the leader and could not forward it.
+    /// Retry against `leader` when known, otherwise against another node.
+    #[error("node is not the leader{}", leader.as_ref().map(|l| format!("; the leader is node {} at {}", l.id, l.address)).unwrap_or_default())]
+    NotLeader {
+        /// The leader, when this node knows it.
+        leader: Option<LeaderInfo>,
+    },
+    /// The cluster could not commit or confirm in time: no leader, or this node is cut off from
+    /// a majority. Retry later or against another node; the client does so itself.
+    #[error("cluster unavailable: {reason}")]
+    Unavailable {
+        /// What went wrong.
+        reason: String,
+    },
+    /// The session expired (the client was silent past its TTL) or never existed. Open a new
+    /// session; anything the old one held has been released.
+    #[error("session {session} expired or does not exist; open a new session")]
+    SessionExpired {
+        /// The session named in the request.
+        session: SessionId,
+    },
+    /// The request's sequence number is older than the oldest response the cluster still keeps
+    /// for this session, so its outcome can no longer be reported. A client bug.
+    #[error("sequence number {seq} of session {session} is older than the responses kept ({oldest_kept}); the request was answered before")]
+    StaleSequence {
+        /// The session.
+        session: SessionId,
+        /// The stale sequence number.
+        seq: u64,
+        /// The oldest sequence number still remembered.
+        oldest_kept: u64,
+    },
+    /// The request is malformed or exceeds a limit; fix the request, retrying will not help.
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Fault injection was asked of a node not started with `--enable-fault-injection`.
+    #[error("fault injection is disabled on this node; start it with --enable-fault-injection (tests only)")]
+    FaultInjectionDisabled,
+    /// A bug or an I/O failure on the node; see the node's log.
+    #[error("internal error on the node: {reason}")]
+    Internal {
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl ServerError {
+    /// Whether the client should retry the same request (possibly elsewhere).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ServerError::NotLeader { .. } | ServerError::Unavailable { .. })
+    }
+}
+
+impl From<FrameError> for ServerError {
+    fn from(error: FrameError) -> Self {
+        ServerError::InvalidArgument { reason: error.to_string() }
+    }
+}
+
+/// A frame could not be read, written or decoded.
+#[derive(Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The length prefix announces more than the maximum; the frame is refused unread.
+    #[error("frame of {bytes} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// Announced or encoded size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a valid message.
+    #[error("malformed frame: {reason}")]
+    Malformed {
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The stream failed or ended before a whole frame arrived.
+    #[error("stream error: {reason}")]
+    Io {
+        /// The transport's complaint.
+        reason: String,
+    },
+}
+
+/// What a call through [`crate::Client`] can fail with.
+#[derive(Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No node could serve the request before the deadline (no leader, a partition, every node
+    /// down). Safe to retry: a write under the same client is never applied twice.
+    #[error("cluster unavailable: {reason}")]
+    Unavailable {
+        /// The last failure seen.
+        reason: String,
+    },
+    /// The client's session expired, so the cluster released everything it held. The client has
+    /// already started a new session for later calls; redo the work that needed the old one.
+    #[error("session {session} expired; the client opened a new session, redo what depended on the old one")]
+    SessionExpired {
+        /// The expired session.
+        session: SessionId,
+    },
+    /// The request is invalid (too large, empty key, …); fix it, retrying will not help.
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The client configuration is unusable (no endpoints, unreadable CA file, bad address).
+    #[error("client configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A node answered something this client does not understand: versions differ, or a bug.
+    #[error("protocol error: {reason}")]
+    Protocol {
+        /// What was unexpected.
+        reason: String,
+    },
+    /// The node reported an error that is neither retryable nor the caller's fault.
+    #[error(transparent)]
+    Server(ServerError),
+}
+
+impl ClientError {
+    /// Whether the caller may retry the same call.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ClientError::Unavailable { .. })
+    }
+}
+
+impl From<ServerError> for ClientError {
+    fn from(error: ServerError) -> Self {
+        match error {
+            ServerError::NotLeader { .. } | ServerError::Unavailable { .. } => {
+                ClientError::Unavailable { reason: error.to_string() }
+            }
+            ServerError::SessionExpired { session } => ClientError::SessionExpired { session },
+            ServerError::InvalidArgument { reason } => ClientError::InvalidArgument { reason },
+            other => ClientError::Server(other),
+        }
+    }
+}

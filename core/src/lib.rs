@@ -1,0 +1,36 @@
+//! # distsync
+//!
+//! The client library and wire protocol of distsync, a coordination service whose nodes agree
+//! through Raft and talk QUIC with TLS.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), distsync::ClientError> {
+//! use distsync::{Client, ClientTls};
+//!
+//! let tls = ClientTls::from_ca_file("tls/ca.pem")?;
+//! let client = Client::connect(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"], tls).await?;
+//! client.kv().put("greeting", "hello").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`wire`]: messages, limits and the frame codec shared with the server.
+//! - [`error`]: [`ServerError`] (on the wire), [`FrameError`], [`ClientError`] (what callers see).
+//! - [`tls`]: trusting the cluster CA.
+//! - [`client`]: [`Client`], which finds the leader, retries across failovers and keeps a
+//!   session so that retried writes apply once.
+//!
+//! This crate pulls in no Raft, no storage and no Redis: it is what applications link.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod error;
+pub mod tls;
+pub mod wire;
+
+pub use client::{Client, ClientOptions, Kv};
+pub use error::{ClientError, FrameError, ServerError};
+pub use tls::ClientTls;
+pub use wire::{NodeId, NodeStatus, Role, SessionId};

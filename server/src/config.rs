@@ -1,0 +1,163 @@
+//! Node configuration: one struct for flags (clap) and files (serde), checked by `validate`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// Largest cluster supported: Raft's cost grows with members, and 7 tolerates 3 failures.
+pub const CLUSTER_NODES_MAX: usize = 7;
+
+/// Everything a node needs to run.
+#[derive(Args, Serialize, Deserialize, Debug, Clone)]
+pub struct ServerConfig {
+    /// This node's id, 1-based; never reuse an id for a different data directory.
+    #[arg(long)]
+    pub id: u64,
+    /// UDP address to listen on for clients and peers, `HOST:PORT`.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// The initial members, `1=HOST:PORT,2=HOST:PORT,...`, including this node.
+    #[arg(long, value_parser = parse_peers)]
+    pub peers: Peers,
+    /// Where the Raft log, vote and snapshots live.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Directory from `distsync certs init` (ca.pem, node-N.pem, node-N-key.pem).
+    #[arg(long)]
+    pub tls_dir: PathBuf,
+    /// Optional HTTP address serving Prometheus metrics (/metrics) and status (/status).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Leader heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout in milliseconds.
+    #[arg(long, default_value_t = 150)]
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot (and compact the log) after this many entries since the last one.
+    #[arg(long, default_value_t = 20_000)]
+    pub snapshot_threshold: u64,
+    /// How long a write may wait to commit before the client is told the cluster is unavailable.
+    #[arg(long, default_value_t = 2_000)]
+    pub write_timeout_ms: u64,
+    /// An idle leader proposes a tick this often so that leases expire on time.
+    #[arg(long, default_value_t = 500)]
+    pub tick_ms: u64,
+    /// Test only: accept requests to drop traffic to chosen peers (simulated partitions).
+    #[arg(long, default_value_t = false)]
+    pub enable_fault_injection: bool,
+}
+
+/// The initial members by id.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Peers(pub BTreeMap<u64, String>);
+
+fn parse_peers(text: &str) -> Result<Peers, String> {
+    let mut peers = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, address) = part.split_once('=').ok_or_else(|| format!("peer {part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("peer id {id:?} is not a positive integer"))?;
+        if id == 0 {
+            return Err("peer ids start at 1".into());
+        }
+        if peers.insert(id, address.trim().to_string()).is_some() {
+            return Err(format!("peer id {id} appears twice"));
+        }
+    }
+    Ok(Peers(peers))
+}
+
+impl ServerConfig {
+    /// Checks relations between settings.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the setting to fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let peers = &self.peers.0;
+        anyhow::ensure!(!peers.is_empty(), "--peers is empty; list every initial member including this node");
+        anyhow::ensure!(
+            peers.len() <= CLUSTER_NODES_MAX,
+            "{} members given; at most {CLUSTER_NODES_MAX} are supported",
+            peers.len()
+        );
+        anyhow::ensure!(peers.contains_key(&self.id), "--peers does not list this node's id {}", self.id);
+        anyhow::ensure!(self.heartbeat_ms > 0, "--heartbeat-ms must be positive");
+        anyhow::ensure!(
+            self.heartbeat_ms * 2 < self.election_timeout_min_ms,
+            "--heartbeat-ms ({}) must be well below --election-timeout-min-ms ({}), at most half",
+            self.heartbeat_ms,
+            self.election_timeout_min_ms
+        );
+        anyhow::ensure!(
+            self.election_timeout_min_ms < self.election_timeout_max_ms,
+            "--election-timeout-min-ms must be below --election-timeout-max-ms"
+        );
+        anyhow::ensure!(self.snapshot_threshold >= 10, "--snapshot-threshold must be at least 10 entries");
+        anyhow::ensure!(
+            self.write_timeout_ms > self.election_timeout_max_ms,
+            "--write-timeout-ms must exceed the election timeout, or writes fail during ordinary elections"
+        );
+        anyhow::ensure!(self.tick_ms > 0, "--tick-ms must be positive");
+        Ok(())
+    }
+
+    /// This node's advertised address (as listed in `--peers`).
+    pub fn advertised_address(&self) -> &str {
+        &self.peers.0[&self.id]
+    }
+
+    /// The write commit timeout.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// Lease grace granted after a leader change: two maximal election timeouts.
+    pub fn lease_grace_ms(&self) -> u64 {
+        2 * self.election_timeout_max_ms
+    }
+
+    /// The openraft configuration.
+    ///
+    /// # Errors
+    ///
+    /// When openraft rejects the values.
+    pub fn raft_config(&self) -> anyhow::Result<openraft::Config> {
+        let config = openraft::Config {
+            cluster_name: "distsync".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
+            // Keep some log after a snapshot so slightly lagging followers catch up from the log.
+            max_in_snapshot_log_to_keep: (self.snapshot_threshold / 10).max(10),
+            // Snapshot chunks stay well below the frame limit.
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            max_payload_entries: 1024,
+            ..Default::default()
+        };
+        Ok(config.validate()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_reject_bad_input() {
+        let peers = parse_peers("1=127.0.0.1:7101, 2=127.0.0.1:7102").unwrap();
+        assert_eq!(peers.0.len(), 2);
+        assert_eq!(peers.0[&2], "127.0.0.1:7102");
+        assert!(parse_peers("1=a:1,1=b:2").unwrap_err().contains("twice"));
+        assert!(parse_peers("0=a:1").is_err());
+        assert!(parse_peers("x").is_err());
+    }
+}

@@ -1,0 +1,477 @@
+//! Node assembly: storage, Raft, the QUIC endpoint, and the handlers for client and peer
+//! requests. [`run`] takes its configuration and a shutdown signal, so tests and the CLI drive
+//! it the same way.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use distsync::wire::{
+    decode_body, encode_frame, read_frame, write_frame, LeaderInfo, NodeStatus, PeerStatus, Query, Reply, Request,
+    Response, Role, ALPN_PEER, FRAME_BYTES_MAX,
+};
+use distsync::{FrameError, NodeId, ServerError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, RaftMetrics, ServerState};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::ServerConfig;
+use crate::peer::{forward_timeout, NetworkFactory, PeerRequest, PeerResponse};
+use crate::raft_types::Raft;
+use crate::state::{LogCommand, Op};
+use crate::storage::log_store::LogStore;
+use crate::storage::state_machine_store::StateMachineStore;
+use crate::transport::{negotiated_protocol, peer_identity, NodeTls, PeerTransport};
+
+/// Concurrent connections (clients and peers) a node accepts; more are refused. Each costs a
+/// task and QUIC state; 4096 is far above a coordination service's client count.
+pub const CONNECTIONS_MAX: usize = 4096;
+
+/// QUIC application close code for a peer connection without a member certificate.
+const CLOSE_NOT_A_MEMBER: u32 = 1;
+
+/// Whether a request came from a client or was forwarded by a follower (and must not be
+/// forwarded again, to rule out loops).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Client,
+    Forwarded,
+}
+
+/// A running node's shared state.
+pub struct Node {
+    config: ServerConfig,
+    raft: Raft,
+    metrics: watch::Receiver<RaftMetrics<u64, BasicNode>>,
+    log: LogStore,
+    state: StateMachineStore,
+    transport: Arc<PeerTransport>,
+    started: Instant,
+    /// Milliseconds since `started` of the latest proposal, for the idle tick.
+    last_proposal_ms: AtomicU64,
+}
+
+/// Runs a node until `shutdown` completes, then stops it cleanly.
+///
+/// # Errors
+///
+/// When the configuration is invalid, the data directory belongs to another node, certificates
+/// are missing, or the address cannot be bound.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.validate()?;
+    claim_data_dir(&config)?;
+    let tls = NodeTls::load(&config.tls_dir, config.id)?;
+    let log = LogStore::open(&config.data_dir.join("raft.redb"))?;
+    let state = StateMachineStore::open(&config.data_dir.join("snapshots"))?;
+    let mut endpoint = quinn::Endpoint::server(tls.server, config.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    endpoint.set_default_client_config(tls.peer_client);
+    let members = config.peers.0.clone();
+    let transport = Arc::new(PeerTransport::new(config.id, endpoint.clone(), members.clone()));
+    let raft = Raft::new(
+        config.id,
+        Arc::new(config.raft_config()?),
+        NetworkFactory::new(transport.clone()),
+        log.clone(),
+        state.clone(),
+    )
+    .await?;
+    if !raft.is_initialized().await? {
+        let nodes: BTreeMap<u64, BasicNode> =
+            members.iter().map(|(id, address)| (*id, BasicNode { addr: address.clone() })).collect();
+        // Every initial member does this with the same list, which openraft allows; whichever
+        // wins the first election forms the cluster. Later starts find the log and skip it.
+        match raft.initialize(nodes).await {
+            Ok(()) => tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "cluster initialized"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let node = Arc::new(Node {
+        metrics: raft.metrics(),
+        config,
+        raft,
+        log,
+        state,
+        transport,
+        started: Instant::now(),
+        last_proposal_ms: AtomicU64::new(0),
+    });
+    tracing::info!(id = node.config.id, listen = %node.config.listen, "node serving");
+
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(accept_loop(node.clone(), endpoint.clone(), stopped.clone()));
+    tasks.spawn(tick_loop(node.clone(), stopped.clone()));
+    if let Some(address) = node.config.admin {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for admin HTTP on {address}: {e}"))?;
+        tasks.spawn(crate::admin::serve(node.clone(), listener, stopped.clone()));
+    }
+
+    shutdown.await;
+    tracing::info!(id = node.config.id, "shutting down");
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
+    if let Err(error) = node.raft.shutdown().await {
+        tracing::warn!(%error, "raft did not stop cleanly");
+    }
+    endpoint.close(0u32.into(), b"node shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    Ok(())
+}
+
+/// Refuses a data directory that belongs to another node id: a reused id with another disk can
+/// split the quorum, because the disk's vote would count twice.
+fn claim_data_dir(config: &ServerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let marker = config.data_dir.join("node-id");
+    match std::fs::read_to_string(&marker) {
+        Ok(text) => {
+            let owner: u64 = text.trim().parse().map_err(|_| {
+                anyhow::anyhow!("{} is corrupt; it should hold this directory's node id", marker.display())
+            })?;
+            anyhow::ensure!(
+                owner == config.id,
+                "data dir {} belongs to node {owner}, not node {}; start node {owner} on it or use another directory",
+                config.data_dir.display(),
+                config.id
+            );
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::ensure!(
+                !config.data_dir.join("raft.redb").exists(),
+                "data dir {} has a Raft log but no node-id file; refusing to guess whose it is",
+                config.data_dir.display()
+            );
+            std::fs::write(&marker, format!("{}\n", config.id))?;
+            std::fs::File::open(&config.data_dir)?.sync_all()?;
+        }
+        Err(error) => return Err(error.into()),
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Node {
+    /// The leader this node knows of, with its address.
+    fn leader(&self) -> Option<LeaderInfo> {
+        let id = self.metrics.borrow().current_leader?;
+        let address = self.config.peers.0.get(&id)?.clone();
+        Some(LeaderInfo { id, address })
+    }
+
+    fn reply(&self, body: Result<Response, ServerError>) -> Reply {
+        Reply { leader: self.leader(), body }
+    }
+
+    /// Handles one client request (or one forwarded by a follower).
+    async fn handle(&self, request: Request, origin: Origin) -> Reply {
+        let body = match request {
+            Request::Status => Ok(Response::Status(Box::new(self.status()))),
+            Request::SetDroppedPeers { peers } => {
+                if self.config.enable_fault_injection {
+                    self.transport.set_dropped(&peers);
+                    Ok(Response::Done)
+                } else {
+                    Err(ServerError::FaultInjectionDisabled)
+                }
+            }
+            Request::OpenSession { ttl_ms } => self.write(Op::OpenSession { ttl_ms }, origin).await,
+            Request::KeepAlive { session } => self.write(Op::KeepAlive { session }, origin).await,
+            Request::Write(write) => match write.command.validate() {
+                Ok(()) => self.write(Op::Write(write), origin).await,
+                Err(error) => Err(error),
+            },
+            Request::Read(query) => self.read(query, origin).await,
+        };
+        self.reply(body)
+    }
+
+    /// Proposes `op` if this node leads, else forwards it to the leader.
+    async fn write(&self, op: Op, origin: Origin) -> Result<Response, ServerError> {
+        let leader = self.metrics.borrow().current_leader;
+        if leader.is_some_and(|leader| leader != self.config.id) {
+            return match forwardable(op) {
+                Some(request) => self.forward(request, leader, origin).await,
+                None => Err(ServerError::NotLeader { leader: self.leader() }),
+            };
+        }
+        self.last_proposal_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let command = LogCommand { time_ms: now_ms(), grace_ms: self.config.lease_grace_ms(), op };
+        let write_timeout = self.config.write_timeout();
+        match tokio::time::timeout(write_timeout, self.raft.client_write(command.clone())).await {
+            Ok(Ok(response)) => response.data,
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))) => {
+                match forwardable(command.op) {
+                    Some(request) => self.forward(request, to.leader_id, origin).await,
+                    None => Err(ServerError::NotLeader { leader: self.leader() }),
+                }
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error)))) => {
+                Err(ServerError::Internal { reason: error.to_string() })
+            }
+            Ok(Err(RaftError::Fatal(error))) => {
+                Err(ServerError::Unavailable { reason: format!("node {} is stopping: {error}", self.config.id) })
+            }
+            Err(_) => Err(ServerError::Unavailable {
+                reason: format!(
+                    "not committed within {write_timeout:?}: node {} may be cut off from a majority; the write may still \
+                     commit, and retrying under the same session is safe",
+                    self.config.id
+                ),
+            }),
+        }
+    }
+
+    /// Serves a linearizable read: confirm leadership with a quorum (read index), wait until
+    /// applied up to it, then read the local state.
+    async fn read(&self, query: Query, origin: Origin) -> Result<Response, ServerError> {
+        let leader = self.metrics.borrow().current_leader;
+        if leader.is_some_and(|leader| leader != self.config.id) {
+            return self.forward(Request::Read(query), leader, origin).await;
+        }
+        let write_timeout = self.config.write_timeout();
+        match tokio::time::timeout(write_timeout, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(Response::Read(self.state.applied().machine.query(&query))),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to)))) => {
+                self.forward(Request::Read(query), to.leader_id, origin).await
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))) => Err(ServerError::Unavailable {
+                reason: format!("node {} cannot reach a quorum: {error}", self.config.id),
+            }),
+            Ok(Err(RaftError::Fatal(error))) => {
+                Err(ServerError::Unavailable { reason: format!("node {} is stopping: {error}", self.config.id) })
+            }
+            Err(_) => Err(ServerError::Unavailable {
+                reason: format!("node {} could not confirm its leadership within {write_timeout:?}", self.config.id),
+            }),
+        }
+    }
+
+    /// Relays a request to the leader and returns its answer.
+    async fn forward(&self, request: Request, leader: Option<NodeId>, origin: Origin) -> Result<Response, ServerError> {
+        let Some(leader) = leader.filter(|leader| *leader != self.config.id) else {
+            return Err(ServerError::Unavailable { reason: "no leader is elected right now".into() });
+        };
+        if origin == Origin::Forwarded {
+            return Err(ServerError::NotLeader { leader: self.leader() });
+        }
+        let timeout = forward_timeout(self.config.write_timeout());
+        match self.transport.call(leader, &PeerRequest::Forward(request), timeout).await {
+            Ok(PeerResponse::Forward(reply)) => reply.body,
+            Ok(other) => Err(ServerError::Internal { reason: format!("unexpected answer to a forward: {other:?}") }),
+            Err(error) => Err(ServerError::Unavailable {
+                reason: format!("node {} cannot reach the leader: {error}", self.config.id),
+            }),
+        }
+    }
+
+    /// Handles one request from an authenticated peer; `None` means "stay silent".
+    async fn handle_peer(&self, from: NodeId, request: PeerRequest) -> Option<PeerResponse> {
+        if self.transport.is_dropped(from) {
+            return None;
+        }
+        self.transport.heard_from(from);
+        Some(match request {
+            PeerRequest::AppendEntries(request) => PeerResponse::AppendEntries(self.raft.append_entries(request).await),
+            PeerRequest::Vote(request) => PeerResponse::Vote(self.raft.vote(request).await),
+            PeerRequest::InstallSnapshot(request) => {
+                PeerResponse::InstallSnapshot(self.raft.install_snapshot(request).await)
+            }
+            PeerRequest::Forward(request) => PeerResponse::Forward(self.handle(request, Origin::Forwarded).await),
+        })
+    }
+
+    /// This node's own view, for `distsync status` and the admin port.
+    pub fn status(&self) -> NodeStatus {
+        let metrics = self.metrics.borrow().clone();
+        let role = match metrics.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        };
+        let (applied, digest, sessions, keys) = {
+            let applied = self.state.applied();
+            (
+                applied.last_applied.map(|l| l.index).unwrap_or(0),
+                applied.machine.digest(),
+                applied.machine.session_count() as u64,
+                applied.machine.key_count() as u64,
+            )
+        };
+        let heard = self.transport.last_heard();
+        let peers = self
+            .config
+            .peers
+            .0
+            .iter()
+            .filter(|(id, _)| **id != self.config.id)
+            .map(|(id, address)| PeerStatus {
+                id: *id,
+                address: address.clone(),
+                last_heard_ms: heard.get(id).map(|d| d.as_millis() as u64),
+            })
+            .collect();
+        NodeStatus {
+            id: self.config.id,
+            address: self.config.advertised_address().to_string(),
+            role,
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            last_log_index: metrics.last_log_index.unwrap_or(0).max(self.log.last_index()),
+            committed: self.log.committed_index().max(applied),
+            applied,
+            snapshot: metrics.snapshot.map(|s| s.index).unwrap_or(0),
+            state_digest: digest,
+            sessions,
+            keys,
+            peers,
+        }
+    }
+}
+
+/// The client request that proposes `op`, for forwarding; ticks are a leader's own business and
+/// are never forwarded.
+fn forwardable(op: Op) -> Option<Request> {
+    match op {
+        Op::OpenSession { ttl_ms } => Some(Request::OpenSession { ttl_ms }),
+        Op::KeepAlive { session } => Some(Request::KeepAlive { session }),
+        Op::Write(write) => Some(Request::Write(write)),
+        Op::Tick => None,
+    }
+}
+
+/// Proposes a tick whenever the leader has been idle for a tick interval, so that leases expire
+/// on time even without traffic.
+async fn tick_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
+    let period = Duration::from_millis(node.config.tick_ms);
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let is_leader = node.metrics.borrow().current_leader == Some(node.config.id);
+        let idle_ms =
+            (node.started.elapsed().as_millis() as u64).saturating_sub(node.last_proposal_ms.load(Ordering::Relaxed));
+        if is_leader && idle_ms >= node.config.tick_ms {
+            if let Err(error) = node.write(Op::Tick, Origin::Forwarded).await {
+                tracing::debug!(%error, "tick not committed");
+            }
+        }
+    }
+}
+
+async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint, mut stopped: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = stopped.changed() => return,
+        };
+        let Some(incoming) = incoming else { return };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(remote = %incoming.remote_address(), "refusing a connection: {CONNECTIONS_MAX} are open");
+            incoming.refuse();
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(connection) => serve_connection(node, connection).await,
+                // A stranger's certificate ends here: rustls refused it during the handshake.
+                Err(error) => tracing::info!(%remote, %error, "handshake failed"),
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(node: Arc<Node>, connection: quinn::Connection) {
+    let remote = connection.remote_address();
+    let peer = if negotiated_protocol(&connection).as_deref() == Some(ALPN_PEER) {
+        match peer_identity(&connection, &node.config.peers.0) {
+            Some(id) => Some(id),
+            None => {
+                tracing::warn!(%remote, "refusing a peer connection whose certificate does not name a cluster member");
+                connection.close(CLOSE_NOT_A_MEMBER.into(), b"not a cluster member certificate");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    loop {
+        let (send, recv) = match connection.accept_bi().await {
+            Ok(streams) => streams,
+            Err(error) => {
+                tracing::debug!(%remote, %error, "connection ended");
+                return;
+            }
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            match peer {
+                Some(from) => serve_peer_stream(node, from, send, recv).await,
+                None => serve_client_stream(node, send, recv).await,
+            }
+        });
+    }
+}
+
+async fn serve_client_stream(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let reply = match read_frame(&mut recv, FRAME_BYTES_MAX).await {
+        Ok(body) => match decode_body::<Request>(&body) {
+            Ok(request) => node.handle(request, Origin::Client).await,
+            Err(error) => node.reply(Err(error.into())),
+        },
+        Err(error @ FrameError::TooLarge { .. }) => {
+            // Refuse the rest of the body unread.
+            let _ = recv.stop(0u32.into());
+            node.reply(Err(error.into()))
+        }
+        Err(error) => {
+            tracing::debug!(%error, "client stream ended before a whole frame");
+            return;
+        }
+    };
+    match encode_frame(&reply) {
+        Ok(frame) => {
+            let _ = write_frame(&mut send, &frame).await;
+        }
+        Err(error) => tracing::error!(%error, "cannot encode a reply"),
+    }
+}
+
+async fn serve_peer_stream(node: Arc<Node>, from: NodeId, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let request = match read_frame(&mut recv, FRAME_BYTES_MAX).await.and_then(|body| decode_body(&body)) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::warn!(peer = from, %error, "bad frame from a peer");
+            return;
+        }
+    };
+    let Some(response) = node.handle_peer(from, request).await else {
+        // Simulated partition: stay silent as a dropped packet would, until the sender gives up.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        return;
+    };
+    match encode_frame(&response) {
+        Ok(frame) => {
+            let _ = write_frame(&mut send, &frame).await;
+        }
+        Err(error) => tracing::error!(peer = from, %error, "cannot encode a peer response"),
+    }
+}

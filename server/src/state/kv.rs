@@ -1,0 +1,54 @@
+//! The replicated key-value register: bytes to bytes, each value with the log index that wrote it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Keys in the register. Bounds state-machine memory and snapshot size; with values of at most
+/// 1 MiB the register is meant for configuration and coordination data, not bulk storage.
+pub const KEYS_MAX: usize = 1_000_000;
+
+/// The register.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct KvRegister {
+    entries: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+}
+
+impl KvRegister {
+    /// Value and version of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&(Vec<u8>, u64)> {
+        self.entries.get(key)
+    }
+
+    /// Whether another key may be added.
+    pub fn has_room_for(&self, key: &[u8]) -> bool {
+        self.entries.len() < KEYS_MAX || self.entries.contains_key(key)
+    }
+
+    /// Sets `key` at `version` (the log index of the write).
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>, version: u64) {
+        self.entries.insert(key, (value, version));
+    }
+
+    /// Removes `key`; returns whether it existed.
+    pub fn delete(&mut self, key: &[u8]) -> bool {
+        self.entries.remove(key).is_some()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the register is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Checks that no version is newer than the last applied index.
+    pub fn check_invariants(&self, applied_index: u64) {
+        for (key, (_, version)) in &self.entries {
+            assert!(*version <= applied_index, "key {key:?} has version {version} beyond applied {applied_index}");
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! openraft's view of the state machine: applying entries, building and installing snapshots.
+//!
+//! The state machine lives in memory; durability comes from the log plus the latest snapshot,
+//! which is written to a file, fsync'd and renamed into place before it is used. After a restart
+//! the state is the snapshot's, and openraft re-applies the committed log after it.
+
+use std::io::{Cursor, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
+use serde::{Deserialize, Serialize};
+
+use crate::raft_types::{Entry, LogId, StorageError, TypeConfig};
+use crate::state::{ApplyResult, StateMachine};
+
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// The applied state, shared between openraft (writes) and the RPC handlers (reads).
+#[derive(Default)]
+pub struct Applied {
+    /// Last applied log id.
+    pub last_applied: Option<LogId>,
+    /// Last applied membership.
+    pub membership: StoredMembership<u64, BasicNode>,
+    /// The replicated state.
+    pub machine: StateMachine,
+}
+
+/// What a snapshot file holds.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta<u64, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The serialized part of [`Applied`] inside a snapshot.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    machine: StateMachine,
+}
+
+/// A handle to the state machine; clones share it.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    applied: Arc<RwLock<Applied>>,
+    snapshot: Arc<Mutex<Option<SnapshotFile>>>,
+    directory: PathBuf,
+}
+
+impl StateMachineStore {
+    /// Opens the store in `directory`, restoring the latest snapshot if there is one.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be created or the snapshot is corrupt.
+    pub fn open(directory: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(directory)?;
+        let path = directory.join(SNAPSHOT_FILE);
+        let mut applied = Applied::default();
+        let snapshot = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: SnapshotFile = postcard::from_bytes(&bytes)
+                    .map_err(|e| anyhow::anyhow!("snapshot {} is corrupt: {e}", path.display()))?;
+                let data: SnapshotData = postcard::from_bytes(&file.data)
+                    .map_err(|e| anyhow::anyhow!("snapshot {} is corrupt: {e}", path.display()))?;
+                applied.last_applied = file.meta.last_log_id;
+                applied.membership = file.meta.last_membership.clone();
+                applied.machine = data.machine;
+                applied.machine.check_invariants();
+                Some(file)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => anyhow::bail!("cannot read snapshot {}: {error}", path.display()),
+        };
+        Ok(Self {
+            applied: Arc::new(RwLock::new(applied)),
+            snapshot: Arc::new(Mutex::new(snapshot)),
+            directory: directory.to_path_buf(),
+        })
+    }
+
+    /// Read access to the applied state.
+    pub fn applied(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
+        self.applied.read().expect("state machine lock")
+    }
+
+    /// Writes a snapshot durably: temporary file, fsync, rename, fsync of the directory.
+    fn persist(&self, file: &SnapshotFile) -> std::io::Result<()> {
+        let bytes = postcard::to_stdvec(file).map_err(std::io::Error::other)?;
+        let temporary = self.directory.join(format!("{SNAPSHOT_FILE}.tmp"));
+        let mut handle = std::fs::File::create(&temporary)?;
+        handle.write_all(&bytes)?;
+        handle.sync_all()?;
+        std::fs::rename(&temporary, self.directory.join(SNAPSHOT_FILE))?;
+        std::fs::File::open(&self.directory)?.sync_all()
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (meta, data) = {
+            let applied = self.applied.read().expect("state machine lock");
+            let data = postcard::to_stdvec(&SnapshotData { machine: applied.machine.clone() })
+                .map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let snapshot_id = match applied.last_applied {
+                Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
+                None => "empty".to_string(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+                snapshot_id,
+            };
+            (meta, data)
+        };
+        let file = SnapshotFile { meta: meta.clone(), data: data.clone() };
+        // Writing a large snapshot blocks; keep it off the async workers.
+        let store = self.clone();
+        let file = tokio::task::spawn_blocking(move || store.persist(&file).map(|()| file))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &AnyMessage(e.to_string())))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot written");
+        *self.snapshot.lock().expect("snapshot lock") = Some(file);
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<u64, BasicNode>), StorageError> {
+        let applied = self.applied.read().expect("state machine lock");
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut applied = self.applied.write().expect("state machine lock");
+        let mut results = Vec::new();
+        for entry in entries {
+            let index = entry.log_id.index;
+            applied.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Normal(command) => {
+                    results.push(applied.machine.apply(index, entry.log_id.leader_id.term, &command));
+                }
+                EntryPayload::Membership(membership) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    applied.machine.apply_empty(index);
+                    results.push(Ok(distsync::wire::Response::Done));
+                }
+                EntryPayload::Blank => {
+                    applied.machine.apply_empty(index);
+                    results.push(Ok(distsync::wire::Response::Done));
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let data: SnapshotData =
+            postcard::from_bytes(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        data.machine.check_invariants();
+        let file = SnapshotFile { meta: meta.clone(), data: bytes };
+        let store = self.clone();
+        let file = tokio::task::spawn_blocking(move || store.persist(&file).map(|()| file))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &AnyMessage(e.to_string())))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        {
+            let mut applied = self.applied.write().expect("state machine lock");
+            applied.last_applied = meta.last_log_id;
+            applied.membership = meta.last_membership.clone();
+            applied.machine = data.machine;
+        }
+        tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed from the leader");
+        *self.snapshot.lock().expect("snapshot lock") = Some(file);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let snapshot = self.snapshot.lock().expect("snapshot lock");
+        Ok(snapshot
+            .as_ref()
+            .map(|file| Snapshot { meta: file.meta.clone(), snapshot: Box::new(Cursor::new(file.data.clone())) }))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct AnyMessage(String);

@@ -1,0 +1,252 @@
+//! QUIC and TLS for a node: one endpoint serves clients and peers and dials peers.
+//!
+//! Clients connect with ALPN [`ALPN_CLIENT`] and need only trust the CA. Peers connect with
+//! [`ALPN_PEER`] and must present a certificate signed by the cluster CA that names them as a
+//! cluster member ([`PEER_NAME`]) and as a specific node (`node-N.distsync`); a stranger's
+//! handshake fails, and a CA-signed client certificate is refused the peer protocol.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use distsync::tls::{load_certificates, load_private_key, transport_config};
+use distsync::wire::{decode_body, encode_frame, read_frame, write_frame, ALPN_CLIENT, ALPN_PEER, FRAME_BYTES_MAX};
+use distsync::NodeId;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::certs::{node_name, TlsPaths, PEER_NAME};
+use crate::peer::{PeerRequest, PeerResponse};
+
+/// Everything TLS a node needs.
+pub struct NodeTls {
+    /// For the listening endpoint.
+    pub server: quinn::ServerConfig,
+    /// For dialing peers (presents this node's certificate).
+    pub peer_client: quinn::ClientConfig,
+}
+
+impl NodeTls {
+    /// Loads the CA and node `id`'s certificate and key from a `distsync certs init` directory.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the missing or invalid file.
+    pub fn load(directory: &Path, id: NodeId) -> anyhow::Result<Self> {
+        let paths = TlsPaths::new(directory);
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read {}: {e}; create certificates with `distsync certs init`", path.display())
+            })
+        };
+        let ca = load_certificates(&read(&paths.ca())?).map_err(anyhow::Error::msg)?;
+        let chain = load_certificates(&read(&paths.node(id))?).map_err(anyhow::Error::msg)?;
+        let key = load_private_key(&read(&paths.node_key(id))?).map_err(anyhow::Error::msg)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in ca {
+            roots.add(certificate)?;
+        }
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+        // Clients may connect without a certificate; a certificate that is presented must chain
+        // to the CA, and peers are checked further per connection (see `peer_identity`).
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .allow_unauthenticated()
+            .build()?;
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())?;
+        server.alpn_protocols = vec![ALPN_CLIENT.to_vec(), ALPN_PEER.to_vec()];
+        server.max_early_data_size = 0;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(server))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(transport_config()));
+
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?;
+        client.alpn_protocols = vec![ALPN_PEER.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(client))?;
+        let mut peer_client = quinn::ClientConfig::new(Arc::new(crypto));
+        peer_client.transport_config(Arc::new(transport_config()));
+        Ok(Self { server, peer_client })
+    }
+}
+
+/// The node id a peer connection's certificate proves, if any: the certificate (already verified
+/// against the CA by rustls) must name [`PEER_NAME`] and exactly one member's `node-N.distsync`.
+pub fn peer_identity(connection: &quinn::Connection, members: &BTreeMap<NodeId, String>) -> Option<NodeId> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let leaf = webpki::EndEntityCert::try_from(chain.first()?).ok()?;
+    let names = |name: &str| {
+        ServerName::try_from(name.to_string()).ok().is_some_and(|n| leaf.verify_is_valid_for_subject_name(&n).is_ok())
+    };
+    if !names(PEER_NAME) {
+        return None;
+    }
+    let mut matching = members.keys().copied().filter(|id| names(&node_name(*id)));
+    let id = matching.next()?;
+    matching.next().is_none().then_some(id)
+}
+
+/// The negotiated ALPN protocol of an incoming connection.
+pub fn negotiated_protocol(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    connection.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
+/// Outgoing peer RPCs: one cached connection per peer, the fault-injection switch, and when this
+/// node last heard from each peer.
+pub struct PeerTransport {
+    id: NodeId,
+    endpoint: quinn::Endpoint,
+    members: BTreeMap<NodeId, String>,
+    connections: Mutex<HashMap<NodeId, quinn::Connection>>,
+    dropped: RwLock<HashSet<NodeId>>,
+    last_heard: Mutex<HashMap<NodeId, Instant>>,
+}
+
+/// Why a peer RPC failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The peer could not be reached or the stream failed.
+    #[error("node {peer} unreachable: {reason}")]
+    Unreachable {
+        /// The peer.
+        peer: NodeId,
+        /// What failed.
+        reason: String,
+    },
+    /// No answer within the deadline (including traffic dropped by fault injection).
+    #[error("node {peer} did not answer within {timeout:?}")]
+    Timeout {
+        /// The peer.
+        peer: NodeId,
+        /// The deadline.
+        timeout: Duration,
+    },
+}
+
+impl PeerTransport {
+    /// A transport for node `id` over `endpoint`, knowing the members' addresses.
+    pub fn new(id: NodeId, endpoint: quinn::Endpoint, members: BTreeMap<NodeId, String>) -> Self {
+        Self {
+            id,
+            endpoint,
+            members,
+            connections: Mutex::new(HashMap::new()),
+            dropped: RwLock::new(HashSet::new()),
+            last_heard: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The members and their addresses.
+    pub fn members(&self) -> &BTreeMap<NodeId, String> {
+        &self.members
+    }
+
+    /// Fault injection: from now on drop all traffic to and from `peers`.
+    pub fn set_dropped(&self, peers: &[NodeId]) {
+        *self.dropped.write().expect("dropped lock") = peers.iter().copied().collect();
+        tracing::warn!(?peers, "fault injection: dropping traffic to and from these peers");
+    }
+
+    /// Whether traffic with `peer` is being dropped.
+    pub fn is_dropped(&self, peer: NodeId) -> bool {
+        self.dropped.read().expect("dropped lock").contains(&peer)
+    }
+
+    /// Records that `peer` was heard from now.
+    pub fn heard_from(&self, peer: NodeId) {
+        self.last_heard.lock().expect("last heard lock").insert(peer, Instant::now());
+    }
+
+    /// How long ago each peer was last heard from.
+    pub fn last_heard(&self) -> HashMap<NodeId, Duration> {
+        let now = Instant::now();
+        self.last_heard.lock().expect("last heard lock").iter().map(|(id, at)| (*id, now - *at)).collect()
+    }
+
+    /// Sends one request to `peer` and waits for its answer, at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`PeerError`] when the peer is unreachable, silent, or cut off by fault injection (then
+    /// after the whole timeout, as a real dropped packet would).
+    pub async fn call(
+        &self,
+        peer: NodeId,
+        request: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, PeerError> {
+        if self.is_dropped(peer) {
+            tokio::time::sleep(timeout).await;
+            return Err(PeerError::Timeout { peer, timeout });
+        }
+        let frame = encode_frame(request).map_err(|e| PeerError::Unreachable { peer, reason: e.to_string() })?;
+        let result = tokio::time::timeout(timeout, self.round_trip(peer, &frame)).await;
+        match result {
+            Ok(Ok(response)) => {
+                if self.is_dropped(peer) {
+                    // The switch flipped while the request was in flight: treat the answer as lost.
+                    return Err(PeerError::Timeout { peer, timeout });
+                }
+                self.heard_from(peer);
+                Ok(response)
+            }
+            Ok(Err(reason)) => {
+                self.connections.lock().expect("connections lock").remove(&peer);
+                Err(PeerError::Unreachable { peer, reason })
+            }
+            Err(_) => Err(PeerError::Timeout { peer, timeout }),
+        }
+    }
+
+    async fn round_trip(&self, peer: NodeId, frame: &[u8]) -> Result<PeerResponse, String> {
+        let connection = self.connection(peer).await?;
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        write_frame(&mut send, frame).await.map_err(|e| e.to_string())?;
+        let body = read_frame(&mut recv, FRAME_BYTES_MAX).await.map_err(|e| e.to_string())?;
+        decode_body(&body).map_err(|e| e.to_string())
+    }
+
+    async fn connection(&self, peer: NodeId) -> Result<quinn::Connection, String> {
+        if let Some(connection) = self.connections.lock().expect("connections lock").get(&peer) {
+            if connection.close_reason().is_none() {
+                return Ok(connection.clone());
+            }
+        }
+        let address = self.members.get(&peer).ok_or_else(|| format!("node {peer} is not a member"))?;
+        let socket: SocketAddr = match address.parse() {
+            Ok(socket) => socket,
+            Err(_) => tokio::net::lookup_host(address)
+                .await
+                .map_err(|e| format!("cannot resolve {address}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{address} resolves to nothing"))?,
+        };
+        // Verifying the peer's certificate against `node-N.distsync` proves we reached node N
+        // and not some other member listening at a stale address.
+        let connection = self
+            .endpoint
+            .connect(socket, &node_name(peer))
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+        let mut connections = self.connections.lock().expect("connections lock");
+        let kept = connections.entry(peer).or_insert_with(|| connection.clone());
+        if kept.close_reason().is_some() {
+            *kept = connection;
+        }
+        Ok(kept.clone())
+    }
+}

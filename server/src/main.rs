@@ -1,1 +1,365 @@
-fn main() {}
+//! The `distsync` command line: run nodes, a local dev cluster, inspect and use a cluster, and
+//! benchmark it. See the README for the contract each command keeps.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use distsync::{Client, ClientOptions, ClientTls};
+use distsync_server::bench;
+use distsync_server::local_cluster::{LocalCluster, Ports};
+use distsync_server::ServerConfig;
+
+#[derive(Parser)]
+#[command(name = "distsync", version, about = "distsync: locks, queues and a coherent cache on Raft")]
+struct Cli {
+    /// Cluster nodes to talk to, `HOST:PORT,HOST:PORT,...` (any subset will do).
+    #[arg(long, global = true, env = "DISTSYNC_ENDPOINTS", value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// The cluster CA certificate (`ca.pem` from `distsync certs init`).
+    #[arg(long, global = true, env = "DISTSYNC_CA")]
+    ca: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Certificates for a cluster.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Run one node.
+    Serve(Box<ServerConfig>),
+    /// Make certificates and run a local cluster on loopback until Ctrl-C.
+    Dev(DevArgs),
+    /// Each node's role, term, log indexes and peer heartbeats.
+    Status {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The replicated key-value register.
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// Benchmarks, printing JSON lines.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Test-only fault injection (nodes must run with --enable-fault-injection).
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a CA, certificates for nodes 1..=N and a client certificate in DIR.
+    Init {
+        /// Output directory; `DIR/ca.pem` is what clients trust.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+    },
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Where certificates, data and logs go.
+    #[arg(long, default_value = ".distsync-dev")]
+    dir: PathBuf,
+    /// Node N listens on BASE+N-1 (UDP) and serves metrics on BASE+100+N-1 (HTTP).
+    #[arg(long, default_value_t = 7101)]
+    base_port: u16,
+}
+
+#[derive(Subcommand)]
+enum KvCommand {
+    /// Set KEY to VALUE.
+    Put { key: String, value: String },
+    /// Print KEY's value alone on stdout; exit status 1 if absent.
+    Get { key: String },
+    /// Remove KEY.
+    Delete { key: String },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Closed-loop writes from C clients for a fixed time against a running cluster.
+    Write {
+        /// Concurrent clients, each with its own session.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+    },
+    /// Start a local 3-node cluster, SIGKILL the leader under load, measure the outage.
+    Failover {
+        /// Leader kills.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Concurrent writers during the test.
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        /// Client attempt timeout in ms: how soon a client gives up on a silent node.
+        #[arg(long, default_value_t = 150)]
+        attempt_timeout_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum DebugCommand {
+    /// Make NODE silently drop Raft traffic with the given peers (empty list heals).
+    DropPeers {
+        /// The node's endpoint.
+        #[arg(long)]
+        node: String,
+        /// Peer ids, comma separated; empty to heal.
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        peers: Vec<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_) | Command::Dev(_));
+    let default_filter = if serving { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Certs(CertsCommand::Init { dir, nodes }) => {
+            distsync_server::certs::init(&dir, nodes)?;
+            println!(
+                "certificates for {nodes} nodes and one client in {}; clients trust {}",
+                dir.display(),
+                dir.join("ca.pem").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(config) => {
+            distsync_server::run(*config, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev(args) => dev(args).await,
+        Command::Status { json } => status(&cli.endpoints, cli.ca.as_deref(), json).await,
+        Command::Kv(command) => {
+            let client = connect(&cli.endpoints, cli.ca.as_deref()).await?;
+            let kv = client.kv();
+            let code = match command {
+                KvCommand::Put { key, value } => {
+                    kv.put(key, value).await?;
+                    ExitCode::SUCCESS
+                }
+                KvCommand::Get { key } => match kv.get(&key).await? {
+                    Some(value) => {
+                        let mut stdout = std::io::stdout().lock();
+                        stdout.write_all(&value)?;
+                        stdout.write_all(b"\n")?;
+                        ExitCode::SUCCESS
+                    }
+                    None => {
+                        eprintln!("key {key:?} not found");
+                        ExitCode::from(1)
+                    }
+                },
+                KvCommand::Delete { key } => {
+                    if !kv.delete(&key).await? {
+                        eprintln!("key {key:?} did not exist");
+                    }
+                    ExitCode::SUCCESS
+                }
+            };
+            client.close().await;
+            Ok(code)
+        }
+        Command::Bench(BenchCommand::Write { clients, duration, value_size }) => {
+            let tls = tls(cli.ca.as_deref())?;
+            anyhow::ensure!(!cli.endpoints.is_empty(), "give the cluster with --endpoints A,B,C");
+            let report = bench::write(&cli.endpoints, tls, clients, Duration::from_secs(duration), value_size).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Failover { rounds, writers, attempt_timeout_ms }) => {
+            let directory = std::env::temp_dir().join(format!("distsync-failover-{}", std::process::id()));
+            let result =
+                bench::failover(&directory, rounds, writers, Duration::from_millis(attempt_timeout_ms), |round| {
+                    println!("{}", serde_json::to_string(round).expect("serializable"));
+                })
+                .await;
+            let _ = std::fs::remove_dir_all(&directory);
+            println!("{}", serde_json::to_string(&result?)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Debug(DebugCommand::DropPeers { node, peers }) => {
+            let client = unconnected(&[node.clone()], cli.ca.as_deref())?;
+            client.set_dropped_peers(&node, &peers).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn tls(ca: Option<&std::path::Path>) -> anyhow::Result<ClientTls> {
+    let ca = ca.context("give the cluster CA with --ca FILE (the ca.pem from `distsync certs init`)")?;
+    Ok(ClientTls::from_ca_file(ca)?)
+}
+
+fn unconnected(endpoints: &[String], ca: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    anyhow::ensure!(!endpoints.is_empty(), "give the cluster with --endpoints A,B,C");
+    let options = ClientOptions::new(endpoints, tls(ca)?).attempt_timeout(Duration::from_secs(2));
+    Ok(Client::new_unconnected(options)?)
+}
+
+async fn connect(endpoints: &[String], ca: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    anyhow::ensure!(!endpoints.is_empty(), "give the cluster with --endpoints A,B,C");
+    Client::connect_with(ClientOptions::new(endpoints, tls(ca)?))
+        .await
+        .with_context(|| format!("cannot reach the cluster at {}", endpoints.join(",")))
+}
+
+async fn status(endpoints: &[String], ca: Option<&std::path::Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let client = unconnected(endpoints, ca)?;
+    let answers = futures_join(endpoints.iter().cloned().map(|endpoint| {
+        let client = client.clone();
+        async move {
+            let answer = client.node_status(&endpoint).await;
+            (endpoint, answer)
+        }
+    }))
+    .await;
+    let reachable = answers.iter().filter(|(_, answer)| answer.is_ok()).count();
+    if json {
+        let nodes: Vec<serde_json::Value> = answers
+            .iter()
+            .map(|(endpoint, answer)| match answer {
+                Ok(status) => serde_json::to_value(status).expect("serializable"),
+                Err(error) => {
+                    serde_json::json!({ "address": endpoint, "role": "unreachable", "error": error.to_string() })
+                }
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+    } else {
+        println!(
+            "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}  peers (last heard)",
+            "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "LAST LOG", "COMMITTED", "APPLIED"
+        );
+        for (endpoint, answer) in &answers {
+            match answer {
+                Ok(s) => {
+                    let peers: Vec<String> = s
+                        .peers
+                        .iter()
+                        .map(|p| match p.last_heard_ms {
+                            Some(ms) => format!("{}:{}ms", p.id, ms),
+                            None => format!("{}:never", p.id),
+                        })
+                        .collect();
+                    let leader = s.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}  {}",
+                        s.id,
+                        s.address,
+                        s.role.as_str(),
+                        s.term,
+                        leader,
+                        s.last_log_index,
+                        s.committed,
+                        s.applied,
+                        peers.join(" ")
+                    );
+                }
+                Err(error) => println!("{:<4} {:<22} {:<10} {error}", "?", endpoint, "unreachable"),
+            }
+        }
+    }
+    if reachable == 0 {
+        eprintln!("error: no node answered at {}; is the cluster running and is --ca its CA?", endpoints.join(","));
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("status task panicked"));
+    }
+    outputs
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!((1..=7).contains(&args.nodes), "--nodes must be between 1 and 7");
+    let mut cluster = LocalCluster::start(&args.dir, args.nodes, Ports::Fixed(args.base_port), &[])?;
+    let leader = match cluster.wait_for_leader(0, Duration::from_secs(15)).await {
+        Ok(leader) => leader,
+        Err(error) => {
+            cluster.stop();
+            anyhow::bail!("{error}; see the logs in {}", args.dir.display());
+        }
+    };
+    let endpoints = cluster.endpoints().join(",");
+    let ca = cluster.ca();
+    println!("distsync dev: {} nodes on loopback, node {} leads", args.nodes, leader.id);
+    for id in 1..=args.nodes {
+        println!(
+            "  node {id}  {}  metrics http://{}/metrics  log {}",
+            cluster.endpoints()[id as usize - 1],
+            cluster.admin(id).unwrap_or_default(),
+            cluster.log_path(id).display()
+        );
+    }
+    println!("endpoints: {endpoints}");
+    println!("CA:        {}", ca.display());
+    println!("try:       distsync --endpoints {endpoints} --ca {} status", ca.display());
+    println!("Ctrl-C stops the cluster.");
+    shutdown_signal().await;
+    println!("stopping the nodes");
+    cluster.stop();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

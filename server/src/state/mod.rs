@@ -100,7 +100,8 @@ impl StateMachine {
     /// Records an entry without application payload (a leader's blank entry or a membership
     /// change), so the applied index stays exact.
     pub fn apply_empty(&mut self, index: u64) {
-        debug_assert!(index > self.applied_index, "entries are applied once, in order");
+        // The initial membership entry has index 0, the only index that may equal the start.
+        debug_assert!(index > self.applied_index || index == 0, "entries are applied once, in order");
         self.applied_index = index;
     }
 

@@ -1,0 +1,239 @@
+//! `distsync bench`: load generators that print JSON lines.
+//!
+//! - `write`: C clients, each with its own session and connection, put 100-byte (by default)
+//!   values in a closed loop for a fixed time; reports throughput and latency percentiles of
+//!   acknowledged (committed, fsync'd on a majority) writes.
+//! - `failover`: starts its own 3-node cluster, keeps a write load on it, SIGKILLs the leader,
+//!   and measures how long no write succeeded and how long until a new leader was elected.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use distsync::{Client, ClientOptions, ClientTls};
+use serde::Serialize;
+
+use crate::local_cluster::{LocalCluster, Ports};
+
+/// Result of `bench write`.
+#[derive(Serialize, Debug)]
+pub struct WriteReport {
+    /// Always "write".
+    pub bench: &'static str,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Measured seconds.
+    pub duration_s: f64,
+    /// Acknowledged writes.
+    pub ops: u64,
+    /// Acknowledged writes per second.
+    pub ops_per_sec: f64,
+    /// Latency percentiles of acknowledged writes, milliseconds.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Slowest write.
+    pub max_ms: f64,
+    /// Failed writes.
+    pub errors: u64,
+}
+
+/// Runs the write benchmark against a running cluster.
+///
+/// # Errors
+///
+/// When clients cannot connect.
+pub async fn write(
+    endpoints: &[String],
+    tls: ClientTls,
+    clients: usize,
+    duration: Duration,
+    value_size: usize,
+) -> anyhow::Result<WriteReport> {
+    anyhow::ensure!(clients >= 1, "--clients must be at least 1");
+    let mut connected = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let client = Client::connect_with(ClientOptions::new(endpoints, tls.clone())).await?;
+        // Opens the session and finds the leader before the clock starts.
+        client.kv().put("bench/warmup", b"x").await?;
+        connected.push(client);
+    }
+    let value = vec![b'x'; value_size];
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (number, client) in connected.into_iter().enumerate() {
+        let value = value.clone();
+        tasks.spawn(async move {
+            let kv = client.kv();
+            let mut latencies_us: Vec<u32> = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            let mut sequence = 0u64;
+            while Instant::now() < deadline {
+                // A bounded key space per client keeps the register small during long runs.
+                let key = format!("bench/{number}/{}", sequence % 1024);
+                sequence += 1;
+                let sent = Instant::now();
+                match kv.put(key, &value).await {
+                    Ok(_) => latencies_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                    Err(_) => errors += 1,
+                }
+            }
+            client.close().await;
+            (latencies_us, errors)
+        });
+    }
+    let mut latencies_us = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (mut part, part_errors) = joined?;
+        latencies_us.append(&mut part);
+        errors += part_errors;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies_us.sort_unstable();
+    let percentile = |p: f64| -> f64 {
+        if latencies_us.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * latencies_us.len() as f64).ceil() as usize;
+        latencies_us[rank.clamp(1, latencies_us.len()) - 1] as f64 / 1000.0
+    };
+    Ok(WriteReport {
+        bench: "write",
+        clients,
+        value_size,
+        duration_s: elapsed,
+        ops: latencies_us.len() as u64,
+        ops_per_sec: latencies_us.len() as f64 / elapsed,
+        p50_ms: percentile(50.0),
+        p95_ms: percentile(95.0),
+        p99_ms: percentile(99.0),
+        max_ms: latencies_us.last().map(|us| *us as f64 / 1000.0).unwrap_or(0.0),
+        errors,
+    })
+}
+
+/// One round of `bench failover`.
+#[derive(Serialize, Debug)]
+pub struct FailoverRound {
+    /// Always "failover".
+    pub bench: &'static str,
+    /// Round number, from 1.
+    pub round: u32,
+    /// The killed leader.
+    pub killed: u64,
+    /// The new leader.
+    pub new_leader: u64,
+    /// From the last write acknowledged before the kill to the first acknowledged after it.
+    pub unavailable_ms: f64,
+    /// From the kill to a new leader reporting itself.
+    pub election_ms: f64,
+}
+
+/// Summary line of `bench failover`.
+#[derive(Serialize, Debug)]
+pub struct FailoverSummary {
+    /// Always "failover-summary".
+    pub bench: &'static str,
+    /// Rounds run.
+    pub rounds: usize,
+    /// Median of `unavailable_ms`.
+    pub median_unavailable_ms: f64,
+    /// Median of `election_ms`.
+    pub median_election_ms: f64,
+    /// Largest `unavailable_ms`.
+    pub max_unavailable_ms: f64,
+}
+
+/// Runs `rounds` leader kills against a fresh local cluster in `directory`, printing one JSON
+/// line per round through `report`.
+///
+/// # Errors
+///
+/// When the cluster cannot start or no new leader appears.
+pub async fn failover(
+    directory: &Path,
+    rounds: u32,
+    writers: usize,
+    attempt_timeout: Duration,
+    mut report: impl FnMut(&FailoverRound),
+) -> anyhow::Result<FailoverSummary> {
+    let mut cluster = LocalCluster::start(directory, 3, Ports::Any, &[])?;
+    let first = cluster.wait_for_leader(0, Duration::from_secs(10)).await?;
+    let acknowledged: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut load = tokio::task::JoinSet::new();
+    for writer in 0..writers {
+        let client =
+            cluster.client(|o| o.attempt_timeout(attempt_timeout).request_timeout(Duration::from_secs(30))).await?;
+        let acknowledged = acknowledged.clone();
+        let running = running.clone();
+        load.spawn(async move {
+            let kv = client.kv();
+            let mut sequence = 0u64;
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                sequence += 1;
+                if kv.put(format!("failover/{writer}/{}", sequence % 256), b"v").await.is_ok() {
+                    acknowledged.lock().expect("acknowledged lock").push(Instant::now());
+                }
+            }
+        });
+    }
+    let mut results = Vec::new();
+    let mut term = first.term;
+    let mut leader = first.id;
+    for round in 1..=rounds {
+        // Steady state first: writes flowing for a while with everyone caught up.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        let status = cluster.wait_for_leader(term, Duration::from_secs(10)).await?;
+        let election_ms = killed_at.elapsed().as_secs_f64() * 1000.0;
+        // Wait until a write succeeds after the kill.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (before, after) = loop {
+            {
+                let times = acknowledged.lock().expect("acknowledged lock");
+                let before = times.iter().rev().find(|t| **t <= killed_at).copied();
+                let after = times.iter().find(|t| **t > killed_at).copied();
+                if let (Some(before), Some(after)) = (before, after) {
+                    break (before, after);
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no write succeeded within 10 s of the kill");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let line = FailoverRound {
+            bench: "failover",
+            round,
+            killed: leader,
+            new_leader: status.id,
+            unavailable_ms: (after - before).as_secs_f64() * 1000.0,
+            election_ms,
+        };
+        report(&line);
+        results.push(line);
+        cluster.restart(leader)?;
+        term = status.term;
+        leader = status.id;
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    cluster.stop();
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    };
+    Ok(FailoverSummary {
+        bench: "failover-summary",
+        rounds: results.len(),
+        median_unavailable_ms: median(results.iter().map(|r| r.unavailable_ms).collect()),
+        median_election_ms: median(results.iter().map(|r| r.election_ms).collect()),
+        max_unavailable_ms: results.iter().map(|r| r.unavailable_ms).fold(0.0, f64::max),
+    })
+}

@@ -276,7 +276,7 @@ pub struct Reply {
 }
 
 /// The successful answers.
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     /// A session was opened.
     SessionOpened {

@@ -139,6 +139,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -222,7 +223,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Debug(DebugCommand::DropPeers { node, peers }) => {
-            let client = unconnected(&[node.clone()], cli.ca.as_deref())?;
+            let client = unconnected(std::slice::from_ref(&node), cli.ca.as_deref())?;
             client.set_dropped_peers(&node, &peers).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -32,11 +32,15 @@ pub const CONNECTIONS_MAX: usize = 4096;
 /// QUIC application close code for a peer connection without a member certificate.
 const CLOSE_NOT_A_MEMBER: u32 = 1;
 
-/// Whether a request came from a client or was forwarded by a follower (and must not be
-/// forwarded again, to rule out loops).
+/// Where a request came from, which bounds how far it may travel: a forwarded request is not
+/// forwarded again (no loops), and a rerouted one is not rerouted again.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Origin {
+    /// Straight from a client.
     Client,
+    /// From a client, being re-sent after the leader changed while it was forwarded.
+    Rerouted,
+    /// Forwarded by a follower.
     Forwarded,
 }
 
@@ -174,7 +178,12 @@ impl Node {
 
     /// Handles one client request (or one forwarded by a follower).
     async fn handle(&self, request: Request, origin: Origin) -> Reply {
-        let body = match request {
+        let body = self.dispatch(request, origin).await;
+        self.reply(body)
+    }
+
+    async fn dispatch(&self, request: Request, origin: Origin) -> Result<Response, ServerError> {
+        match request {
             Request::Status => Ok(Response::Status(Box::new(self.status()))),
             Request::SetDroppedPeers { peers } => {
                 if self.config.enable_fault_injection {
@@ -191,8 +200,7 @@ impl Node {
                 Err(error) => Err(error),
             },
             Request::Read(query) => self.read(query, origin).await,
-        };
-        self.reply(body)
+        }
     }
 
     /// Proposes `op` if this node leads, else forwards it to the leader.
@@ -265,12 +273,31 @@ impl Node {
             return Err(ServerError::NotLeader { leader: self.leader() });
         }
         let timeout = forward_timeout(self.config.write_timeout());
-        match self.transport.call(leader, &PeerRequest::Forward(request), timeout).await {
-            Ok(PeerResponse::Forward(reply)) => reply.body,
-            Ok(other) => Err(ServerError::Internal { reason: format!("unexpected answer to a forward: {other:?}") }),
-            Err(error) => Err(ServerError::Unavailable {
-                reason: format!("node {} cannot reach the leader: {error}", self.config.id),
-            }),
+        let request = PeerRequest::Forward(request);
+        let mut metrics = self.metrics.clone();
+        let leader_moved = async {
+            while metrics.changed().await.is_ok() {
+                if metrics.borrow().current_leader != Some(leader) {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            result = self.transport.call(leader, &request, timeout) => match result {
+                Ok(PeerResponse::Forward(reply)) => reply.body,
+                Ok(other) => Err(ServerError::Internal { reason: format!("unexpected answer to a forward: {other:?}") }),
+                Err(error) => Err(ServerError::Unavailable {
+                    reason: format!("node {} cannot reach the leader: {error}", self.config.id),
+                }),
+            },
+            // The leader changed while we waited (it may have died): send the request where it
+            // belongs now instead of waiting for a dead node. Re-sending is safe because writes
+            // are deduplicated by session and sequence number, and reads have no effect.
+            () = leader_moved, if origin == Origin::Client => {
+                let PeerRequest::Forward(request) = request else { unreachable!("built above") };
+                Box::pin(self.dispatch(request, Origin::Rerouted)).await
+            }
         }
     }
 

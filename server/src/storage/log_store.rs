@@ -120,6 +120,8 @@ impl LogStore {
         cache.entries.last_key_value().map(|(index, _)| *index).or(cache.last_purged.map(|p| p.index)).unwrap_or(0)
     }
 
+    // openraft's error type is large, and this mirrors the trait methods that must return it.
+    #[allow(clippy::result_large_err)]
     fn send(&self, write: Write) -> Result<(), StorageError> {
         self.writes.send(write).map_err(|_| StorageIOError::write_logs(&Stopped).into())
     }

@@ -102,6 +102,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (meta, data) = {
             let applied = self.applied.read().expect("state machine lock");
+            if cfg!(debug_assertions) {
+                applied.machine.check_invariants();
+            }
             let data = postcard::to_stdvec(&SnapshotData { machine: applied.machine.clone() })
                 .map_err(|e| StorageIOError::read_state_machine(&e))?;
             let snapshot_id = match applied.last_applied {

@@ -1,0 +1,61 @@
+//! openraft's own storage test suite, run against distsync's redb log store and its state
+//! machine store: ordering, truncation, purging, votes, membership and snapshots behave as
+//! openraft requires.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use distsync_server::raft_types::{StorageError, TypeConfig};
+use distsync_server::storage::log_store::LogStore;
+use distsync_server::storage::state_machine_store::StateMachineStore;
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageIOError;
+
+/// A directory removed when the test's stores are dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let directory = std::env::temp_dir().join(format!(
+            "distsync-conformance-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&directory).map_err(|e| StorageIOError::write(&e))?;
+        let log = LogStore::open(&directory.join("raft.redb")).map_err(|e| StorageIOError::write(AnyError(e)))?;
+        let state =
+            StateMachineStore::open(&directory.join("snapshots")).map_err(|e| StorageIOError::write(AnyError(e)))?;
+        Ok((TempDir(directory), log, state))
+    }
+}
+
+#[derive(Debug)]
+struct AnyError(anyhow::Error);
+
+impl std::fmt::Display for AnyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for AnyError {}
+
+impl From<AnyError> for openraft::AnyError {
+    fn from(error: AnyError) -> Self {
+        openraft::AnyError::new(&error)
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes() -> Result<(), StorageError> {
+    Suite::test_all(Builder)
+}

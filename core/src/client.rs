@@ -269,9 +269,12 @@ impl Client {
                 self.forget_connection(address);
                 Err(ClientError::Unavailable { reason: format!("{address}: {reason}") })
             }
-            Err(_) => Err(ClientError::Unavailable {
-                reason: format!("{address} did not answer within {:?}", self.inner.options.attempt_timeout),
-            }),
+            Err(_) => {
+                self.forget_connection(address);
+                Err(ClientError::Unavailable {
+                    reason: format!("{address} did not answer within {:?}", self.inner.options.attempt_timeout),
+                })
+            }
         }
     }
 
@@ -391,6 +394,9 @@ impl Client {
                 }
                 Err(_) => {
                     last_failure = format!("{target} did not answer within {budget:?}");
+                    // The node may have died: QUIC would notice only at the idle timeout, and a
+                    // restarted node cannot reset the old connection, so dial afresh next time.
+                    self.forget_connection(target);
                     self.forget_leader(target);
                 }
             }

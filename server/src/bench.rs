@@ -194,18 +194,21 @@ pub async fn failover(
         cluster.kill(leader);
         let status = cluster.wait_for_leader(term, Duration::from_secs(10)).await?;
         let election_ms = killed_at.elapsed().as_secs_f64() * 1000.0;
-        // Wait until a write succeeds after the kill.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let (before, after) = loop {
+        // Wait until writes flow again: an acknowledgement after the new leader was seen.
+        let elected_at = Instant::now();
+        let deadline = elected_at + Duration::from_secs(10);
+        let unavailable = loop {
             {
                 let times = acknowledged.lock().expect("acknowledged lock");
-                let before = times.iter().rev().find(|t| **t <= killed_at).copied();
-                let after = times.iter().find(|t| **t > killed_at).copied();
-                if let (Some(before), Some(after)) = (before, after) {
-                    break (before, after);
+                if times.last().is_some_and(|last| *last > elected_at) {
+                    // Replies already in flight at the kill may land just after it, so the outage
+                    // is the longest silence between consecutive acknowledgements around the kill.
+                    let window_start = killed_at - Duration::from_secs(1);
+                    let window: Vec<Instant> = times.iter().copied().filter(|t| *t >= window_start).collect();
+                    break window.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default();
                 }
             }
-            anyhow::ensure!(Instant::now() < deadline, "no write succeeded within 10 s of the kill");
+            anyhow::ensure!(Instant::now() < deadline, "no write succeeded within 10 s of the new election");
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         let line = FailoverRound {
@@ -213,7 +216,7 @@ pub async fn failover(
             round,
             killed: leader,
             new_leader: status.id,
-            unavailable_ms: (after - before).as_secs_f64() * 1000.0,
+            unavailable_ms: unavailable.as_secs_f64() * 1000.0,
             election_ms,
         };
         report(&line);

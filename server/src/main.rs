@@ -218,8 +218,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string(round).expect("serializable"));
                 })
                 .await;
-            let _ = std::fs::remove_dir_all(&directory);
-            println!("{}", serde_json::to_string(&result?)?);
+            match result {
+                Ok(summary) => {
+                    let _ = std::fs::remove_dir_all(&directory);
+                    println!("{}", serde_json::to_string(&summary)?);
+                }
+                Err(error) => anyhow::bail!("{error:#}; node logs are kept in {}", directory.display()),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Debug(DebugCommand::DropPeers { node, peers }) => {

@@ -105,6 +105,14 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcError> {
+        // openraft gives every AppendEntries the heartbeat interval (50 ms) to complete. That suits
+        // heartbeats, but a catch-up batch of a thousand entries needs an fsync on a possibly
+        // busy follower; timing it out would only resend the same batch forever.
+        let option = if request.entries.is_empty() {
+            option
+        } else {
+            RPCOption::new(option.hard_ttl().max(REPLICATION_TIMEOUT_MIN))
+        };
         match self.call(PeerRequest::AppendEntries(request), &option).await? {
             PeerResponse::AppendEntries(result) => {
                 result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -133,6 +141,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         }
     }
 }
+
+/// Least time an AppendEntries carrying entries gets to complete.
+const REPLICATION_TIMEOUT_MIN: Duration = Duration::from_secs(1);
 
 /// How long a forwarded client request may take: the write timeout plus a margin for the hop.
 pub fn forward_timeout(write_timeout: Duration) -> Duration {

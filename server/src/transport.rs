@@ -72,9 +72,21 @@ impl NodeTls {
         client.alpn_protocols = vec![ALPN_PEER.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(client))?;
         let mut peer_client = quinn::ClientConfig::new(Arc::new(crypto));
-        peer_client.transport_config(Arc::new(transport_config()));
+        peer_client.transport_config(Arc::new(peer_transport_config()));
         Ok(Self { server, peer_client })
     }
+}
+
+/// Peer connections notice a dead peer within seconds: a restarted process cannot reset the old
+/// connection (its reset key is new), so without this a leader would keep sending into a dead
+/// connection until the 30 s client idle timeout.
+pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn peer_transport_config() -> quinn::TransportConfig {
+    let mut transport = transport_config();
+    transport.max_idle_timeout(Some(PEER_IDLE_TIMEOUT.try_into().expect("5 s fits a QUIC varint")));
+    transport.keep_alive_interval(Some(PEER_IDLE_TIMEOUT / 5));
+    transport
 }
 
 /// The node id a peer connection's certificate proves, if any: the certificate (already verified
@@ -204,10 +216,20 @@ impl PeerTransport {
                 Ok(response)
             }
             Ok(Err(reason)) => {
-                self.connections.lock().expect("connections lock").remove(&peer);
+                self.forget_connection(peer);
                 Err(PeerError::Unreachable { peer, reason })
             }
-            Err(_) => Err(PeerError::Timeout { peer, timeout }),
+            Err(_) => {
+                // The connection may be dead (the peer restarted); the next call dials afresh.
+                self.forget_connection(peer);
+                Err(PeerError::Timeout { peer, timeout })
+            }
+        }
+    }
+
+    fn forget_connection(&self, peer: NodeId) {
+        if let Some(connection) = self.connections.lock().expect("connections lock").remove(&peer) {
+            connection.close(0u32.into(), b"peer did not answer");
         }
     }
 

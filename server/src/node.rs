@@ -15,12 +15,12 @@ use distsync::wire::{
 use distsync::{FrameError, NodeId, ServerError};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::config::ServerConfig;
 use crate::peer::{forward_timeout, NetworkFactory, PeerRequest, PeerResponse};
 use crate::raft_types::Raft;
-use crate::state::{LogCommand, Op};
+use crate::state::{ApplyResult, LogCommand, Op};
 use crate::storage::log_store::LogStore;
 use crate::storage::state_machine_store::StateMachineStore;
 use crate::transport::{negotiated_protocol, peer_identity, NodeTls, PeerTransport};
@@ -28,6 +28,21 @@ use crate::transport::{negotiated_protocol, peer_identity, NodeTls, PeerTranspor
 /// Concurrent connections (clients and peers) a node accepts; more are refused. Each costs a
 /// task and QUIC state; 4096 is far above a coordination service's client count.
 pub const CONNECTIONS_MAX: usize = 4096;
+
+/// Operations batched into one log entry at most. Concurrent writes share an entry, so the
+/// per-entry costs (an fsync, a replication round trip) are paid once per batch.
+pub const BATCH_OPS_MAX: usize = 512;
+
+/// Bytes batched into one log entry, roughly; one maximal value always fits.
+pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Batches proposed and not yet committed. While they are in flight, new writes wait and form
+/// the next batch; a lone client never waits for one.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 4;
+
+/// Writes waiting to be batched. Beyond this the node answers `Unavailable` at once instead of
+/// queueing without bound.
+pub const PROPOSAL_QUEUE_MAX: usize = 16 * 1024;
 
 /// QUIC application close code for a peer connection without a member certificate.
 const CLOSE_NOT_A_MEMBER: u32 = 1;
@@ -44,10 +59,28 @@ enum Origin {
     Forwarded,
 }
 
+/// One write waiting to be proposed, and where its result goes.
+struct Proposal {
+    op: Op,
+    reply: oneshot::Sender<Result<ApplyResult, Rejection>>,
+}
+
+/// Why a batch was not applied.
+#[derive(Clone, Debug)]
+enum Rejection {
+    /// This node is no longer the leader.
+    ForwardTo(Option<NodeId>),
+    /// This node is stopping or failed.
+    Unavailable(String),
+    /// A bug.
+    Internal(String),
+}
+
 /// A running node's shared state.
 pub struct Node {
     config: ServerConfig,
     raft: Raft,
+    proposals: mpsc::Sender<Proposal>,
     metrics: watch::Receiver<RaftMetrics<u64, BasicNode>>,
     log: LogStore,
     state: StateMachineStore,
@@ -93,7 +126,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
             Err(error) => return Err(error.into()),
         }
     }
+    let (proposals, proposal_queue) = mpsc::channel(PROPOSAL_QUEUE_MAX);
     let node = Arc::new(Node {
+        proposals,
         metrics: raft.metrics(),
         config,
         raft,
@@ -109,6 +144,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(accept_loop(node.clone(), endpoint.clone(), stopped.clone()));
     tasks.spawn(tick_loop(node.clone(), stopped.clone()));
+    tasks.spawn(propose_loop(node.raft.clone(), node.config.lease_grace_ms(), proposal_queue, stopped.clone()));
     if let Some(address) = node.config.admin {
         let listener = tokio::net::TcpListener::bind(address)
             .await
@@ -213,22 +249,24 @@ impl Node {
             };
         }
         self.last_proposal_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let command = LogCommand { time_ms: now_ms(), grace_ms: self.config.lease_grace_ms(), op };
+        // Kept to forward the operation if leadership moves before it commits.
+        let retained = op.clone();
+        let (reply, answer) = oneshot::channel();
+        if self.proposals.try_send(Proposal { op, reply }).is_err() {
+            return Err(ServerError::Unavailable {
+                reason: format!("node {} has {PROPOSAL_QUEUE_MAX} writes queued; retry later", self.config.id),
+            });
+        }
         let write_timeout = self.config.write_timeout();
-        match tokio::time::timeout(write_timeout, self.raft.client_write(command.clone())).await {
-            Ok(Ok(response)) => response.data,
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))) => {
-                match forwardable(command.op) {
-                    Some(request) => self.forward(request, to.leader_id, origin).await,
-                    None => Err(ServerError::NotLeader { leader: self.leader() }),
-                }
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error)))) => {
-                Err(ServerError::Internal { reason: error.to_string() })
-            }
-            Ok(Err(RaftError::Fatal(error))) => {
-                Err(ServerError::Unavailable { reason: format!("node {} is stopping: {error}", self.config.id) })
-            }
+        match tokio::time::timeout(write_timeout, answer).await {
+            Ok(Ok(Ok(result))) => result,
+            Ok(Ok(Err(Rejection::ForwardTo(leader)))) => match forwardable(retained) {
+                Some(request) => self.forward(request, leader, origin).await,
+                None => Err(ServerError::NotLeader { leader: self.leader() }),
+            },
+            Ok(Ok(Err(Rejection::Unavailable(reason)))) => Err(ServerError::Unavailable { reason }),
+            Ok(Ok(Err(Rejection::Internal(reason)))) => Err(ServerError::Internal { reason }),
+            Ok(Err(_)) => Err(ServerError::Unavailable { reason: format!("node {} is stopping", self.config.id) }),
             Err(_) => Err(ServerError::Unavailable {
                 reason: format!(
                     "not committed within {write_timeout:?}: node {} may be cut off from a majority; the write may still \
@@ -375,6 +413,67 @@ fn forwardable(op: Op) -> Option<Request> {
         Op::KeepAlive { session } => Some(Request::KeepAlive { session }),
         Op::Write(write) => Some(Request::Write(write)),
         Op::Tick => None,
+    }
+}
+
+/// Turns queued writes into log entries: takes every write waiting (up to the batch limits) as one
+/// entry, with at most [`BATCHES_IN_FLIGHT_MAX`] entries awaiting commit.
+async fn propose_loop(
+    raft: Raft,
+    grace_ms: u64,
+    mut queue: mpsc::Receiver<Proposal>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    loop {
+        let permit = in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let first = tokio::select! {
+            proposal = queue.recv() => match proposal {
+                Some(proposal) => proposal,
+                None => return,
+            },
+            _ = stopped.changed() => return,
+        };
+        let mut bytes = first.op.approximate_bytes();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
+            match queue.try_recv() {
+                Ok(proposal) => {
+                    bytes += proposal.op.approximate_bytes();
+                    batch.push(proposal);
+                }
+                Err(_) => break,
+            }
+        }
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+        let command = LogCommand { time_ms: now_ms(), grace_ms, ops };
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let outcome = raft.client_write(command).await;
+            drop(permit);
+            match outcome {
+                Ok(response) => {
+                    assert_eq!(response.data.len(), replies.len(), "one result per batched operation");
+                    for (reply, result) in replies.into_iter().zip(response.data) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(error) => {
+                    let rejection = match error {
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => {
+                            Rejection::ForwardTo(to.leader_id)
+                        }
+                        RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
+                            Rejection::Internal(error.to_string())
+                        }
+                        RaftError::Fatal(error) => Rejection::Unavailable(format!("the node is stopping: {error}")),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(rejection.clone()));
+                    }
+                }
+            }
+        });
     }
 }
 

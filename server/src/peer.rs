@@ -3,9 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use distsync::wire::FRAME_BYTES_MAX;
 use distsync::wire::{Reply, Request};
 use distsync::NodeId;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -108,6 +111,16 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         // openraft gives every AppendEntries the heartbeat interval (50 ms) to complete. That suits
         // heartbeats, but a catch-up batch of a thousand entries needs an fsync on a possibly
         // busy follower; timing it out would only resend the same batch forever.
+        // openraft bounds batches by entry count only; keep frames under the limit by asking it
+        // for fewer entries (it retries with the hint).
+        let entry_count = request.entries.len();
+        if entry_count > 1 {
+            let bytes: usize = request.entries.iter().map(entry_bytes).sum();
+            if bytes > REPLICATION_FRAME_BYTES {
+                let fitting = (entry_count * REPLICATION_FRAME_BYTES / bytes).clamp(1, entry_count - 1);
+                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting as u64)));
+            }
+        }
         let option = if request.entries.is_empty() {
             option
         } else {
@@ -139,6 +152,20 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
             PeerResponse::Vote(result) => result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(self.unexpected(other)),
         }
+    }
+}
+
+/// Target size of one AppendEntries frame: half the frame limit, leaving room for encoding
+/// overhead the estimate misses.
+const REPLICATION_FRAME_BYTES: usize = FRAME_BYTES_MAX / 2;
+
+/// Approximate encoded size of an entry.
+fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(command) => {
+            32 + command.ops.iter().map(|op| op.approximate_bytes()).sum::<usize>()
+        }
+        _ => 256,
     }
 }
 

@@ -4,12 +4,15 @@ use std::io::Cursor;
 
 use crate::state::{ApplyResult, LogCommand};
 
+/// Results of one entry's operations, in order.
+pub type ApplyResults = Vec<ApplyResult>;
+
 openraft::declare_raft_types!(
-    /// Types of distsync's Raft: entries carry [`LogCommand`], applying one yields an
-    /// [`ApplyResult`], snapshots are in-memory buffers.
+    /// Types of distsync's Raft: entries carry a [`LogCommand`] (a batch of operations),
+    /// applying one yields their results, snapshots are in-memory buffers.
     pub TypeConfig:
         D = LogCommand,
-        R = ApplyResult,
+        R = ApplyResults,
         NodeId = u64,
         Node = openraft::BasicNode,
         SnapshotData = Cursor<Vec<u8>>,

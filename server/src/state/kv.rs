@@ -25,7 +25,7 @@ impl KvRegister {
         self.entries.len() < KEYS_MAX || self.entries.contains_key(key)
     }
 
-    /// Sets `key` at `version` (the log index of the write).
+    /// Sets `key` at `version` (the revision of the write).
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>, version: u64) {
         self.entries.insert(key, (value, version));
     }
@@ -45,10 +45,10 @@ impl KvRegister {
         self.entries.is_empty()
     }
 
-    /// Checks that no version is newer than the last applied index.
-    pub fn check_invariants(&self, applied_index: u64) {
+    /// Checks that no version is newer than the latest revision.
+    pub fn check_invariants(&self, revision: u64) {
         for (key, (_, version)) in &self.entries {
-            assert!(*version <= applied_index, "key {key:?} has version {version} beyond applied {applied_index}");
+            assert!(*version <= revision, "key {key:?} has version {version} beyond revision {revision}");
         }
     }
 }

@@ -2,7 +2,12 @@
 //!
 //! It reads no clock and does no I/O. Every entry carries the time its leader stamped on it, and
 //! every decision that depends on time (session expiry) uses that stamp, so all replicas applying
-//! the same log reach the same state. Log indexes serve as session ids and versions.
+//! the same log reach the same state.
+//!
+//! An entry carries a batch of operations (the leader batches concurrent writes into one entry).
+//! Each applied operation takes the next **revision**, a counter that increases by one per
+//! operation in log order, like etcd's revision: session ids and key versions are revisions, so
+//! they are unique and increasing even for operations sharing an entry.
 //!
 //! Layout: [`sessions`] (leases and the exactly-once response cache), [`kv`] (the replicated
 //! register). Locks, queues and the cache directory join them as siblings.
@@ -17,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use self::kv::KvRegister;
 use self::sessions::{Sessions, WriteAdmission};
 
-/// The application payload of a Raft log entry.
+/// The application payload of a Raft log entry: a batch of operations stamped by the leader.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LogCommand {
     /// The proposing leader's wall clock, in ms since the Unix epoch.
@@ -26,14 +31,14 @@ pub struct LogCommand {
     /// proposing leader's election timeout, doubled. Carried in the entry so every replica grants
     /// the same grace.
     pub grace_ms: u64,
-    /// What to do.
-    pub op: Op,
+    /// What to do, in order.
+    pub ops: Vec<Op>,
 }
 
 /// Operations of the state machine.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Open a session; its id is the entry's log index.
+    /// Open a session; its id is the operation's revision.
     OpenSession {
         /// Requested TTL.
         ttl_ms: u64,
@@ -49,7 +54,18 @@ pub enum Op {
     Tick,
 }
 
-/// The result of applying one entry, returned to the proposer.
+impl Op {
+    /// Roughly how many bytes the operation adds to an entry, to bound batches.
+    pub fn approximate_bytes(&self) -> usize {
+        match self {
+            Op::Write(WriteRequest { command: Command::KvPut { key, value }, .. }) => 64 + key.len() + value.len(),
+            Op::Write(WriteRequest { command: Command::KvDelete { key }, .. }) => 64 + key.len(),
+            _ => 64,
+        }
+    }
+}
+
+/// The result of applying one operation, returned to its proposer.
 pub type ApplyResult = Result<Response, ServerError>;
 
 /// All replicated state.
@@ -61,13 +77,15 @@ pub struct StateMachine {
     term: u64,
     /// Index of the latest applied entry.
     applied_index: u64,
+    /// Revision of the latest applied operation.
+    revision: u64,
     sessions: Sessions,
     kv: KvRegister,
 }
 
 impl StateMachine {
-    /// Applies the entry at `index` written in `term`.
-    pub fn apply(&mut self, index: u64, term: u64, command: &LogCommand) -> ApplyResult {
+    /// Applies the entry at `index` written in `term`; one result per operation.
+    pub fn apply(&mut self, index: u64, term: u64, command: &LogCommand) -> Vec<ApplyResult> {
         debug_assert!(index > self.applied_index, "entries are applied once, in order");
         self.applied_index = index;
         // Leaders' clocks differ; keep time monotonic so an old stamp cannot revive anything.
@@ -82,19 +100,31 @@ impl StateMachine {
         if !expired.is_empty() {
             tracing::debug!(?expired, index, "sessions expired");
         }
-        let result = match &command.op {
+        command
+            .ops
+            .iter()
+            .map(|op| {
+                self.revision += 1;
+                let result = self.apply_op(op);
+                if cfg!(debug_assertions) {
+                    self.check_touched(op);
+                }
+                result
+            })
+            .collect()
+    }
+
+    fn apply_op(&mut self, op: &Op) -> ApplyResult {
+        let revision = self.revision;
+        match op {
             Op::OpenSession { ttl_ms } => self
                 .sessions
-                .open(index, *ttl_ms, self.now_ms)
-                .map(|()| Response::SessionOpened { session: index, ttl_ms: *ttl_ms }),
+                .open(revision, *ttl_ms, self.now_ms)
+                .map(|()| Response::SessionOpened { session: revision, ttl_ms: *ttl_ms }),
             Op::KeepAlive { session } => self.sessions.keep_alive(*session, self.now_ms).map(|()| Response::KeptAlive),
-            Op::Write(write) => self.apply_write(index, write).map(Response::Written),
+            Op::Write(write) => self.apply_write(revision, write).map(Response::Written),
             Op::Tick => Ok(Response::Done),
-        };
-        if cfg!(debug_assertions) {
-            self.check_touched(&command.op);
         }
-        result
     }
 
     /// The invariants of what `op` touched: cheap enough to run after every apply in debug
@@ -107,11 +137,11 @@ impl StateMachine {
                 self.sessions.check_session(write.session);
                 if let Command::KvPut { key, .. } | Command::KvDelete { key } = &write.command {
                     if let Some((_, version)) = self.kv.get(key) {
-                        assert!(*version <= self.applied_index, "version {version} beyond applied index");
+                        assert!(*version <= self.revision, "version {version} beyond the revision");
                     }
                 }
             }
-            Op::OpenSession { .. } => self.sessions.check_session(self.applied_index),
+            Op::OpenSession { .. } => self.sessions.check_session(self.revision),
             Op::Tick => {}
         }
     }
@@ -124,19 +154,24 @@ impl StateMachine {
         self.applied_index = index;
     }
 
-    fn apply_write(&mut self, index: u64, write: &WriteRequest) -> Result<CommandResponse, ServerError> {
+    fn apply_write(&mut self, revision: u64, write: &WriteRequest) -> Result<CommandResponse, ServerError> {
         let admission = self.sessions.begin_write(write.session, write.seq, write.acked_below, self.now_ms)?;
         if let WriteAdmission::Duplicate(stored) = admission {
             return stored;
         }
-        let result = self.execute(index, write.session, &write.command);
+        let result = self.execute(revision, write.session, &write.command);
         if self.sessions.contains(write.session) {
             self.sessions.finish_write(write.session, write.seq, result.clone());
         }
         result
     }
 
-    fn execute(&mut self, index: u64, session: SessionId, command: &Command) -> Result<CommandResponse, ServerError> {
+    fn execute(
+        &mut self,
+        revision: u64,
+        session: SessionId,
+        command: &Command,
+    ) -> Result<CommandResponse, ServerError> {
         command.validate()?;
         match command {
             Command::KvPut { key, value } => {
@@ -145,8 +180,8 @@ impl StateMachine {
                         reason: format!("the register holds {} keys, its maximum; delete some first", self.kv.len()),
                     });
                 }
-                self.kv.put(key.clone(), value.clone(), index);
-                Ok(CommandResponse::KvPut { version: index })
+                self.kv.put(key.clone(), value.clone(), revision);
+                Ok(CommandResponse::KvPut { version: revision })
             }
             Command::KvDelete { key } => Ok(CommandResponse::KvDelete { existed: self.kv.delete(key) }),
             Command::CloseSession => {
@@ -190,7 +225,7 @@ impl StateMachine {
     /// better than one that diverges.
     pub fn check_invariants(&self) {
         self.sessions.check_invariants();
-        self.kv.check_invariants(self.applied_index);
+        self.kv.check_invariants(self.revision);
     }
 }
 
@@ -201,7 +236,14 @@ mod tests {
     const GRACE_MS: u64 = 600;
 
     fn at(time_ms: u64, op: Op) -> LogCommand {
-        LogCommand { time_ms, grace_ms: GRACE_MS, op }
+        LogCommand { time_ms, grace_ms: GRACE_MS, ops: vec![op] }
+    }
+
+    /// Applies a one-operation entry and returns its result.
+    fn apply(machine: &mut StateMachine, index: u64, term: u64, command: &LogCommand) -> ApplyResult {
+        let mut results = machine.apply(index, term, command);
+        assert_eq!(results.len(), 1);
+        results.pop().expect("one result")
     }
 
     fn put(session: SessionId, seq: u64, acked_below: u64, key: &str, value: &str) -> Op {
@@ -214,7 +256,7 @@ mod tests {
     }
 
     fn opened(machine: &mut StateMachine, index: u64, time_ms: u64, ttl_ms: u64) -> SessionId {
-        match machine.apply(index, 1, &at(time_ms, Op::OpenSession { ttl_ms })) {
+        match apply(machine, index, 1, &at(time_ms, Op::OpenSession { ttl_ms })) {
             Ok(Response::SessionOpened { session, .. }) => session,
             other => panic!("open session: {other:?}"),
         }
@@ -224,11 +266,11 @@ mod tests {
     fn a_retried_write_answers_the_first_response_and_applies_once() {
         let mut machine = StateMachine::default();
         let session = opened(&mut machine, 1, 1_000, 5_000);
-        let first = machine.apply(2, 1, &at(1_010, put(session, 1, 1, "k", "v1"))).unwrap();
+        let first = apply(&mut machine, 2, 1, &at(1_010, put(session, 1, 1, "k", "v1"))).unwrap();
         // Another client changes the key; then the first client's retry of seq 1 arrives.
         let other = opened(&mut machine, 3, 1_020, 5_000);
-        machine.apply(4, 1, &at(1_030, put(other, 1, 1, "k", "v2"))).unwrap();
-        let retry = machine.apply(5, 1, &at(1_040, put(session, 1, 1, "k", "v1"))).unwrap();
+        apply(&mut machine, 4, 1, &at(1_030, put(other, 1, 1, "k", "v2"))).unwrap();
+        let retry = apply(&mut machine, 5, 1, &at(1_040, put(session, 1, 1, "k", "v1"))).unwrap();
         assert_eq!(first, retry);
         assert_eq!(first, Response::Written(CommandResponse::KvPut { version: 2 }));
         let QueryResponse::KvGet { value } = machine.query(&Query::KvGet { key: b"k".to_vec() });
@@ -239,9 +281,9 @@ mod tests {
     fn acknowledged_responses_are_forgotten_and_stale_retries_refused() {
         let mut machine = StateMachine::default();
         let session = opened(&mut machine, 1, 0, 5_000);
-        machine.apply(2, 1, &at(1, put(session, 1, 1, "a", "1"))).unwrap();
-        machine.apply(3, 1, &at(2, put(session, 2, 2, "a", "2"))).unwrap();
-        let stale = machine.apply(4, 1, &at(3, put(session, 1, 1, "a", "1")));
+        apply(&mut machine, 2, 1, &at(1, put(session, 1, 1, "a", "1"))).unwrap();
+        apply(&mut machine, 3, 1, &at(2, put(session, 2, 2, "a", "2"))).unwrap();
+        let stale = apply(&mut machine, 4, 1, &at(3, put(session, 1, 1, "a", "1")));
         assert_eq!(stale, Err(ServerError::StaleSequence { session, seq: 1, oldest_kept: 2 }));
     }
 
@@ -249,12 +291,12 @@ mod tests {
     fn sessions_expire_by_leader_time_and_keepalives_renew_them() {
         let mut machine = StateMachine::default();
         let session = opened(&mut machine, 1, 10_000, 1_000);
-        machine.apply(2, 1, &at(10_900, Op::KeepAlive { session })).unwrap();
-        machine.apply(3, 1, &at(11_800, Op::Tick)).unwrap();
+        apply(&mut machine, 2, 1, &at(10_900, Op::KeepAlive { session })).unwrap();
+        apply(&mut machine, 3, 1, &at(11_800, Op::Tick)).unwrap();
         assert_eq!(machine.session_count(), 1, "renewed at 10.9 s, lives until 11.9 s");
-        machine.apply(4, 1, &at(11_901, Op::Tick)).unwrap();
+        apply(&mut machine, 4, 1, &at(11_901, Op::Tick)).unwrap();
         assert_eq!(machine.session_count(), 0);
-        let late = machine.apply(5, 1, &at(11_902, put(session, 1, 1, "k", "v")));
+        let late = apply(&mut machine, 5, 1, &at(11_902, put(session, 1, 1, "k", "v")));
         assert_eq!(late, Err(ServerError::SessionExpired { session }));
     }
 
@@ -264,8 +306,8 @@ mod tests {
         let session = opened(&mut machine, 1, 50_000, 1_000);
         // A leader whose clock is behind stamps an early time: the session must not revive or
         // gain lease from it, and expiry still happens once the later clock passes its deadline.
-        machine.apply(2, 1, &at(40_000, Op::KeepAlive { session })).unwrap();
-        machine.apply(3, 1, &at(51_001, Op::Tick)).unwrap();
+        apply(&mut machine, 2, 1, &at(40_000, Op::KeepAlive { session })).unwrap();
+        apply(&mut machine, 3, 1, &at(51_001, Op::Tick)).unwrap();
         assert_eq!(machine.session_count(), 0);
     }
 
@@ -274,17 +316,47 @@ mod tests {
         let mut machine = StateMachine::default();
         let session = opened(&mut machine, 1, 1_000, 1_000);
         // The old leader died; the first entry of term 2 comes long after the lease ended.
-        machine.apply(2, 2, &at(2_500, Op::Tick)).unwrap();
+        apply(&mut machine, 2, 2, &at(2_500, Op::Tick)).unwrap();
         assert_eq!(machine.session_count(), 1, "grace extends the lease to 2.5 s + 600 ms");
-        machine.apply(3, 2, &at(2_900, Op::KeepAlive { session })).unwrap();
-        machine.apply(4, 2, &at(3_901, Op::Tick)).unwrap();
+        apply(&mut machine, 3, 2, &at(2_900, Op::KeepAlive { session })).unwrap();
+        apply(&mut machine, 4, 2, &at(3_901, Op::Tick)).unwrap();
         assert_eq!(machine.session_count(), 0, "after the grace, the ordinary TTL applies");
+    }
+
+    #[test]
+    fn operations_sharing_an_entry_get_increasing_revisions() {
+        let mut machine = StateMachine::default();
+        let batch = LogCommand {
+            time_ms: 5,
+            grace_ms: GRACE_MS,
+            ops: vec![Op::OpenSession { ttl_ms: 5_000 }, Op::OpenSession { ttl_ms: 5_000 }],
+        };
+        let opened = machine.apply(1, 1, &batch);
+        assert_eq!(
+            opened,
+            vec![
+                Ok(Response::SessionOpened { session: 1, ttl_ms: 5_000 }),
+                Ok(Response::SessionOpened { session: 2, ttl_ms: 5_000 })
+            ]
+        );
+        let puts = LogCommand {
+            time_ms: 6,
+            grace_ms: GRACE_MS,
+            ops: vec![put(1, 1, 1, "k", "first"), put(2, 1, 1, "k", "second"), put(9, 1, 1, "k", "nobody")],
+        };
+        let results = machine.apply(2, 1, &puts);
+        assert_eq!(results[0], Ok(Response::Written(CommandResponse::KvPut { version: 3 })));
+        assert_eq!(results[1], Ok(Response::Written(CommandResponse::KvPut { version: 4 })));
+        assert_eq!(results[2], Err(ServerError::SessionExpired { session: 9 }), "one failure does not fail the batch");
+        let QueryResponse::KvGet { value } = machine.query(&Query::KvGet { key: b"k".to_vec() });
+        assert_eq!(value, Some((b"second".to_vec(), 4)), "later operations in an entry win");
+        machine.check_invariants();
     }
 
     #[test]
     fn ttl_out_of_range_is_refused() {
         let mut machine = StateMachine::default();
-        let result = machine.apply(1, 1, &at(0, Op::OpenSession { ttl_ms: 10 }));
+        let result = apply(&mut machine, 1, 1, &at(0, Op::OpenSession { ttl_ms: 10 }));
         assert!(matches!(result, Err(ServerError::InvalidArgument { .. })), "{result:?}");
     }
 
@@ -293,7 +365,7 @@ mod tests {
         let mut machine = StateMachine::default();
         let session = opened(&mut machine, 1, 0, 60_000);
         let close = Op::Write(WriteRequest { session, seq: 1, acked_below: 1, command: Command::CloseSession });
-        assert_eq!(machine.apply(2, 1, &at(1, close)), Ok(Response::Written(CommandResponse::SessionClosed)));
+        assert_eq!(apply(&mut machine, 2, 1, &at(1, close)), Ok(Response::Written(CommandResponse::SessionClosed)));
         assert_eq!(machine.session_count(), 0);
     }
 
@@ -308,12 +380,13 @@ mod tests {
         let mut left = StateMachine::default();
         let mut right = StateMachine::default();
         for (offset, command) in log.iter().enumerate() {
-            let _ = left.apply(offset as u64 + 1, 1, command);
-            let _ = right.apply(offset as u64 + 1, 1, command);
+            let _ = apply(&mut left, offset as u64 + 1, 1, command);
+            let _ = apply(&mut right, offset as u64 + 1, 1, command);
         }
         assert_eq!(left.digest(), right.digest());
         assert_eq!(left, right);
-        let _ = right.apply(5, 1, &at(9_001, Op::Tick));
+        left.check_invariants();
+        let _ = apply(&mut right, 5, 1, &at(9_001, Op::Tick));
         assert_ne!(left.digest(), right.digest(), "the applied index is part of the state");
     }
 }

@@ -12,8 +12,8 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use crate::raft_types::{Entry, LogId, StorageError, TypeConfig};
-use crate::state::{ApplyResult, StateMachine};
+use crate::raft_types::{ApplyResults, Entry, LogId, StorageError, TypeConfig};
+use crate::state::StateMachine;
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
@@ -139,7 +139,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResults>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -156,11 +156,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                     applied.machine.apply_empty(index);
-                    results.push(Ok(distsync::wire::Response::Done));
+                    results.push(Vec::new());
                 }
                 EntryPayload::Blank => {
                     applied.machine.apply_empty(index);
-                    results.push(Ok(distsync::wire::Response::Done));
+                    results.push(Vec::new());
                 }
             }
         }

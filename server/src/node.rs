@@ -144,7 +144,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(accept_loop(node.clone(), endpoint.clone(), stopped.clone()));
     tasks.spawn(tick_loop(node.clone(), stopped.clone()));
-    tasks.spawn(propose_loop(node.raft.clone(), node.config.lease_grace_ms(), proposal_queue, stopped.clone()));
+    tasks.spawn(propose_loop(node.clone(), proposal_queue, stopped.clone()));
     if let Some(address) = node.config.admin {
         let listener = tokio::net::TcpListener::bind(address)
             .await
@@ -417,13 +417,12 @@ fn forwardable(op: Op) -> Option<Request> {
 }
 
 /// Turns queued writes into log entries: takes every write waiting (up to the batch limits) as one
-/// entry, with at most [`BATCHES_IN_FLIGHT_MAX`] entries awaiting commit.
-async fn propose_loop(
-    raft: Raft,
-    grace_ms: u64,
-    mut queue: mpsc::Receiver<Proposal>,
-    mut stopped: watch::Receiver<bool>,
-) {
+/// entry, with at most [`BATCHES_IN_FLIGHT_MAX`] entries awaiting commit. A batch that does not
+/// commit within the write timeout (a leader cut off from the majority) stops counting as in
+/// flight: its entry stays in the log, uncommitted, and later writes are still appended.
+async fn propose_loop(node: Arc<Node>, mut queue: mpsc::Receiver<Proposal>, mut stopped: watch::Receiver<bool>) {
+    let grace_ms = node.config.lease_grace_ms();
+    let write_timeout = node.config.write_timeout();
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     loop {
         let permit = in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
@@ -447,9 +446,19 @@ async fn propose_loop(
         }
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
         let command = LogCommand { time_ms: now_ms(), grace_ms, ops };
-        let raft = raft.clone();
+        let raft = node.raft.clone();
         tokio::spawn(async move {
-            let outcome = raft.client_write(command).await;
+            let Ok(outcome) = tokio::time::timeout(write_timeout, raft.client_write(command)).await else {
+                drop(permit);
+                let rejection = Rejection::Unavailable(format!(
+                    "not committed within {write_timeout:?}: this node may be cut off from a majority; the write may \
+                     still commit, and retrying under the same session is safe"
+                ));
+                for reply in replies {
+                    let _ = reply.send(Err(rejection.clone()));
+                }
+                return;
+            };
             drop(permit);
             match outcome {
                 Ok(response) => {

@@ -56,6 +56,8 @@ impl From<AnyError> for openraft::AnyError {
 }
 
 #[test]
-fn openraft_storage_suite_passes() -> Result<(), StorageError> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite_passes() {
+    if let Err(error) = Suite::test_all(Builder) {
+        panic!("openraft's storage suite failed: {error}");
+    }
 }

@@ -38,7 +38,7 @@ pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 /// Batches proposed and not yet committed. While they are in flight, new writes wait and form
 /// the next batch; a lone client never waits for one.
-pub const BATCHES_IN_FLIGHT_MAX: usize = 4;
+pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 
 /// Writes waiting to be batched. Beyond this the node answers `Unavailable` at once instead of
 /// queueing without bound.

@@ -11,7 +11,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, RwLock};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -40,6 +40,8 @@ struct Shared {
     cache: RwLock<Cache>,
     /// Highest committed index reported by openraft, for status.
     committed_index: AtomicU64,
+    /// The committed log id not yet written; the writer thread stores it with its next batch.
+    committed_pending: Mutex<Option<Option<LogId>>>,
 }
 
 #[derive(Default)]
@@ -99,14 +101,17 @@ impl LogStore {
         check_contiguous(&cache)?;
         let committed_index = cache.committed.map(|c| c.index).unwrap_or(0);
         let (writes, queue) = mpsc::sync_channel(WRITE_QUEUE_MAX);
+        let shared = Arc::new(Shared {
+            cache: RwLock::new(cache),
+            committed_index: AtomicU64::new(committed_index),
+            committed_pending: Mutex::new(None),
+        });
+        let writer_shared = shared.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_loop(database, queue))
+            .spawn(move || write_loop(database, queue, writer_shared))
             .map_err(|e| anyhow::anyhow!("cannot start the log writer thread: {e}"))?;
-        Ok(Self {
-            shared: Arc::new(Shared { cache: RwLock::new(cache), committed_index: AtomicU64::new(committed_index) }),
-            writes,
-        })
+        Ok(Self { shared, writes })
     }
 
     /// Highest index known committed.
@@ -149,11 +154,19 @@ fn check_contiguous(cache: &Cache) -> anyhow::Result<()> {
 }
 
 /// The writer thread: drain everything queued, commit once, then acknowledge.
-fn write_loop(database: Database, queue: mpsc::Receiver<Write>) {
+fn write_loop(database: Database, queue: mpsc::Receiver<Write>, shared: Arc<Shared>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while let Ok(next) = queue.try_recv() {
             batch.push(next);
+        }
+        // The committed index rides along with whatever is committed next; it costs no fsync
+        // of its own.
+        if let Some(committed) = shared.committed_pending.lock().expect("committed lock").take() {
+            match postcard::to_stdvec(&committed) {
+                Ok(value) => batch.push(Write::Meta { key: KEY_COMMITTED, value, done: None }),
+                Err(error) => tracing::error!(%error, "cannot encode the committed log id"),
+            }
         }
         let result = commit_batch(&database, &batch).map_err(|e| e.to_string());
         if let Err(error) = &result {
@@ -249,9 +262,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Committed is a hint that speeds up re-applying after a restart; it need not be durable
-        // on its own, so it rides along with the next batch without being waited for.
-        let bytes = postcard::to_stdvec(&committed).map_err(|e| StorageIOError::write_logs(&e))?;
-        self.send(Write::Meta { key: KEY_COMMITTED, value: bytes, done: None })?;
+        // on its own, so it rides along with the next batch of log writes.
+        *self.shared.committed_pending.lock().expect("committed lock") = Some(committed);
         if let Some(log_id) = committed {
             self.shared.committed_index.fetch_max(log_id.index, Ordering::Relaxed);
         }

@@ -150,8 +150,8 @@ pub struct FailoverSummary {
     pub max_unavailable_ms: f64,
 }
 
-/// Runs `rounds` leader kills against a fresh local cluster in `directory`, printing one JSON
-/// line per round through `report`.
+/// Runs `rounds` leader kills against a fresh local cluster in `directory` (nodes started with
+/// `node_args` besides the usual ones), printing one JSON line per round through `report`.
 ///
 /// # Errors
 ///
@@ -161,9 +161,11 @@ pub async fn failover(
     rounds: u32,
     writers: usize,
     attempt_timeout: Duration,
+    node_args: &[String],
     mut report: impl FnMut(&FailoverRound),
 ) -> anyhow::Result<FailoverSummary> {
-    let mut cluster = LocalCluster::start(directory, 3, Ports::Any, &[])?;
+    let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+    let mut cluster = LocalCluster::start(directory, 3, Ports::Any, &node_args)?;
     let first = cluster.wait_for_leader(0, Duration::from_secs(10)).await?;
     let acknowledged: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));

@@ -113,6 +113,15 @@ enum BenchCommand {
         /// Client attempt timeout in ms: how soon a client gives up on a silent node.
         #[arg(long, default_value_t = 150)]
         attempt_timeout_ms: u64,
+        /// Passed to the nodes: leader heartbeat interval.
+        #[arg(long, default_value_t = 50)]
+        heartbeat_ms: u64,
+        /// Passed to the nodes: lower bound of the election timeout.
+        #[arg(long, default_value_t = 150)]
+        election_timeout_min_ms: u64,
+        /// Passed to the nodes: upper bound of the election timeout.
+        #[arg(long, default_value_t = 300)]
+        election_timeout_max_ms: u64,
     },
 }
 
@@ -211,13 +220,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::Failover { rounds, writers, attempt_timeout_ms }) => {
+        Command::Bench(BenchCommand::Failover {
+            rounds,
+            writers,
+            attempt_timeout_ms,
+            heartbeat_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+        }) => {
             let directory = std::env::temp_dir().join(format!("distsync-failover-{}", std::process::id()));
-            let result =
-                bench::failover(&directory, rounds, writers, Duration::from_millis(attempt_timeout_ms), |round| {
-                    println!("{}", serde_json::to_string(round).expect("serializable"));
-                })
-                .await;
+            let node_args = [
+                format!("--heartbeat-ms={heartbeat_ms}"),
+                format!("--election-timeout-min-ms={election_timeout_min_ms}"),
+                format!("--election-timeout-max-ms={election_timeout_max_ms}"),
+            ];
+            let result = bench::failover(
+                &directory,
+                rounds,
+                writers,
+                Duration::from_millis(attempt_timeout_ms),
+                &node_args,
+                |round| println!("{}", serde_json::to_string(round).expect("serializable")),
+            )
+            .await;
             match result {
                 Ok(summary) => {
                     let _ = std::fs::remove_dir_all(&directory);

@@ -102,7 +102,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let tls = NodeTls::load(&config.tls_dir, config.id)?;
     let log = LogStore::open(&config.data_dir.join("raft.redb"))?;
     let state = StateMachineStore::open(&config.data_dir.join("snapshots"))?;
-    let mut endpoint = quinn::Endpoint::server(tls.server, config.listen)
+    let socket = std::net::UdpSocket::bind(config.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime for QUIC"))?;
+    let mut endpoint = quinn::Endpoint::new(tls.endpoint, Some(tls.server), socket, runtime)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     endpoint.set_default_client_config(tls.peer_client);
     let members = config.peers.0.clone();

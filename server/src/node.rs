@@ -572,7 +572,19 @@ async fn serve_connection(node: Arc<Node>, connection: quinn::Connection) {
 async fn serve_client_stream(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     let reply = match read_frame(&mut recv, FRAME_BYTES_MAX).await {
         Ok(body) => match decode_body::<Request>(&body) {
-            Ok(request) => node.handle(request, Origin::Client).await,
+            Ok(request) => {
+                // A client that gives up on an attempt drops its stream, which stops ours: stop
+                // working on a request nobody waits for (a forward, a reroute). A write already
+                // proposed still commits; the client's retry under the same seq finds its answer.
+                let abandoned = send.stopped();
+                tokio::select! {
+                    reply = node.handle(request, Origin::Client) => reply,
+                    _ = abandoned => {
+                        tracing::debug!("client abandoned a request");
+                        return;
+                    }
+                }
+            }
             Err(error) => node.reply(Err(error.into())),
         },
         Err(error @ FrameError::TooLarge { .. }) => {

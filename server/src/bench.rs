@@ -1,8 +1,8 @@
 //! `distsync bench`: load generators that print JSON lines.
 //!
-//! - `write`: C clients, each with its own session and connection, put 100-byte (by default)
-//!   values in a closed loop for a fixed time; reports throughput and latency percentiles of
-//!   acknowledged (committed, fsync'd on a majority) writes.
+//! - `write`: C clients spread over N connections (each with its own session) put 100-byte (by
+//!   default) values in a closed loop for a fixed time; reports throughput and latency
+//!   percentiles of acknowledged (committed, fsync'd on a majority) writes.
 //! - `failover`: starts its own 3-node cluster, keeps a write load on it, SIGKILLs the leader,
 //!   and measures how long no write succeeded and how long until a new leader was elected.
 
@@ -22,6 +22,8 @@ pub struct WriteReport {
     pub bench: &'static str,
     /// Concurrent clients.
     pub clients: usize,
+    /// Connections (and sessions) the clients share.
+    pub connections: usize,
     /// Bytes per value.
     pub value_size: usize,
     /// Measured seconds.
@@ -51,17 +53,22 @@ pub async fn write(
     endpoints: &[String],
     tls: ClientTls,
     clients: usize,
+    connections: usize,
     duration: Duration,
     value_size: usize,
 ) -> anyhow::Result<WriteReport> {
     anyhow::ensure!(clients >= 1, "--clients must be at least 1");
-    let mut connected = Vec::with_capacity(clients);
-    for _ in 0..clients {
+    anyhow::ensure!((1..=clients).contains(&connections), "--connections must be between 1 and --clients");
+    // Like etcd's benchmark (--clients over --conns), clients share connections round robin; each
+    // connection is one `Client` with its own session.
+    let mut shared = Vec::with_capacity(connections);
+    for _ in 0..connections {
         let client = Client::connect_with(ClientOptions::new(endpoints, tls.clone())).await?;
         // Opens the session and finds the leader before the clock starts.
         client.kv().put("bench/warmup", b"x").await?;
-        connected.push(client);
+        shared.push(client);
     }
+    let connected: Vec<Client> = (0..clients).map(|number| shared[number % connections].clone()).collect();
     let value = vec![b'x'; value_size];
     let start = Instant::now();
     let deadline = start + duration;
@@ -83,7 +90,6 @@ pub async fn write(
                     Err(_) => errors += 1,
                 }
             }
-            client.close().await;
             (latencies_us, errors)
         });
     }
@@ -95,6 +101,9 @@ pub async fn write(
         errors += part_errors;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    for client in &shared {
+        client.close().await;
+    }
     latencies_us.sort_unstable();
     let percentile = |p: f64| -> f64 {
         if latencies_us.is_empty() {
@@ -106,6 +115,7 @@ pub async fn write(
     Ok(WriteReport {
         bench: "write",
         clients,
+        connections,
         value_size,
         duration_s: elapsed,
         ops: latencies_us.len() as u64,

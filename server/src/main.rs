@@ -92,9 +92,12 @@ enum KvCommand {
 enum BenchCommand {
     /// Closed-loop writes from C clients for a fixed time against a running cluster.
     Write {
-        /// Concurrent clients, each with its own session.
+        /// Concurrent clients (each keeps one write in flight).
         #[arg(long, default_value_t = 64)]
         clients: usize,
+        /// Connections the clients share, each with its own session; default one per client.
+        #[arg(long)]
+        connections: Option<usize>,
         /// Seconds to run.
         #[arg(long, default_value_t = 10)]
         duration: u64,
@@ -213,10 +216,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             client.close().await;
             Ok(code)
         }
-        Command::Bench(BenchCommand::Write { clients, duration, value_size }) => {
+        Command::Bench(BenchCommand::Write { clients, connections, duration, value_size }) => {
             let tls = tls(cli.ca.as_deref())?;
             anyhow::ensure!(!cli.endpoints.is_empty(), "give the cluster with --endpoints A,B,C");
-            let report = bench::write(&cli.endpoints, tls, clients, Duration::from_secs(duration), value_size).await?;
+            let connections = connections.unwrap_or(clients);
+            let report =
+                bench::write(&cli.endpoints, tls, clients, connections, Duration::from_secs(duration), value_size)
+                    .await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         }

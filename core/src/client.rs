@@ -527,8 +527,8 @@ pub struct Kv {
 }
 
 impl Kv {
-    /// Sets `key` to `value` once a majority has it on disk; returns the write's version (its log
-    /// index).
+    /// Sets `key` to `value` once a majority has it on disk; returns the write's version (its
+    /// revision, unique and increasing in commit order).
     ///
     /// # Errors
     ///
@@ -552,7 +552,7 @@ impl Kv {
         Ok(self.get_versioned(key).await?.map(|(value, _)| value))
     }
 
-    /// Like [`Kv::get`], with the version (log index) of the write that set the value.
+    /// Like [`Kv::get`], with the version (the revision) of the write that set the value.
     ///
     /// # Errors
     ///

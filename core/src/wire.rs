@@ -44,7 +44,10 @@ pub const SESSION_TTL_MAX: Duration = Duration::from_secs(3600);
 /// A node id; ids are 1-based and never reused for a different disk.
 pub type NodeId = u64;
 
-/// A client session id: the log index of the entry that opened it.
+/// A client session id: the revision of the operation that opened it (unique, increasing).
+///
+/// A **revision** is the cluster's operation counter: every applied operation takes the next one,
+/// in log order, like etcd's revision. Key versions are revisions too.
 pub type SessionId = u64;
 
 /// A node's id and the address clients use to reach it.
@@ -170,9 +173,9 @@ pub enum Query {
 /// The state machine's answer to a command.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum CommandResponse {
-    /// The key now holds the value; `version` is the log index of this write.
+    /// The key now holds the value; `version` is this write's revision.
     KvPut {
-        /// Log index of the write.
+        /// Revision of the write: unique and increasing in commit order.
         version: u64,
     },
     /// The key is gone.
@@ -189,7 +192,7 @@ pub enum CommandResponse {
 pub enum QueryResponse {
     /// The value and version of a key, or `None` when absent.
     KvGet {
-        /// Value and the log index that wrote it.
+        /// Value and the revision that wrote it.
         value: Option<(Vec<u8>, u64)>,
     },
 }

@@ -1,6 +1,6 @@
 //! Killing the leader with SIGKILL while a client writes continuously loses no acknowledged write:
 //! the two survivors elect a new leader, the same client's writes resume through it, and every
-//! key whose `put` returned Ok reads back afterwards with its value and the version (log index)
+//! key whose `put` returned Ok reads back afterwards with its value and the version (revision)
 //! the put reported. Acknowledged versions increase in the order the writes were issued.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,4 +1,4 @@
-//! The replicated key-value register: bytes to bytes, each value with the log index that wrote it.
+//! The replicated key-value register: bytes to bytes, each value with the revision that wrote it.
 
 use std::collections::BTreeMap;
 

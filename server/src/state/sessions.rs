@@ -57,7 +57,7 @@ impl Sessions {
         self.sessions.is_empty()
     }
 
-    /// Opens session `id` (the log index of the opening entry).
+    /// Opens session `id` (the revision of the opening operation).
     ///
     /// # Errors
     ///
@@ -74,7 +74,7 @@ impl Sessions {
                 reason: format!("{SESSIONS_MAX} sessions are open; close idle clients or wait for their TTL"),
             });
         }
-        assert!(!self.sessions.contains_key(&id), "session ids are log indexes and never repeat");
+        assert!(!self.sessions.contains_key(&id), "session ids are revisions and never repeat");
         let expires_at_ms = now_ms + ttl_ms;
         self.sessions.insert(id, Session { ttl_ms, expires_at_ms, acked_below: 1, responses: BTreeMap::new() });
         self.by_expiry.insert((expires_at_ms, id));

@@ -13,6 +13,7 @@
 //! register). Locks, queues and the cache directory join them as siblings.
 
 pub mod kv;
+pub mod locks;
 pub mod sessions;
 
 use distsync::wire::{Command, CommandResponse, Query, QueryResponse, Response, WriteRequest};

@@ -887,6 +887,34 @@ mod tests {
     }
 
     #[test]
+    fn a_three_owner_cycle_is_found_and_a_plain_queue_is_not_a_deadlock() {
+        let mut bench = Bench::new();
+        bench.granted(A, "l1", Mode::Exclusive);
+        bench.granted(B, "l2", Mode::Exclusive);
+        bench.granted(C, "l3", Mode::Exclusive);
+        bench.acquire(A, "l2", Mode::Exclusive, Wait::Forever).unwrap();
+        bench.acquire(B, "l3", Mode::Exclusive, Wait::Forever).unwrap();
+        let result = bench.acquire(C, "l1", Mode::Exclusive, Wait::Forever);
+        assert_eq!(
+            result,
+            Err(LockError::Deadlock {
+                name: "l1".into(),
+                cycle: vec![(C, "l1".into()), (A, "l2".into()), (B, "l3".into())]
+            })
+        );
+
+        // Many owners queued on one lock, in every mode, wait; none of them is a deadlock.
+        let mut queue = Bench::new();
+        queue.granted(A, "q", Mode::Exclusive);
+        for session in 10..60 {
+            let mode = if session % 3 == 0 { Mode::Exclusive } else { Mode::Shared };
+            let owner = Owner { session, actor: 1 };
+            let queued = queue.acquire(owner, "q", mode, Wait::Forever);
+            assert!(matches!(queued, Ok(AcquireOutcome::Queued { .. })), "{owner:?}: {queued:?}");
+        }
+    }
+
+    #[test]
     fn limits_are_enforced() {
         let mut bench = Bench::new();
         let long = "n".repeat(LOCK_NAME_BYTES_MAX + 1);

@@ -9,6 +9,7 @@
 //! ## Layout
 //!
 //! - `src/lib.rs`: this harness.
+//! - `src/linearizability.rs`: a linearizability checker for register histories.
 //! - `tests/*.rs`: one behaviour per file, each opening with the behaviour it pins down.
 //!
 //! The binary is not built by `cargo test -p distsync-cluster-tests` (a test crate cannot depend
@@ -31,6 +32,8 @@
 //! cluster.kill(leader)?;
 //! # Ok(()) }
 //! ```
+
+pub mod linearizability;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write as _};

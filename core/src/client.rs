@@ -1,7 +1,7 @@
 //! The async client: leader discovery, redirects, retries with backoff under a deadline, and the
 //! session that makes retried writes exactly-once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use crate::error::{ClientError, ServerError};
+use crate::pool::{exchange, ConnectionPool};
 use crate::tls::{ClientTls, SERVER_NAME};
 use crate::wire::{
-    decode_body, encode_frame, read_frame, write_frame, Command, CommandResponse, LeaderInfo, NodeId, NodeStatus,
-    Query, QueryResponse, Reply, Request, Response, SessionId, WriteRequest, FRAME_BYTES_MAX, SESSION_TTL_MAX,
-    SESSION_TTL_MIN,
+    encode_frame, Command, CommandResponse, LeaderInfo, NodeId, NodeStatus, Query, QueryResponse, Reply, Request,
+    Response, SessionId, WriteRequest, SESSION_TTL_MAX, SESSION_TTL_MIN,
 };
 
 /// How a [`Client`] behaves; every field has a sensible default.
@@ -103,7 +103,7 @@ struct Inner {
     addresses: Vec<SocketAddr>,
     options: ClientOptions,
     leader: Mutex<Option<SocketAddr>>,
-    connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    connections: ConnectionPool<SocketAddr>,
     rotation: AtomicUsize,
     jitter: AtomicU64,
     session: Mutex<SessionState>,
@@ -196,7 +196,7 @@ impl Client {
                 addresses,
                 options,
                 leader: Mutex::new(None),
-                connections: Mutex::new(HashMap::new()),
+                connections: ConnectionPool::default(),
                 rotation: AtomicUsize::new(0),
                 jitter: AtomicU64::new(seed),
                 session: Mutex::new(SessionState { next_seq: 1, ..SessionState::default() }),
@@ -407,32 +407,19 @@ impl Client {
     }
 
     async fn round_trip(&self, address: SocketAddr, frame: &[u8]) -> Result<Reply, String> {
-        let connection = self.connection(address).await?;
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-        write_frame(&mut send, frame).await.map_err(|e| e.to_string())?;
-        let body = read_frame(&mut recv, FRAME_BYTES_MAX).await.map_err(|e| e.to_string())?;
-        decode_body::<Reply>(&body).map_err(|e| e.to_string())
-    }
-
-    async fn connection(&self, address: SocketAddr) -> Result<quinn::Connection, String> {
-        if let Some(connection) = self.inner.connections.lock().expect("connections lock").get(&address) {
-            if connection.close_reason().is_none() {
-                return Ok(connection.clone());
-            }
-        }
-        let connecting = self.inner.endpoint.connect(address, SERVER_NAME).map_err(|e| e.to_string())?;
-        let connection = connecting.await.map_err(|e| format!("cannot connect: {e}"))?;
-        let mut connections = self.inner.connections.lock().expect("connections lock");
-        // Another task may have connected meanwhile; keep one connection per node.
-        let kept = connections.entry(address).or_insert_with(|| connection.clone());
-        if kept.close_reason().is_some() {
-            *kept = connection.clone();
-        }
-        Ok(kept.clone())
+        let connection = self
+            .inner
+            .connections
+            .get_or_connect(address, || async {
+                let connecting = self.inner.endpoint.connect(address, SERVER_NAME).map_err(|e| e.to_string())?;
+                connecting.await.map_err(|e| format!("cannot connect: {e}"))
+            })
+            .await?;
+        exchange(&connection, frame).await
     }
 
     fn forget_connection(&self, address: SocketAddr) {
-        self.inner.connections.lock().expect("connections lock").remove(&address);
+        self.inner.connections.forget(address);
     }
 
     fn pick_target(&self) -> SocketAddr {

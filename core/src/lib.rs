@@ -18,6 +18,7 @@
 //! - [`wire`]: messages, limits and the frame codec shared with the server.
 //! - [`error`]: [`ServerError`] (on the wire), [`FrameError`], [`ClientError`] (what callers see).
 //! - [`tls`]: trusting the cluster CA.
+//! - [`pool`]: cached connections and the request/response exchange, shared with nodes.
 //! - [`client`]: [`Client`], which finds the leader, retries across failovers and keeps a
 //!   session so that retried writes apply once.
 //!
@@ -27,6 +28,7 @@
 
 pub mod client;
 pub mod error;
+pub mod pool;
 pub mod tls;
 pub mod wire;
 

@@ -11,8 +11,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use distsync::pool::{exchange, ConnectionPool};
 use distsync::tls::{load_certificates, load_private_key, transport_config};
-use distsync::wire::{decode_body, encode_frame, read_frame, write_frame, ALPN_CLIENT, ALPN_PEER, FRAME_BYTES_MAX};
+use distsync::wire::{encode_frame, ALPN_CLIENT, ALPN_PEER};
 use distsync::NodeId;
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -128,7 +129,7 @@ pub struct PeerTransport {
     id: NodeId,
     endpoint: quinn::Endpoint,
     members: BTreeMap<NodeId, String>,
-    connections: Mutex<HashMap<NodeId, quinn::Connection>>,
+    connections: ConnectionPool<NodeId>,
     dropped: RwLock<HashSet<NodeId>>,
     last_heard: Mutex<HashMap<NodeId, Instant>>,
 }
@@ -161,7 +162,7 @@ impl PeerTransport {
             id,
             endpoint,
             members,
-            connections: Mutex::new(HashMap::new()),
+            connections: ConnectionPool::default(),
             dropped: RwLock::new(HashSet::new()),
             last_heard: Mutex::new(HashMap::new()),
         }
@@ -239,47 +240,31 @@ impl PeerTransport {
     }
 
     fn forget_connection(&self, peer: NodeId) {
-        if let Some(connection) = self.connections.lock().expect("connections lock").remove(&peer) {
-            connection.close(0u32.into(), b"peer did not answer");
-        }
+        self.connections.forget(peer);
     }
 
     async fn round_trip(&self, peer: NodeId, frame: &[u8]) -> Result<PeerResponse, String> {
-        let connection = self.connection(peer).await?;
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-        write_frame(&mut send, frame).await.map_err(|e| e.to_string())?;
-        let body = read_frame(&mut recv, FRAME_BYTES_MAX).await.map_err(|e| e.to_string())?;
-        decode_body(&body).map_err(|e| e.to_string())
-    }
-
-    async fn connection(&self, peer: NodeId) -> Result<quinn::Connection, String> {
-        if let Some(connection) = self.connections.lock().expect("connections lock").get(&peer) {
-            if connection.close_reason().is_none() {
-                return Ok(connection.clone());
-            }
-        }
         let address = self.members.get(&peer).ok_or_else(|| format!("node {peer} is not a member"))?;
-        let socket: SocketAddr = match address.parse() {
-            Ok(socket) => socket,
-            Err(_) => tokio::net::lookup_host(address)
-                .await
-                .map_err(|e| format!("cannot resolve {address}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("{address} resolves to nothing"))?,
-        };
-        // Verifying the peer's certificate against `node-N.distsync` proves we reached node N
-        // and not some other member listening at a stale address.
         let connection = self
-            .endpoint
-            .connect(socket, &node_name(peer))
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| format!("cannot connect to {address}: {e}"))?;
-        let mut connections = self.connections.lock().expect("connections lock");
-        let kept = connections.entry(peer).or_insert_with(|| connection.clone());
-        if kept.close_reason().is_some() {
-            *kept = connection;
-        }
-        Ok(kept.clone())
+            .connections
+            .get_or_connect(peer, || async {
+                let socket: SocketAddr = match address.parse() {
+                    Ok(socket) => socket,
+                    Err(_) => tokio::net::lookup_host(address)
+                        .await
+                        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+                        .next()
+                        .ok_or_else(|| format!("{address} resolves to nothing"))?,
+                };
+                // Verifying the peer's certificate against `node-N.distsync` proves we reached
+                // node N and not some other member listening at a stale address.
+                self.endpoint
+                    .connect(socket, &node_name(peer))
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| format!("cannot connect to {address}: {e}"))
+            })
+            .await?;
+        exchange(&connection, frame).await
     }
 }

@@ -86,6 +86,19 @@ impl StateMachineStore {
         self.applied.read().expect("state machine lock")
     }
 
+    /// Persists `file` (off the async workers: a large snapshot blocks) and makes it the current
+    /// snapshot.
+    async fn keep(&self, file: SnapshotFile) -> Result<(), StorageError> {
+        let signature = file.meta.signature();
+        let store = self.clone();
+        let file = tokio::task::spawn_blocking(move || store.persist(&file).map(|()| file))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &AnyMessage(e.to_string())))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
+        *self.snapshot.lock().expect("snapshot lock") = Some(file);
+        Ok(())
+    }
+
     /// Writes a snapshot durably: temporary file, fsync, rename, fsync of the directory.
     fn persist(&self, file: &SnapshotFile) -> std::io::Result<()> {
         let bytes = postcard::to_stdvec(file).map_err(std::io::Error::other)?;
@@ -118,15 +131,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (meta, data)
         };
-        let file = SnapshotFile { meta: meta.clone(), data: data.clone() };
-        // Writing a large snapshot blocks; keep it off the async workers.
-        let store = self.clone();
-        let file = tokio::task::spawn_blocking(move || store.persist(&file).map(|()| file))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &AnyMessage(e.to_string())))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.keep(SnapshotFile { meta: meta.clone(), data: data.clone() }).await?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot written");
-        *self.snapshot.lock().expect("snapshot lock") = Some(file);
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -184,12 +190,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data: SnapshotData =
             postcard::from_bytes(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         data.machine.check_invariants();
-        let file = SnapshotFile { meta: meta.clone(), data: bytes };
-        let store = self.clone();
-        let file = tokio::task::spawn_blocking(move || store.persist(&file).map(|()| file))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &AnyMessage(e.to_string())))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.keep(SnapshotFile { meta: meta.clone(), data: bytes }).await?;
         {
             let mut applied = self.applied.write().expect("state machine lock");
             applied.last_applied = meta.last_log_id;
@@ -197,7 +198,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.machine = data.machine;
         }
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed from the leader");
-        *self.snapshot.lock().expect("snapshot lock") = Some(file);
         Ok(())
     }
 

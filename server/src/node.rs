@@ -68,8 +68,8 @@ struct Proposal {
 /// Why a batch was not applied.
 #[derive(Clone, Debug)]
 enum Rejection {
-    /// This node is no longer the leader.
-    ForwardTo(Option<NodeId>),
+    /// This node is no longer the leader; the leader, if known.
+    NotLeader(Option<NodeId>),
     /// This node is stopping or failed.
     Unavailable(String),
     /// A bug.
@@ -206,9 +206,12 @@ fn now_ms() -> u64 {
 impl Node {
     /// The leader this node knows of, with its address.
     fn leader(&self) -> Option<LeaderInfo> {
-        let id = self.metrics.borrow().current_leader?;
-        let address = self.config.peers.0.get(&id)?.clone();
-        Some(LeaderInfo { id, address })
+        self.member(self.metrics.borrow().current_leader?)
+    }
+
+    /// Node `id` with its client address.
+    fn member(&self, id: NodeId) -> Option<LeaderInfo> {
+        Some(LeaderInfo { id, address: self.config.peers.0.get(&id)?.clone() })
     }
 
     fn reply(&self, body: Result<Response, ServerError>) -> Reply {
@@ -252,8 +255,6 @@ impl Node {
             };
         }
         self.last_proposal_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        // Kept to forward the operation if leadership moves before it commits.
-        let retained = op.clone();
         let (reply, answer) = oneshot::channel();
         if self.proposals.try_send(Proposal { op, reply }).is_err() {
             return Err(ServerError::Unavailable {
@@ -263,20 +264,15 @@ impl Node {
         let write_timeout = self.config.write_timeout();
         match tokio::time::timeout(write_timeout, answer).await {
             Ok(Ok(Ok(result))) => result,
-            Ok(Ok(Err(Rejection::ForwardTo(leader)))) => match forwardable(retained) {
-                Some(request) => self.forward(request, leader, origin).await,
-                None => Err(ServerError::NotLeader { leader: self.leader() }),
-            },
+            // Leadership moved between the check above and the proposal, which is rare: the client
+            // follows the hint and retries under the same sequence number.
+            Ok(Ok(Err(Rejection::NotLeader(leader)))) => {
+                Err(ServerError::NotLeader { leader: leader.and_then(|id| self.member(id)) })
+            }
             Ok(Ok(Err(Rejection::Unavailable(reason)))) => Err(ServerError::Unavailable { reason }),
             Ok(Ok(Err(Rejection::Internal(reason)))) => Err(ServerError::Internal { reason }),
             Ok(Err(_)) => Err(ServerError::Unavailable { reason: format!("node {} is stopping", self.config.id) }),
-            Err(_) => Err(ServerError::Unavailable {
-                reason: format!(
-                    "not committed within {write_timeout:?}: node {} may be cut off from a majority; the write may still \
-                     commit, and retrying under the same session is safe",
-                    self.config.id
-                ),
-            }),
+            Err(_) => Err(ServerError::Unavailable { reason: uncommitted(self.config.id, write_timeout) }),
         }
     }
 
@@ -358,8 +354,18 @@ impl Node {
         })
     }
 
-    /// This node's own view, for `distsync status` and the admin port.
+    /// This node's own view, for `distsync status` and the admin port's `/status`.
     pub fn status(&self) -> NodeStatus {
+        self.status_with(true)
+    }
+
+    /// The same without the state digest (left 0): serializing the whole state under the state
+    /// machine's read lock would hold up applying entries on every metrics scrape.
+    pub fn status_without_digest(&self) -> NodeStatus {
+        self.status_with(false)
+    }
+
+    fn status_with(&self, digest: bool) -> NodeStatus {
         let metrics = self.metrics.borrow().clone();
         let role = match metrics.state {
             ServerState::Leader => Role::Leader,
@@ -372,7 +378,7 @@ impl Node {
             let applied = self.state.applied();
             (
                 applied.last_applied.map(|l| l.index).unwrap_or(0),
-                applied.machine.digest(),
+                if digest { applied.machine.digest() } else { 0 },
                 applied.machine.session_count() as u64,
                 applied.machine.key_count() as u64,
             )
@@ -408,6 +414,15 @@ impl Node {
     }
 }
 
+/// Why a write was not acknowledged in time; the same words whether the caller or the batch
+/// gave up first.
+fn uncommitted(id: NodeId, write_timeout: Duration) -> String {
+    format!(
+        "not committed within {write_timeout:?}: node {id} may be cut off from a majority; the write may still \
+         commit, and retrying under the same session is safe"
+    )
+}
+
 /// The client request that proposes `op`, for forwarding; ticks are a leader's own business and
 /// are never forwarded.
 fn forwardable(op: Op) -> Option<Request> {
@@ -425,6 +440,7 @@ fn forwardable(op: Op) -> Option<Request> {
 /// flight: its entry stays in the log, uncommitted, and later writes are still appended.
 async fn propose_loop(node: Arc<Node>, mut queue: mpsc::Receiver<Proposal>, mut stopped: watch::Receiver<bool>) {
     let grace_ms = node.config.lease_grace_ms();
+    let id = node.config.id;
     let write_timeout = node.config.write_timeout();
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     loop {
@@ -453,10 +469,7 @@ async fn propose_loop(node: Arc<Node>, mut queue: mpsc::Receiver<Proposal>, mut 
         tokio::spawn(async move {
             let Ok(outcome) = tokio::time::timeout(write_timeout, raft.client_write(command)).await else {
                 drop(permit);
-                let rejection = Rejection::Unavailable(format!(
-                    "not committed within {write_timeout:?}: this node may be cut off from a majority; the write may \
-                     still commit, and retrying under the same session is safe"
-                ));
+                let rejection = Rejection::Unavailable(uncommitted(id, write_timeout));
                 for reply in replies {
                     let _ = reply.send(Err(rejection.clone()));
                 }
@@ -473,7 +486,7 @@ async fn propose_loop(node: Arc<Node>, mut queue: mpsc::Receiver<Proposal>, mut 
                 Err(error) => {
                     let rejection = match error {
                         RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => {
-                            Rejection::ForwardTo(to.leader_id)
+                            Rejection::NotLeader(to.leader_id)
                         }
                         RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
                             Rejection::Internal(error.to_string())

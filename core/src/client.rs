@@ -110,7 +110,18 @@ struct Inner {
     /// Serializes opening a session, so concurrent first writes share one.
     session_opening: tokio::sync::Mutex<()>,
     keepalive: Mutex<Option<JoinHandle<()>>>,
+    /// Long-polls the cluster for the end of the session while this client uses locks.
+    watcher: Mutex<Option<(SessionId, JoinHandle<()>)>>,
+    /// Bumped whenever the session ends or its lease is renewed, to wake lock guards.
+    session_changes: tokio::sync::watch::Sender<u64>,
+    /// Background releases and cancellations per (actor, lock); a later request of the same owner
+    /// for the same lock waits for them, so that it cannot be overtaken by them.
+    settling: Mutex<Settling>,
 }
+
+/// Gates of background lock releases and withdrawals, by (actor, lock name): held while the
+/// work runs.
+pub(crate) type Settling = std::collections::HashMap<(u64, String), Arc<tokio::sync::Mutex<()>>>;
 
 #[derive(Default)]
 struct SessionState {
@@ -118,11 +129,24 @@ struct SessionState {
     next_seq: u64,
     /// Sequence numbers sent but not yet answered; the smallest bounds what the cluster keeps.
     outstanding: BTreeSet<u64>,
+    /// Until when this client may rely on the session (and so on its locks): the send time of
+    /// the latest acknowledged keepalive plus the TTL, less a safety margin. The cluster cannot
+    /// expire the session before that, since it counts the TTL from a later moment.
+    lease_deadline: Option<Instant>,
+}
+
+/// The part of the TTL a client does not rely on: clocks run at slightly different rates, and a
+/// client that stops trusting its locks early is safe, while one that trusts them late is not.
+fn lease_margin(ttl: Duration) -> Duration {
+    (ttl / 5).max(Duration::from_millis(100))
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(task) = self.keepalive.lock().expect("keepalive lock").take() {
+            task.abort();
+        }
+        if let Some((_, task)) = self.watcher.lock().expect("watcher lock").take() {
             task.abort();
         }
         self.endpoint.close(0u32.into(), b"client dropped");
@@ -202,6 +226,9 @@ impl Client {
                 session: Mutex::new(SessionState { next_seq: 1, ..SessionState::default() }),
                 session_opening: tokio::sync::Mutex::new(()),
                 keepalive: Mutex::new(None),
+                watcher: Mutex::new(None),
+                session_changes: tokio::sync::watch::channel(0).0,
+                settling: Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -209,6 +236,18 @@ impl Client {
     /// The replicated key-value register.
     pub fn kv(&self) -> Kv {
         Kv { client: self.clone() }
+    }
+
+    /// Distributed locks: `client.lock("name").acquire().await`. See [`crate::lock`].
+    pub fn lock(&self, name: impl Into<String>) -> crate::lock::LockBuilder {
+        crate::lock::LockBuilder::new(self.clone(), name.into())
+    }
+
+    /// A new owner identity for locks, distinct from every task, thread and other handle of this
+    /// client. Pass it to [`crate::lock::LockBuilder::owner`] so that locks taken from different
+    /// tasks belong to one logical actor (they are then nested, not mutually exclusive).
+    pub fn owner(&self) -> crate::lock::OwnerHandle {
+        crate::lock::OwnerHandle::new()
     }
 
     /// The current session, if one is open.
@@ -222,12 +261,16 @@ impl Client {
         if let Some(task) = self.inner.keepalive.lock().expect("keepalive lock").take() {
             task.abort();
         }
+        if let Some((_, task)) = self.inner.watcher.lock().expect("watcher lock").take() {
+            task.abort();
+        }
         if self.session_id().is_some() {
             let deadline = Instant::now() + self.inner.options.attempt_timeout;
             if let Err(error) = self.write_until(Command::CloseSession, deadline).await {
                 tracing::debug!(%error, "closing the session failed; it will expire at its TTL");
             }
             self.inner.session.lock().expect("session lock").id = None;
+            self.inner.session_changes.send_modify(|epoch| *epoch += 1);
         }
     }
 
@@ -285,6 +328,15 @@ impl Client {
     }
 
     async fn write_until(&self, command: Command, deadline: Instant) -> Result<CommandResponse, ClientError> {
+        self.write_in_session(command, deadline).await.map(|(_, response)| response)
+    }
+
+    /// Sends a write under the session until `deadline`; returns the session it was written in.
+    pub(crate) async fn write_in_session(
+        &self,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<(SessionId, CommandResponse), ClientError> {
         command.validate()?;
         let session = self.ensure_session(deadline).await?;
         let (seq, acked_below) = {
@@ -299,7 +351,7 @@ impl Client {
         let result = self.call(&request, deadline).await;
         self.inner.session.lock().expect("session lock").outstanding.remove(&seq);
         match result {
-            Ok(Response::Written(response)) => Ok(response),
+            Ok(Response::Written(response)) => Ok((session, response)),
             Ok(other) => Err(unexpected(&other)),
             Err(ClientError::SessionExpired { session }) => {
                 self.session_lost(session);
@@ -318,6 +370,65 @@ impl Client {
         }
     }
 
+    /// Background lock releases per (actor, lock); see [`crate::lock`].
+    pub(crate) fn inner_settling(&self) -> &Mutex<Settling> {
+        &self.inner.settling
+    }
+
+    /// The attempt timeout of this client's options.
+    pub(crate) fn attempt_timeout(&self) -> Duration {
+        self.inner.options.attempt_timeout
+    }
+
+    /// The request timeout of this client's options.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.options.request_timeout
+    }
+
+    /// Whether this client may still rely on `session`: it is the current one and its lease has
+    /// not run out on the client's clock.
+    pub(crate) fn session_valid(&self, session: SessionId) -> bool {
+        let state = self.inner.session.lock().expect("session lock");
+        state.id == Some(session) && state.lease_deadline.is_some_and(|deadline| Instant::now() < deadline)
+    }
+
+    /// When the lease of `session` runs out on the client's clock; `None` if it is not current.
+    pub(crate) fn lease_deadline(&self, session: SessionId) -> Option<Instant> {
+        let state = self.inner.session.lock().expect("session lock");
+        if state.id == Some(session) {
+            state.lease_deadline
+        } else {
+            None
+        }
+    }
+
+    /// A receiver that changes whenever the session ends or its lease is renewed.
+    pub(crate) fn session_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.session_changes.subscribe()
+    }
+
+    fn renew_lease(&self, session: SessionId, sent: Instant) {
+        let deadline = sent + self.inner.options.session_ttl - lease_margin(self.inner.options.session_ttl);
+        let mut state = self.inner.session.lock().expect("session lock");
+        if state.id == Some(session) && state.lease_deadline.is_none_or(|current| current < deadline) {
+            state.lease_deadline = Some(deadline);
+            drop(state);
+            self.inner.session_changes.send_modify(|epoch| *epoch += 1);
+        }
+    }
+
+    /// Starts watching `session` for its end (pushed by the cluster), unless already watching.
+    pub(crate) fn watch_session(&self, session: SessionId) {
+        let mut watcher = self.inner.watcher.lock().expect("watcher lock");
+        if watcher.as_ref().is_some_and(|(watched, task)| *watched == session && !task.is_finished()) {
+            return;
+        }
+        let task = tokio::spawn(watch_session(Arc::downgrade(&self.inner), session));
+        if let Some((_, previous)) = watcher.replace((session, task)) {
+            previous.abort();
+        }
+    }
+
     async fn ensure_session(&self, deadline: Instant) -> Result<SessionId, ClientError> {
         if let Some(id) = self.session_id() {
             return Ok(id);
@@ -327,6 +438,7 @@ impl Client {
             return Ok(id);
         }
         let ttl_ms = self.inner.options.session_ttl.as_millis() as u64;
+        let sent = Instant::now();
         let session = match self.call(&Request::OpenSession { ttl_ms }, deadline).await? {
             Response::SessionOpened { session, .. } => session,
             other => return Err(unexpected(&other)),
@@ -334,8 +446,10 @@ impl Client {
         {
             let mut state = self.inner.session.lock().expect("session lock");
             // Sequence numbers are per session; a new session starts over.
-            *state = SessionState { id: Some(session), next_seq: 1, outstanding: BTreeSet::new() };
+            *state =
+                SessionState { id: Some(session), next_seq: 1, outstanding: BTreeSet::new(), lease_deadline: None };
         }
+        self.renew_lease(session, sent);
         let task = tokio::spawn(keep_alive(Arc::downgrade(&self.inner), session));
         if let Some(previous) = self.inner.keepalive.lock().expect("keepalive lock").replace(task) {
             previous.abort();
@@ -344,17 +458,30 @@ impl Client {
         Ok(session)
     }
 
-    fn session_lost(&self, session: SessionId) {
+    pub(crate) fn session_lost(&self, session: SessionId) {
         let mut state = self.inner.session.lock().expect("session lock");
         if state.id == Some(session) {
             tracing::warn!(session, "session expired; the next write opens a new one");
             state.id = None;
+            state.lease_deadline = None;
+            drop(state);
+            self.inner.session_changes.send_modify(|epoch| *epoch += 1);
         }
     }
 
     /// Sends a request to the leader (as far as known), following redirects and retrying
     /// retryable failures with backoff until `deadline`.
     async fn call(&self, request: &Request, deadline: Instant) -> Result<Response, ClientError> {
+        self.call_with(request, deadline, self.inner.options.attempt_timeout).await
+    }
+
+    /// Like `call`, with a per-attempt budget of its own (for requests a node holds open).
+    pub(crate) async fn call_with(
+        &self,
+        request: &Request,
+        deadline: Instant,
+        attempt_timeout: Duration,
+    ) -> Result<Response, ClientError> {
         let frame = encode_frame(request).map_err(|e| ClientError::InvalidArgument { reason: e.to_string() })?;
         let mut failures: u32 = 0;
         let mut last_failure = String::from("no attempt finished before the deadline");
@@ -364,7 +491,7 @@ impl Client {
                 return Err(ClientError::Unavailable { reason: last_failure });
             }
             let target = self.pick_target();
-            let budget = (deadline - now).min(self.inner.options.attempt_timeout);
+            let budget = (deadline - now).min(attempt_timeout);
             match tokio::time::timeout(budget, self.round_trip(target, &frame)).await {
                 Ok(Ok(reply)) => {
                     if let Some(leader) = &reply.leader {
@@ -472,9 +599,10 @@ async fn keep_alive(inner: Weak<Inner>, session: SessionId) {
         tokio::time::sleep(period).await;
         let Some(strong) = inner.upgrade() else { return };
         let client = Client { inner: strong };
-        let deadline = Instant::now() + period;
+        let sent = Instant::now();
+        let deadline = sent + period;
         match client.call(&Request::KeepAlive { session }, deadline).await {
-            Ok(_) => {}
+            Ok(_) => client.renew_lease(session, sent),
             Err(ClientError::SessionExpired { .. }) => {
                 client.session_lost(session);
                 return;
@@ -484,7 +612,40 @@ async fn keep_alive(inner: Weak<Inner>, session: SessionId) {
     }
 }
 
-fn unexpected(response: &Response) -> ClientError {
+/// How long one session watch may stay open on a node.
+const SESSION_WATCH_MS: u64 = 20_000;
+
+/// Long-polls the cluster until `session` ends, then marks it lost at once, so that lock guards
+/// learn of it without waiting for the next keepalive.
+async fn watch_session(inner: Weak<Inner>, session: SessionId) {
+    let mut failures = 0u32;
+    loop {
+        let Some(strong) = inner.upgrade() else { return };
+        let client = Client { inner: strong };
+        if client.inner.session.lock().expect("session lock").id != Some(session) {
+            return;
+        }
+        let wait = Duration::from_millis(SESSION_WATCH_MS);
+        let attempt = wait + client.inner.options.attempt_timeout;
+        let request = Request::WatchSession { session, max_wait_ms: SESSION_WATCH_MS };
+        match client.call_with(&request, Instant::now() + attempt, attempt).await {
+            Ok(Response::SessionWatch { alive: false }) => {
+                client.session_lost(session);
+                return;
+            }
+            Ok(_) => failures = 0,
+            Err(error) => {
+                failures += 1;
+                tracing::debug!(session, %error, "session watch failed; retrying");
+                let pause = client.backoff(failures);
+                drop(client);
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+pub(crate) fn unexpected(response: &Response) -> ClientError {
     ClientError::Protocol { reason: format!("unexpected response {response:?}") }
 }
 
@@ -549,6 +710,7 @@ impl Kv {
         crate::wire::validate_key(&key)?;
         match self.client.read(Query::KvGet { key }).await? {
             QueryResponse::KvGet { value } => Ok(value),
+            other => Err(ClientError::Protocol { reason: format!("unexpected answer to a get: {other:?}") }),
         }
     }
 

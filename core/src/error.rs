@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::wire::{LeaderInfo, SessionId};
+use crate::wire::{LeaderInfo, Owner, SessionId};
 
 /// An error answered by a node. Travels on the wire inside a [`crate::wire::Reply`].
 #[derive(Serialize, Deserialize, Error, Debug, Clone, PartialEq, Eq)]
@@ -48,6 +48,9 @@ pub enum ServerError {
         /// What is wrong.
         reason: String,
     },
+    /// A lock request was refused; see [`LockRefusal`].
+    #[error(transparent)]
+    Lock(LockRefusal),
     /// Fault injection was asked of a node not started with `--enable-fault-injection`.
     #[error("fault injection is disabled on this node; start it with --enable-fault-injection (tests only)")]
     FaultInjectionDisabled,
@@ -64,6 +67,55 @@ impl ServerError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ServerError::NotLeader { .. } | ServerError::Unavailable { .. })
     }
+}
+
+/// Why the cluster refused a lock request. Never retried by the client: each is an answer.
+#[derive(Serialize, Deserialize, Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockRefusal {
+    /// A try-lock found the lock taken. Try again later, or wait with a timeout.
+    #[error("lock {name:?} is held by another owner")]
+    WouldBlock {
+        /// The lock.
+        name: String,
+    },
+    /// The owner already holds or awaits this lock. Use the hold you have; upgrade it if you
+    /// need exclusive access.
+    #[error("lock {name:?} is already held or awaited by this owner")]
+    AlreadyHeld {
+        /// The lock.
+        name: String,
+    },
+    /// Waiting would close a cycle in the wait-for graph: nothing was changed. Release a lock
+    /// of the cycle (usually your own) and retry, or take locks in one global order.
+    #[error("waiting for lock {name:?} would deadlock: {}", describe_cycle(cycle))]
+    Deadlock {
+        /// The lock requested.
+        name: String,
+        /// The cycle: each owner waits for the next through the named lock; the last one waits
+        /// for the first.
+        cycle: Vec<(Owner, String)>,
+    },
+    /// The owner does not hold the lock with this token: it was released, or lost with the
+    /// session. Whatever the hold protected may have been changed by a newer holder.
+    #[error("this owner does not hold lock {name:?} with token {token}")]
+    NotHeld {
+        /// The lock.
+        name: String,
+        /// The token given.
+        token: u64,
+    },
+    /// An upgrade needs a shared hold by the same owner.
+    #[error("lock {name:?} is not held shared by this owner, so it cannot be upgraded")]
+    NotShared {
+        /// The lock.
+        name: String,
+    },
+}
+
+/// Renders a deadlock cycle as `owner waits on "lock" -> …`.
+pub fn describe_cycle(cycle: &[(Owner, String)]) -> String {
+    cycle.iter().map(|(owner, lock)| format!("{owner} waits on {lock:?}")).collect::<Vec<_>>().join(" -> ")
 }
 
 impl From<FrameError> for ServerError {

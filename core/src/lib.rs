@@ -21,6 +21,7 @@
 //! - [`pool`]: cached connections and the request/response exchange, shared with nodes.
 //! - [`client`]: [`Client`], which finds the leader, retries across failovers and keeps a
 //!   session so that retried writes apply once.
+//! - [`lock`]: distributed locks (`client.lock("name").acquire().await`).
 //!
 //! This crate pulls in no Raft, no storage and no Redis: it is what applications link.
 
@@ -28,11 +29,13 @@
 
 pub mod client;
 pub mod error;
+pub mod lock;
 pub mod pool;
 pub mod tls;
 pub mod wire;
 
 pub use client::{Client, ClientOptions, Kv};
-pub use error::{ClientError, FrameError, ServerError};
+pub use error::{ClientError, FrameError, LockRefusal, ServerError};
+pub use lock::{LockBuilder, LockError, LockGuard, OwnerHandle};
 pub use tls::ClientTls;
-pub use wire::{NodeId, NodeStatus, Role, SessionId};
+pub use wire::{LockInfo, LockMode, NodeId, NodeStatus, Owner, Role, SessionId};

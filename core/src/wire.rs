@@ -78,6 +78,29 @@ pub enum Request {
     Read(Query),
     /// This node's own view of the cluster; answered locally, never forwarded.
     Status,
+    /// Waits, on the node that receives it, until a queued lock request of `owner` is decided:
+    /// granted, timed out, or ended with its session. Answered from the node's applied state as
+    /// soon as the deciding entry is applied there (a push within one round trip), or with
+    /// [`LockAwaitOutcome::Pending`] after `max_wait_ms`. Never forwarded.
+    AwaitLock {
+        /// The lock.
+        name: String,
+        /// The waiting owner.
+        owner: Owner,
+        /// The revision at which the request was queued, from [`CommandResponse::LockQueued`].
+        queued_revision: u64,
+        /// How long the node may hold the request open, at most [`AWAIT_MS_MAX`].
+        max_wait_ms: u64,
+    },
+    /// Waits, on the node that receives it, until `session` ends (expired or closed), so that a
+    /// client holding locks learns at once that it lost them. Answers
+    /// [`Response::SessionWatch`] when the session ends or after `max_wait_ms`. Never forwarded.
+    WatchSession {
+        /// The session.
+        session: SessionId,
+        /// How long the node may hold the request open, at most [`AWAIT_MS_MAX`].
+        max_wait_ms: u64,
+    },
     /// Test-only fault injection: silently drop all Raft traffic to and from these peers. Refused
     /// unless the node was started with `--enable-fault-injection`. An empty list heals.
     SetDroppedPeers {
@@ -118,9 +141,178 @@ pub enum Command {
     },
     /// End a session now instead of at its TTL.
     CloseSession,
+    /// Take a lock for the owner `(session, actor)`.
+    LockAcquire {
+        /// The lock, at most [`LOCK_NAME_BYTES_MAX`] bytes.
+        name: String,
+        /// The actor inside the session (thread, task, handle) that will own the lock.
+        actor: u64,
+        /// Exclusive or shared.
+        mode: LockMode,
+        /// Whether and how long to wait.
+        wait: LockWait,
+    },
+    /// Upgrade the owner's shared hold to exclusive; waits for the other shared holders.
+    LockUpgrade {
+        /// The lock.
+        name: String,
+        /// The actor holding it shared.
+        actor: u64,
+        /// Whether and how long to wait.
+        wait: LockWait,
+    },
+    /// Release the owner's hold, if it still has the one with this fencing token.
+    LockRelease {
+        /// The lock.
+        name: String,
+        /// The actor holding it.
+        actor: u64,
+        /// The fencing token of the hold; a release naming an older token frees nothing.
+        token: u64,
+    },
+    /// Give up a queued request whose caller stopped waiting: removes the wait, or releases the
+    /// hold if the request was granted after `queued_revision` (the caller never learned of it).
+    LockCancel {
+        /// The lock.
+        name: String,
+        /// The actor that asked.
+        actor: u64,
+        /// The revision at which the request was queued.
+        queued_revision: u64,
+        /// Whether the request was an upgrade; then the owner's hold is released whatever its
+        /// token, since the caller cannot know it.
+        upgrade: bool,
+    },
+}
+
+/// Largest lock name, in bytes: names are identifiers, not data.
+pub const LOCK_NAME_BYTES_MAX: usize = 1024;
+
+/// Longest a node holds an [`Request::AwaitLock`] or [`Request::WatchSession`] open before
+/// answering "still pending"; the client asks again. Bounds how long a dead client's request
+/// pins a task on a node.
+pub const AWAIT_MS_MAX: u64 = 30_000;
+
+/// Longest lock wait a client may ask for (a day); longer waits use [`LockWait::Forever`].
+pub const LOCK_WAIT_MS_MAX: u64 = 24 * 3600 * 1000;
+
+/// Locks listed per page by [`Query::LockList`]: keeps one answer far below the frame limit.
+pub const LOCK_LIST_PAGE_MAX: usize = 1000;
+
+/// Who holds or waits for a lock: an actor (thread, task, handle) inside a client session. Two
+/// actors of one session exclude each other exactly as two sessions do.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Owner {
+    /// The session the actor belongs to.
+    pub session: SessionId,
+    /// The actor, chosen by the client.
+    pub actor: u64,
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "session {} actor {:#x}", self.session, self.actor)
+    }
+}
+
+/// Lock mode.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// One holder.
+    Exclusive,
+    /// Any number of holders, and no exclusive one.
+    Shared,
+}
+
+impl LockMode {
+    /// Lowercase name, as printed by the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Exclusive => "exclusive",
+            LockMode::Shared => "shared",
+        }
+    }
+}
+
+/// Whether and how long a lock request waits.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockWait {
+    /// Fail at once with `WouldBlock` if the lock cannot be granted now.
+    Try,
+    /// Wait at most this long, counted from the leader's clock when the request is applied.
+    TimeoutMs(u64),
+    /// Wait until granted or until the session ends.
+    Forever,
+}
+
+/// One holder of a lock.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// Who holds it.
+    pub owner: Owner,
+    /// In which mode.
+    pub mode: LockMode,
+    /// The fencing token of this grant.
+    pub token: u64,
+    /// Leader-stamped time of the grant, ms since the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// One queued lock request.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LockWaiter {
+    /// Who waits.
+    pub owner: Owner,
+    /// For which mode.
+    pub mode: LockMode,
+    /// Whether this is an upgrade of a shared hold the owner keeps while waiting.
+    pub upgrade: bool,
+    /// When the wait ends without a grant (leader time, ms since the Unix epoch), if ever.
+    pub deadline_ms: Option<u64>,
+    /// Leader-stamped time the wait began.
+    pub since_ms: u64,
+}
+
+/// A lock as seen by `lock show`: its holders and its waiters in the order they are served.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    /// The lock.
+    pub name: String,
+    /// Current holders: one exclusive, or any number shared.
+    pub holders: Vec<LockHolder>,
+    /// Waiters in the order they are served.
+    pub waiters: Vec<LockWaiter>,
+}
+
+/// How an [`Request::AwaitLock`] ended.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockAwaitOutcome {
+    /// The request was granted with this fencing token.
+    Granted {
+        /// The fencing token.
+        token: u64,
+    },
+    /// Still waiting; ask again.
+    Pending,
+    /// The wait ended without a grant: its deadline passed, or the request was cancelled.
+    TimedOut,
+    /// The owner's session ended, and with it the wait.
+    SessionEnded,
 }
 
 impl Command {
+    /// The lock a lock command names.
+    pub fn lock_name(&self) -> Option<&str> {
+        match self {
+            Command::LockAcquire { name, .. }
+            | Command::LockUpgrade { name, .. }
+            | Command::LockRelease { name, .. }
+            | Command::LockCancel { name, .. } => Some(name),
+            Command::KvPut { .. } | Command::KvDelete { .. } | Command::CloseSession => None,
+        }
+    }
+
     /// Checks sizes before the command is sent or proposed.
     ///
     /// # Errors
@@ -139,6 +331,16 @@ impl Command {
             }
             Command::KvDelete { key } => validate_key(key),
             Command::CloseSession => Ok(()),
+            Command::LockAcquire { name, wait, .. } | Command::LockUpgrade { name, wait, .. } => {
+                validate_lock_name(name)?;
+                match wait {
+                    LockWait::TimeoutMs(ms) if *ms > LOCK_WAIT_MS_MAX => Err(ServerError::InvalidArgument {
+                        reason: format!("lock wait of {ms} ms exceeds {LOCK_WAIT_MS_MAX} ms; wait forever instead"),
+                    }),
+                    _ => Ok(()),
+                }
+            }
+            Command::LockRelease { name, .. } | Command::LockCancel { name, .. } => validate_lock_name(name),
         }
     }
 }
@@ -160,6 +362,23 @@ pub fn validate_key(key: &[u8]) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Checks a lock name against [`LOCK_NAME_BYTES_MAX`].
+///
+/// # Errors
+///
+/// [`ServerError::InvalidArgument`] for an empty or oversized name.
+pub fn validate_lock_name(name: &str) -> Result<(), ServerError> {
+    if name.is_empty() {
+        return Err(ServerError::InvalidArgument { reason: "lock name is empty".into() });
+    }
+    if name.len() > LOCK_NAME_BYTES_MAX {
+        return Err(ServerError::InvalidArgument {
+            reason: format!("lock name is {} bytes, the maximum is {LOCK_NAME_BYTES_MAX}", name.len()),
+        });
+    }
+    Ok(())
+}
+
 /// A read served after the leader confirmed its leadership (read index).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Query {
@@ -167,6 +386,16 @@ pub enum Query {
     KvGet {
         /// The key.
         key: Vec<u8>,
+    },
+    /// Locks held or awaited, in name order, at most [`LOCK_LIST_PAGE_MAX`] per page.
+    LockList {
+        /// Start after this name (the last of the previous page).
+        after: Option<String>,
+    },
+    /// One lock's holders and waiters.
+    LockShow {
+        /// The lock.
+        name: String,
     },
 }
 
@@ -185,6 +414,25 @@ pub enum CommandResponse {
     },
     /// The session is closed.
     SessionClosed,
+    /// The lock (or upgrade) was granted at once.
+    LockGranted {
+        /// The fencing token: strictly increasing per lock, across leader changes.
+        token: u64,
+    },
+    /// The request waits in the lock's queue; follow with [`Request::AwaitLock`].
+    LockQueued {
+        /// The revision at which it was queued.
+        revision: u64,
+        /// Requests ahead of it.
+        ahead: u64,
+    },
+    /// The hold was released.
+    LockReleased,
+    /// A queued request was given up.
+    LockCancelled {
+        /// Whether it had been granted meanwhile, and that hold was released.
+        released: bool,
+    },
 }
 
 /// The answer to a [`Query`].
@@ -194,6 +442,18 @@ pub enum QueryResponse {
     KvGet {
         /// Value and the revision that wrote it.
         value: Option<(Vec<u8>, u64)>,
+    },
+    /// A page of locks; the list continues after the last one when `more` is set.
+    LockList {
+        /// Locks, in name order.
+        locks: Vec<LockInfo>,
+        /// Whether more locks follow.
+        more: bool,
+    },
+    /// One lock, or `None` when nobody holds or waits for it.
+    LockShow {
+        /// The lock.
+        lock: Option<LockInfo>,
     },
 }
 
@@ -298,6 +558,13 @@ pub enum Response {
     Status(Box<NodeStatus>),
     /// Done, nothing to report.
     Done,
+    /// The answer to [`Request::AwaitLock`].
+    LockAwait(LockAwaitOutcome),
+    /// The answer to [`Request::WatchSession`]: whether the session is still open.
+    SessionWatch {
+        /// False once the session has ended.
+        alive: bool,
+    },
 }
 
 /// Encodes a message as one frame: 4-byte big-endian length, then postcard bytes.

@@ -12,7 +12,8 @@ use distsync::wire::{
     decode_body, encode_frame, read_frame, write_frame, LeaderInfo, NodeStatus, PeerStatus, Query, Reply, Request,
     Response, Role, ALPN_PEER, FRAME_BYTES_MAX,
 };
-use distsync::{FrameError, NodeId, ServerError};
+use distsync::wire::{LockAwaitOutcome, AWAIT_MS_MAX};
+use distsync::{FrameError, NodeId, ServerError, SessionId};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -20,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use crate::config::ServerConfig;
 use crate::peer::{forward_timeout, NetworkFactory, PeerRequest, PeerResponse};
 use crate::raft_types::Raft;
-use crate::state::{ApplyResult, LogCommand, Op};
+use crate::state::{ApplyResult, LogCommand, Op, StateMachine};
 use crate::storage::log_store::LogStore;
 use crate::storage::state_machine_store::StateMachineStore;
 use crate::transport::{negotiated_protocol, peer_identity, NodeTls, PeerTransport};
@@ -242,6 +243,49 @@ impl Node {
                 Err(error) => Err(error),
             },
             Request::Read(query) => self.read(query, origin).await,
+            Request::AwaitLock { name, owner, queued_revision, max_wait_ms } => {
+                distsync::wire::validate_lock_name(&name)?;
+                let outcome = self
+                    .wait_for_session(owner.session, max_wait_ms, |machine| {
+                        match machine.lock_await(&name, owner, queued_revision) {
+                            LockAwaitOutcome::Pending => None,
+                            decided => Some(decided),
+                        }
+                    })
+                    .await;
+                Ok(Response::LockAwait(outcome.unwrap_or(LockAwaitOutcome::Pending)))
+            }
+            Request::WatchSession { session, max_wait_ms } => {
+                let ended = self
+                    .wait_for_session(session, max_wait_ms, |machine| (!machine.session_alive(session)).then_some(()))
+                    .await;
+                Ok(Response::SessionWatch { alive: ended.is_none() })
+            }
+        }
+    }
+
+    /// Waits until `check` finds an answer in this node's applied state, looking again whenever
+    /// an applied entry touches `session`; gives up with `None` after `max_wait_ms` (capped at
+    /// [`AWAIT_MS_MAX`]). Answers from the local state: a grant seen here is committed, so a
+    /// follower pushes it as soon as it applies it, and a cut-off node never invents one.
+    async fn wait_for_session<T>(
+        &self,
+        session: SessionId,
+        max_wait_ms: u64,
+        check: impl Fn(&StateMachine) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms.min(AWAIT_MS_MAX));
+        let signal = self.state.signals().subscribe(session);
+        loop {
+            let notified = signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(answer) = check(&self.state.applied().machine) {
+                return Some(answer);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
         }
     }
 

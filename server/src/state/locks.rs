@@ -21,35 +21,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use distsync::SessionId;
+use distsync::error::{describe_cycle, LockRefusal};
+pub use distsync::wire::{LockHolder as Holder, LockMode as Mode, LockWaiter as Waiter, Owner, LOCK_NAME_BYTES_MAX};
+use distsync::{ServerError, SessionId};
 use serde::{Deserialize, Serialize};
-
-/// Largest lock name, in bytes: names are identifiers, not data.
-pub const LOCK_NAME_BYTES_MAX: usize = 1024;
 
 /// Waiters queued on one lock. Bounds memory and the cost of deadlock detection.
 pub const WAITERS_PER_LOCK_MAX: usize = 10_000;
 
 /// Locks held or waited for at once, across the cluster.
 pub const LOCKS_MAX: usize = 1_000_000;
-
-/// Who holds or waits: an actor inside a session.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Owner {
-    /// The session the actor belongs to.
-    pub session: SessionId,
-    /// The actor, chosen by the client (a thread, a task, an explicit handle).
-    pub actor: u64,
-}
-
-/// Lock mode.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// One holder.
-    Exclusive,
-    /// Any number of holders, no exclusive one.
-    Shared,
-}
 
 /// How long a request may wait.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,34 +44,6 @@ pub enum Wait {
     },
     /// Wait until granted, cancelled, or the session ends.
     Forever,
-}
-
-/// One holder of a lock.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    /// Who holds it.
-    pub owner: Owner,
-    /// In which mode.
-    pub mode: Mode,
-    /// The fencing token of this grant.
-    pub token: u64,
-    /// Leader-stamped time of the grant.
-    pub since_ms: u64,
-}
-
-/// One queued request.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct Waiter {
-    /// Who waits.
-    pub owner: Owner,
-    /// For which mode.
-    pub mode: Mode,
-    /// Whether this is an upgrade of a shared hold the owner keeps while waiting.
-    pub upgrade: bool,
-    /// When the wait ends without a grant, if ever.
-    pub deadline_ms: Option<u64>,
-    /// Leader-stamped time the wait began.
-    pub since_ms: u64,
 }
 
 /// A lock: its holders and its queue.
@@ -163,12 +116,17 @@ pub enum LockError {
     },
 }
 
-fn describe_cycle(cycle: &[(Owner, String)]) -> String {
-    cycle
-        .iter()
-        .map(|(owner, lock)| format!("session {} actor {} waits on {lock:?}", owner.session, owner.actor))
-        .collect::<Vec<_>>()
-        .join(" -> ")
+impl From<LockError> for ServerError {
+    fn from(error: LockError) -> Self {
+        match error {
+            LockError::WouldBlock { name } => ServerError::Lock(LockRefusal::WouldBlock { name }),
+            LockError::AlreadyHeld { name } => ServerError::Lock(LockRefusal::AlreadyHeld { name }),
+            LockError::Deadlock { name, cycle } => ServerError::Lock(LockRefusal::Deadlock { name, cycle }),
+            LockError::NotHeld { name, token } => ServerError::Lock(LockRefusal::NotHeld { name, token }),
+            LockError::NotShared { name } => ServerError::Lock(LockRefusal::NotShared { name }),
+            LockError::InvalidArgument { reason } => ServerError::InvalidArgument { reason },
+        }
+    }
 }
 
 /// Something a waiting owner must learn: pushed by the node to the owner's connection.
@@ -224,6 +182,11 @@ impl Locks {
     /// A lock's holders and waiters, if anyone holds or waits for it.
     pub fn get(&self, name: &str) -> Option<&Lock> {
         self.locks.get(name)
+    }
+
+    /// Sessions that hold or await some lock.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.by_session.keys().copied()
     }
 
     /// Number of locks held or waited for.
@@ -428,6 +391,61 @@ impl Locks {
         self.untrack(owner, name);
         self.grant_waiters(name, now_ms, next_token, events);
         Ok(())
+    }
+
+    /// Gives up `owner`'s request for `name` queued at `queued_revision`, whose caller stopped
+    /// waiting: removes the wait, and releases a hold granted after `queued_revision` that the
+    /// caller never learned of. For an abandoned upgrade (`upgrade`), the owner's hold is released
+    /// whatever its token: the caller cannot know which token it has. Returns whether a hold was
+    /// released.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cancel(
+        &mut self,
+        owner: Owner,
+        name: &str,
+        queued_revision: u64,
+        upgrade: bool,
+        now_ms: u64,
+        next_token: &mut impl FnMut() -> u64,
+        events: &mut Vec<LockEvent>,
+    ) -> bool {
+        let Some(lock) = self.locks.get_mut(name) else { return false };
+        if let Some(position) = lock.waiters.iter().position(|w| w.owner == owner) {
+            let waiter = lock.waiters.remove(position).expect("found above");
+            if let Some(deadline_ms) = waiter.deadline_ms {
+                self.deadlines.remove(&(deadline_ms, name.to_string(), owner));
+            }
+        }
+        let released =
+            match lock.holders.iter().position(|h| h.owner == owner && (upgrade || h.token > queued_revision)) {
+                Some(position) => {
+                    let holder = lock.holders.remove(position);
+                    events.push(LockEvent::Lost { name: name.to_string(), owner, token: holder.token });
+                    true
+                }
+                None => false,
+            };
+        self.untrack(owner, name);
+        self.grant_waiters(name, now_ms, next_token, events);
+        released
+    }
+
+    /// Locks in name order after `after`, at most `limit`, and whether more follow.
+    pub fn list(&self, after: Option<&str>, limit: usize) -> (Vec<(&str, &Lock)>, bool) {
+        use std::ops::Bound;
+        let start = match after {
+            Some(name) => Bound::Excluded(name),
+            None => Bound::Unbounded,
+        };
+        let mut page: Vec<(&str, &Lock)> = self
+            .locks
+            .range::<str, _>((start, Bound::Unbounded))
+            .take(limit + 1)
+            .map(|(name, lock)| (name.as_str(), lock))
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page, more)
     }
 
     /// Releases every hold and cancels every wait of `session`'s owners (the session expired or
@@ -846,7 +864,7 @@ mod tests {
             Err(LockError::Deadlock { name: "l1".into(), cycle: vec![(B, "l1".into()), (A, "l2".into())] })
         );
         assert_eq!(bench.locks, before, "a refused wait leaves no trace");
-        assert!(deadlock.unwrap_err().to_string().contains("session 2 actor 1 waits on \"l1\""));
+        assert!(deadlock.unwrap_err().to_string().contains("session 2 actor 0x1 waits on \"l1\""));
     }
 
     #[test]

@@ -10,17 +10,25 @@
 //! they are unique and increasing even for operations sharing an entry.
 //!
 //! Layout: [`sessions`] (leases and the exactly-once response cache), [`kv`] (the replicated
-//! register). Locks, queues and the cache directory join them as siblings.
+//! register), [`locks`] (locks, their queues and the wait-for graph). Queues and the cache
+//! directory join them as siblings.
+//!
+//! Fencing tokens are revisions too: every grant takes a fresh one, so tokens increase per lock
+//! across leader changes, and a token says where in the log the grant happened.
 
 pub mod kv;
 pub mod locks;
 pub mod sessions;
 
-use distsync::wire::{Command, CommandResponse, Query, QueryResponse, Response, WriteRequest};
+use distsync::wire::{
+    Command, CommandResponse, LockAwaitOutcome, LockInfo, LockWait, Owner, Query, QueryResponse, Response,
+    WriteRequest, LOCK_LIST_PAGE_MAX,
+};
 use distsync::{ServerError, SessionId};
 use serde::{Deserialize, Serialize};
 
 use self::kv::KvRegister;
+use self::locks::{AcquireOutcome, LockEvent, Locks, Wait};
 use self::sessions::{Sessions, WriteAdmission};
 
 /// The application payload of a Raft log entry: a batch of operations stamped by the leader.
@@ -82,6 +90,12 @@ pub struct StateMachine {
     revision: u64,
     sessions: Sessions,
     kv: KvRegister,
+    locks: Locks,
+    /// Sessions whose locks changed in the entries applied since the last
+    /// [`StateMachine::take_touched_sessions`]: whoever waits on their behalf should look again.
+    /// Not replicated state.
+    #[serde(skip)]
+    touched: Vec<SessionId>,
 }
 
 impl StateMachine {
@@ -101,6 +115,17 @@ impl StateMachine {
         if !expired.is_empty() {
             tracing::debug!(?expired, index, "sessions expired");
         }
+        // Expiry and timeouts are decided before the entry's operations, so a lock is never
+        // granted in an entry that finds its session expired (etcd-io/etcd#11456).
+        let mut events = Vec::new();
+        for session in expired {
+            let revision = &mut self.revision;
+            self.locks.release_session(session, self.now_ms, &mut || next(revision), &mut events);
+            self.touched.push(session);
+        }
+        let revision = &mut self.revision;
+        self.locks.expire_waits(self.now_ms, &mut || next(revision), &mut events);
+        self.note_events(&events);
         command
             .ops
             .iter()
@@ -113,6 +138,26 @@ impl StateMachine {
                 result
             })
             .collect()
+    }
+
+    fn note_events(&mut self, events: &[LockEvent]) {
+        for event in events {
+            let owner = match event {
+                LockEvent::Granted { owner, .. }
+                | LockEvent::TimedOut { owner, .. }
+                | LockEvent::Cancelled { owner, .. }
+                | LockEvent::Lost { owner, .. } => owner,
+            };
+            self.touched.push(owner.session);
+        }
+    }
+
+    /// Sessions whose lock requests may have been decided since the last call; drains the list.
+    pub fn take_touched_sessions(&mut self) -> Vec<SessionId> {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        touched
     }
 
     fn apply_op(&mut self, op: &Op) -> ApplyResult {
@@ -135,6 +180,11 @@ impl StateMachine {
         match op {
             Op::KeepAlive { session } => self.sessions.check_session(*session),
             Op::Write(write) => {
+                if let Some(name) = write.command.lock_name() {
+                    if let Some(lock) = self.locks.get(name) {
+                        self.locks.check_lock(name, lock);
+                    }
+                }
                 self.sessions.check_session(write.session);
                 if let Command::KvPut { key, .. } | Command::KvDelete { key } = &write.command {
                     if let Some((_, version)) = self.kv.get(key) {
@@ -187,15 +237,120 @@ impl StateMachine {
             Command::KvDelete { key } => Ok(CommandResponse::KvDelete { existed: self.kv.delete(key) }),
             Command::CloseSession => {
                 self.sessions.close(session);
+                let mut events = Vec::new();
+                let revision = &mut self.revision;
+                self.locks.release_session(session, self.now_ms, &mut || next(revision), &mut events);
+                self.note_events(&events);
+                self.touched.push(session);
                 Ok(CommandResponse::SessionClosed)
             }
+            Command::LockAcquire { name, actor, mode, wait } => {
+                let owner = Owner { session, actor: *actor };
+                let wait = self.deadline(*wait);
+                let now_ms = self.now_ms;
+                let counter = &mut self.revision;
+                let outcome = self.locks.acquire(owner, name, *mode, wait, now_ms, &mut || next(counter))?;
+                Ok(self.acquired(revision, session, outcome))
+            }
+            Command::LockUpgrade { name, actor, wait } => {
+                let owner = Owner { session, actor: *actor };
+                let wait = self.deadline(*wait);
+                let now_ms = self.now_ms;
+                let counter = &mut self.revision;
+                let outcome = self.locks.upgrade(owner, name, wait, now_ms, &mut || next(counter))?;
+                Ok(self.acquired(revision, session, outcome))
+            }
+            Command::LockRelease { name, actor, token } => {
+                let owner = Owner { session, actor: *actor };
+                let mut events = Vec::new();
+                let now_ms = self.now_ms;
+                let counter = &mut self.revision;
+                self.locks.release(owner, name, *token, now_ms, &mut || next(counter), &mut events)?;
+                self.note_events(&events);
+                Ok(CommandResponse::LockReleased)
+            }
+            Command::LockCancel { name, actor, queued_revision, upgrade } => {
+                let owner = Owner { session, actor: *actor };
+                let mut events = Vec::new();
+                let now_ms = self.now_ms;
+                let counter = &mut self.revision;
+                let released = self.locks.cancel(
+                    owner,
+                    name,
+                    *queued_revision,
+                    *upgrade,
+                    now_ms,
+                    &mut || next(counter),
+                    &mut events,
+                );
+                self.note_events(&events);
+                self.touched.push(session);
+                Ok(CommandResponse::LockCancelled { released })
+            }
         }
+    }
+
+    /// Turns a relative wait into a deadline on the leader's clock.
+    fn deadline(&self, wait: LockWait) -> Wait {
+        match wait {
+            LockWait::Try => Wait::No,
+            LockWait::TimeoutMs(ms) => Wait::Until { deadline_ms: self.now_ms.saturating_add(ms) },
+            LockWait::Forever => Wait::Forever,
+        }
+    }
+
+    fn acquired(&mut self, revision: u64, session: SessionId, outcome: AcquireOutcome) -> CommandResponse {
+        match outcome {
+            AcquireOutcome::Granted { token } => CommandResponse::LockGranted { token },
+            AcquireOutcome::Queued { ahead } => {
+                // Whoever waits for this request on another node learns of it by this.
+                self.touched.push(session);
+                CommandResponse::LockQueued { revision, ahead: ahead as u64 }
+            }
+        }
+    }
+
+    /// Where a lock request queued at `queued_revision` stands, as far as this replica has
+    /// applied: granted (with its token), still pending (or not yet applied here), timed out or
+    /// cancelled, or ended with its session.
+    pub fn lock_await(&self, name: &str, owner: Owner, queued_revision: u64) -> LockAwaitOutcome {
+        if self.revision < queued_revision {
+            return LockAwaitOutcome::Pending;
+        }
+        if let Some(lock) = self.locks.get(name) {
+            if let Some(holder) = lock.holders.iter().find(|h| h.owner == owner && h.token > queued_revision) {
+                return LockAwaitOutcome::Granted { token: holder.token };
+            }
+            if lock.waiters.iter().any(|w| w.owner == owner) {
+                return LockAwaitOutcome::Pending;
+            }
+        }
+        if self.sessions.contains(owner.session) {
+            LockAwaitOutcome::TimedOut
+        } else {
+            LockAwaitOutcome::SessionEnded
+        }
+    }
+
+    /// Whether `session` is open, or may still be (this replica has not applied its opening).
+    pub fn session_alive(&self, session: SessionId) -> bool {
+        self.revision < session || self.sessions.contains(session)
     }
 
     /// Answers a read from the applied state.
     pub fn query(&self, query: &Query) -> QueryResponse {
         match query {
             Query::KvGet { key } => QueryResponse::KvGet { value: self.kv.get(key).cloned() },
+            Query::LockList { after } => {
+                let (page, more) = self.locks.list(after.as_deref(), LOCK_LIST_PAGE_MAX);
+                QueryResponse::LockList {
+                    locks: page.into_iter().map(|(name, lock)| lock_info(name, lock)).collect(),
+                    more,
+                }
+            }
+            Query::LockShow { name } => {
+                QueryResponse::LockShow { lock: self.locks.get(name).map(|lock| lock_info(name, lock)) }
+            }
         }
     }
 
@@ -207,6 +362,11 @@ impl StateMachine {
     /// Open sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Locks held or awaited.
+    pub fn lock_count(&self) -> usize {
+        self.locks.len()
     }
 
     /// Keys in the register.
@@ -227,12 +387,27 @@ impl StateMachine {
     pub fn check_invariants(&self) {
         self.sessions.check_invariants();
         self.kv.check_invariants(self.revision);
+        self.locks.check_invariants();
+        for session in self.locks.sessions() {
+            assert!(self.sessions.contains(session), "session {session} holds or awaits a lock but is not open");
+        }
     }
+}
+
+/// Hands out the next revision, for fencing tokens.
+fn next(revision: &mut u64) -> u64 {
+    *revision += 1;
+    *revision
+}
+
+fn lock_info(name: &str, lock: &locks::Lock) -> LockInfo {
+    LockInfo { name: name.to_string(), holders: lock.holders.clone(), waiters: lock.waiters.iter().cloned().collect() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distsync::wire::{LockAwaitOutcome, LockWait, Owner};
 
     const GRACE_MS: u64 = 600;
 
@@ -274,7 +449,9 @@ mod tests {
         let retry = apply(&mut machine, 5, 1, &at(1_040, put(session, 1, 1, "k", "v1"))).unwrap();
         assert_eq!(first, retry);
         assert_eq!(first, Response::Written(CommandResponse::KvPut { version: 2 }));
-        let QueryResponse::KvGet { value } = machine.query(&Query::KvGet { key: b"k".to_vec() });
+        let QueryResponse::KvGet { value } = machine.query(&Query::KvGet { key: b"k".to_vec() }) else {
+            unreachable!()
+        };
         assert_eq!(value, Some((b"v2".to_vec(), 4)), "the retry did not apply again");
     }
 
@@ -349,7 +526,9 @@ mod tests {
         assert_eq!(results[0], Ok(Response::Written(CommandResponse::KvPut { version: 3 })));
         assert_eq!(results[1], Ok(Response::Written(CommandResponse::KvPut { version: 4 })));
         assert_eq!(results[2], Err(ServerError::SessionExpired { session: 9 }), "one failure does not fail the batch");
-        let QueryResponse::KvGet { value } = machine.query(&Query::KvGet { key: b"k".to_vec() });
+        let QueryResponse::KvGet { value } = machine.query(&Query::KvGet { key: b"k".to_vec() }) else {
+            unreachable!()
+        };
         assert_eq!(value, Some((b"second".to_vec(), 4)), "later operations in an entry win");
         machine.check_invariants();
     }
@@ -389,5 +568,120 @@ mod tests {
         left.check_invariants();
         let _ = apply(&mut right, 5, 1, &at(9_001, Op::Tick));
         assert_ne!(left.digest(), right.digest(), "the applied index is part of the state");
+    }
+
+    fn lock_op(session: SessionId, seq: u64, command: Command) -> Op {
+        Op::Write(WriteRequest { session, seq, acked_below: seq, command })
+    }
+
+    fn acquire(name: &str, actor: u64, wait: LockWait) -> Command {
+        Command::LockAcquire { name: name.into(), actor, mode: distsync::wire::LockMode::Exclusive, wait }
+    }
+
+    #[test]
+    fn an_expired_session_frees_its_lock_and_the_next_waiter_gets_a_higher_token_in_that_entry() {
+        let mut machine = StateMachine::default();
+        let holder = opened(&mut machine, 1, 1_000, 1_000);
+        let waiter = opened(&mut machine, 2, 1_000, 60_000);
+        let granted = apply(&mut machine, 3, 1, &at(1_010, lock_op(holder, 1, acquire("L", 7, LockWait::Forever))));
+        let Ok(Response::Written(CommandResponse::LockGranted { token: first })) = granted else {
+            panic!("{granted:?}")
+        };
+        let queued = apply(&mut machine, 4, 1, &at(1_020, lock_op(waiter, 1, acquire("L", 9, LockWait::Forever))));
+        let Ok(Response::Written(CommandResponse::LockQueued { revision, ahead: 0 })) = queued else {
+            panic!("{queued:?}")
+        };
+        assert_eq!(machine.take_touched_sessions(), vec![waiter], "the queued waiter's node must look");
+        let owner = Owner { session: waiter, actor: 9 };
+        assert_eq!(machine.lock_await("L", owner, revision), LockAwaitOutcome::Pending);
+        // The holder falls silent past its TTL; the next entry (a tick) expires it and grants.
+        apply(&mut machine, 5, 1, &at(2_500, Op::Tick)).unwrap();
+        let LockAwaitOutcome::Granted { token: second } = machine.lock_await("L", owner, revision) else {
+            panic!("not granted")
+        };
+        assert!(second > first, "tokens increase: {first} then {second}");
+        let touched = machine.take_touched_sessions();
+        assert!(touched.contains(&holder) && touched.contains(&waiter), "{touched:?}");
+        // A retried release from the expired holder frees nothing.
+        let stale = apply(
+            &mut machine,
+            6,
+            1,
+            &at(2_510, lock_op(holder, 2, Command::LockRelease { name: "L".into(), actor: 7, token: first })),
+        );
+        assert_eq!(stale, Err(ServerError::SessionExpired { session: holder }));
+        machine.check_invariants();
+    }
+
+    #[test]
+    fn a_waiter_whose_session_expires_in_the_releasing_entry_is_never_granted() {
+        let mut machine = StateMachine::default();
+        let holder = opened(&mut machine, 1, 1_000, 60_000);
+        let waiter = opened(&mut machine, 2, 1_000, 1_000);
+        let Ok(Response::Written(CommandResponse::LockGranted { token })) =
+            apply(&mut machine, 3, 1, &at(1_000, lock_op(holder, 1, acquire("L", 1, LockWait::Forever))))
+        else {
+            panic!("not granted")
+        };
+        let Ok(Response::Written(CommandResponse::LockQueued { revision, .. })) =
+            apply(&mut machine, 4, 1, &at(1_000, lock_op(waiter, 1, acquire("L", 2, LockWait::Forever))))
+        else {
+            panic!("not queued")
+        };
+        // The release arrives in an entry stamped after the waiter's lease ended (etcd-io/etcd#11456).
+        let release = lock_op(holder, 2, Command::LockRelease { name: "L".into(), actor: 1, token });
+        assert_eq!(
+            apply(&mut machine, 5, 1, &at(2_001, release)),
+            Ok(Response::Written(CommandResponse::LockReleased))
+        );
+        assert_eq!(
+            machine.lock_await("L", Owner { session: waiter, actor: 2 }, revision),
+            LockAwaitOutcome::SessionEnded
+        );
+        assert_eq!(machine.lock_count(), 0, "nobody holds the lock");
+        machine.check_invariants();
+    }
+
+    #[test]
+    fn a_timed_wait_ends_by_leader_time_and_a_cancel_releases_a_grant_nobody_saw() {
+        let mut machine = StateMachine::default();
+        let a = opened(&mut machine, 1, 1_000, 60_000);
+        let b = opened(&mut machine, 2, 1_000, 60_000);
+        let Ok(Response::Written(CommandResponse::LockGranted { token })) =
+            apply(&mut machine, 3, 1, &at(1_000, lock_op(a, 1, acquire("L", 1, LockWait::Forever))))
+        else {
+            panic!("not granted")
+        };
+        let Ok(Response::Written(CommandResponse::LockQueued { revision, .. })) =
+            apply(&mut machine, 4, 1, &at(1_000, lock_op(b, 1, acquire("L", 2, LockWait::TimeoutMs(500)))))
+        else {
+            panic!("not queued")
+        };
+        let owner_b = Owner { session: b, actor: 2 };
+        apply(&mut machine, 5, 1, &at(1_500, Op::Tick)).unwrap();
+        assert_eq!(machine.lock_await("L", owner_b, revision), LockAwaitOutcome::Pending, "the deadline is inclusive");
+        apply(&mut machine, 6, 1, &at(1_501, Op::Tick)).unwrap();
+        assert_eq!(machine.lock_await("L", owner_b, revision), LockAwaitOutcome::TimedOut);
+        // b asks again, is granted on a's release, but gave up waiting before it learned of it:
+        // its cancel releases the grant.
+        let Ok(Response::Written(CommandResponse::LockQueued { revision, .. })) =
+            apply(&mut machine, 7, 1, &at(1_600, lock_op(b, 2, acquire("L", 2, LockWait::Forever))))
+        else {
+            panic!("not queued")
+        };
+        let release = lock_op(a, 2, Command::LockRelease { name: "L".into(), actor: 1, token });
+        apply(&mut machine, 8, 1, &at(1_700, release)).unwrap();
+        assert!(matches!(machine.lock_await("L", owner_b, revision), LockAwaitOutcome::Granted { .. }));
+        let cancel = lock_op(
+            b,
+            3,
+            Command::LockCancel { name: "L".into(), actor: 2, queued_revision: revision, upgrade: false },
+        );
+        assert_eq!(
+            apply(&mut machine, 9, 1, &at(1_800, cancel)),
+            Ok(Response::Written(CommandResponse::LockCancelled { released: true }))
+        );
+        assert_eq!(machine.lock_count(), 0);
+        machine.check_invariants();
     }
 }

@@ -4,9 +4,10 @@
 //! which is written to a file, fsync'd and renamed into place before it is used. After a restart
 //! the state is the snapshot's, and openraft re-applies the committed log after it.
 
+use std::collections::HashMap;
 use std::io::{Cursor, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::raft_types::{ApplyResults, Entry, LogId, StorageError, TypeConfig};
 use crate::state::StateMachine;
+use distsync::SessionId;
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
@@ -41,10 +43,59 @@ struct SnapshotData {
     machine: StateMachine,
 }
 
+/// Wakes the requests a node holds open on behalf of a session (a lock wait, a session watch)
+/// when applied entries touch that session, instead of waking every waiter on every entry.
+#[derive(Default)]
+pub struct SessionSignals {
+    signals: Mutex<HashMap<SessionId, Weak<tokio::sync::Notify>>>,
+}
+
+impl SessionSignals {
+    /// The signal of `session`: it fires after an applied entry touched the session's locks or
+    /// ended the session, and after a snapshot was installed.
+    pub fn subscribe(&self, session: SessionId) -> Arc<tokio::sync::Notify> {
+        let mut signals = self.signals.lock().expect("signals lock");
+        if let Some(signal) = signals.get(&session).and_then(Weak::upgrade) {
+            return signal;
+        }
+        let signal = Arc::new(tokio::sync::Notify::new());
+        signals.insert(session, Arc::downgrade(&signal));
+        signal
+    }
+
+    fn notify(&self, sessions: &[SessionId]) {
+        if sessions.is_empty() {
+            return;
+        }
+        let mut signals = self.signals.lock().expect("signals lock");
+        for session in sessions {
+            match signals.get(session).map(Weak::upgrade) {
+                Some(Some(signal)) => signal.notify_waiters(),
+                Some(None) => {
+                    signals.remove(session);
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn notify_all(&self) {
+        let mut signals = self.signals.lock().expect("signals lock");
+        signals.retain(|_, signal| match signal.upgrade() {
+            Some(signal) => {
+                signal.notify_waiters();
+                true
+            }
+            None => false,
+        });
+    }
+}
+
 /// A handle to the state machine; clones share it.
 #[derive(Clone)]
 pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
+    signals: Arc<SessionSignals>,
     snapshot: Arc<Mutex<Option<SnapshotFile>>>,
     directory: PathBuf,
 }
@@ -76,6 +127,7 @@ impl StateMachineStore {
         };
         Ok(Self {
             applied: Arc::new(RwLock::new(applied)),
+            signals: Arc::default(),
             snapshot: Arc::new(Mutex::new(snapshot)),
             directory: directory.to_path_buf(),
         })
@@ -84,6 +136,11 @@ impl StateMachineStore {
     /// Read access to the applied state.
     pub fn applied(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
         self.applied.read().expect("state machine lock")
+    }
+
+    /// Signals per session, fired as entries are applied.
+    pub fn signals(&self) -> &SessionSignals {
+        &self.signals
     }
 
     /// Persists `file` (off the async workers: a large snapshot blocks) and makes it the current
@@ -170,6 +227,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
+        let touched = applied.machine.take_touched_sessions();
+        drop(applied);
+        self.signals.notify(&touched);
         Ok(results)
     }
 
@@ -197,6 +257,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.membership = meta.last_membership.clone();
             applied.machine = data.machine;
         }
+        self.signals.notify_all();
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed from the leader");
         Ok(())
     }

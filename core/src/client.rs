@@ -117,6 +117,8 @@ struct Inner {
     /// Background releases and cancellations per (actor, lock); a later request of the same owner
     /// for the same lock waits for them, so that it cannot be overtaken by them.
     settling: Mutex<Settling>,
+    /// (actor, lock) of every live guard, to refuse a second acquire by the same owner locally.
+    holds: Mutex<std::collections::HashSet<(u64, String)>>,
 }
 
 /// Gates of background lock releases and withdrawals, by (actor, lock name): held while the
@@ -229,6 +231,7 @@ impl Client {
                 watcher: Mutex::new(None),
                 session_changes: tokio::sync::watch::channel(0).0,
                 settling: Mutex::new(std::collections::HashMap::new()),
+                holds: Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
@@ -373,6 +376,11 @@ impl Client {
     /// Background lock releases per (actor, lock); see [`crate::lock`].
     pub(crate) fn inner_settling(&self) -> &Mutex<Settling> {
         &self.inner.settling
+    }
+
+    /// (actor, lock) of every live lock guard of this client.
+    pub(crate) fn inner_holds(&self) -> &Mutex<std::collections::HashSet<(u64, String)>> {
+        &self.inner.holds
     }
 
     /// The attempt timeout of this client's options.

@@ -71,8 +71,9 @@ pub enum LockError {
         /// for the first.
         cycle: Vec<(Owner, String)>,
     },
-    /// This owner already holds or awaits the lock. Use the hold you have, or pass a distinct
-    /// owner ([`Client::owner`]) if another actor should take it.
+    /// This owner already holds or awaits the lock (a guard for it is alive in this client). Use
+    /// the hold you have, drop a lost guard first, or pass a distinct owner ([`Client::owner`]) if
+    /// another actor should take it.
     #[error("lock {name:?} is already held or awaited by this owner")]
     AlreadyHeld {
         /// The lock.
@@ -278,10 +279,23 @@ impl LockBuilder {
     async fn acquire_with(self, wait: LockWait) -> Result<LockGuard, LockError> {
         let owner = self.owner.unwrap_or_else(OwnerHandle::current);
         let client = self.client;
+        crate::wire::validate_lock_name(&self.name).map_err(ClientError::from)?;
         settled(&client, owner.actor, &self.name).await;
+        // Refused here as well as in the cluster: a withdrawn request releases the owner's hold
+        // on the lock, which must then be this request's own.
+        let key = (owner.actor, self.name.clone());
+        if !client.inner_holds().lock().expect("holds lock").insert(key.clone()) {
+            return Err(LockError::AlreadyHeld { name: self.name });
+        }
         let command = Command::LockAcquire { name: self.name.clone(), actor: owner.actor, mode: self.mode, wait };
         let request = LockCall { client: &client, name: &self.name, actor: owner.actor, upgrade: false };
-        let (session, token) = request.run(command, wait).await?;
+        let (session, token) = match request.run(command, wait).await {
+            Ok(granted) => granted,
+            Err(failure) => {
+                client.inner_holds().lock().expect("holds lock").remove(&key);
+                return Err(failure.error);
+            }
+        };
         Ok(LockGuard {
             client,
             name: self.name,
@@ -355,7 +369,7 @@ struct LockCall<'a> {
 }
 
 impl LockCall<'_> {
-    async fn run(&self, command: Command, wait: LockWait) -> Result<(SessionId, u64), LockError> {
+    async fn run(&self, command: Command, wait: LockWait) -> Result<(SessionId, u64), Failure> {
         let started = Instant::now();
         let deadline = started + self.client.request_timeout();
         // Until the command's outcome is known it may be queued or granted in the cluster: if the
@@ -367,11 +381,11 @@ impl LockCall<'_> {
                 // The request may still commit: withdraw it before reporting, so that this owner's
                 // next request cannot be overtaken by the withdrawal.
                 withdraw.now().await;
-                return Err(error.into());
+                return Err(Failure { error: error.into(), withdrawn: true });
             }
             Err(error) => {
                 withdraw.disarm();
-                return Err(error.into());
+                return Err(Failure { error: error.into(), withdrawn: false });
             }
         };
         self.client.watch_session(session);
@@ -396,28 +410,33 @@ impl LockCall<'_> {
                         withdraw.disarm();
                         Ok((session, token))
                     }
-                    Err(error) => {
-                        if matches!(error, LockError::SessionExpired { .. }) {
-                            withdraw.disarm();
-                        } else {
-                            withdraw.now().await;
-                        }
-                        Err(error)
+                    Err(Ended::Decided(error)) => {
+                        // The cluster ended the request (timed out, session gone): nothing to undo.
+                        withdraw.disarm();
+                        Err(Failure { error, withdrawn: false })
+                    }
+                    Err(Ended::Undecided(error)) => {
+                        withdraw.now().await;
+                        Err(Failure { error, withdrawn: true })
                     }
                 }
             }
             other => {
-                Err(ClientError::Protocol { reason: format!("unexpected answer to a lock request: {other:?}") }.into())
+                let error = ClientError::Protocol { reason: format!("unexpected answer to a lock request: {other:?}") };
+                withdraw.now().await;
+                Err(Failure { error: error.into(), withdrawn: true })
             }
         }
     }
 
     /// Asks the node this client talks to until the queued request is decided.
-    async fn await_grant(&self, owner: Owner, queued_revision: u64, limit: Option<Instant>) -> Result<u64, LockError> {
+    async fn await_grant(&self, owner: Owner, queued_revision: u64, limit: Option<Instant>) -> Result<u64, Ended> {
         loop {
             let now = Instant::now();
             let slice = match limit {
-                Some(limit) if now >= limit => return Err(LockError::Timeout { name: self.name.to_string() }),
+                Some(limit) if now >= limit => {
+                    return Err(Ended::Undecided(LockError::Timeout { name: self.name.to_string() }))
+                }
                 Some(limit) => (limit - now).min(AWAIT_SLICE),
                 None => AWAIT_SLICE,
             };
@@ -433,24 +452,37 @@ impl LockCall<'_> {
                 Ok(Response::LockAwait(LockAwaitOutcome::Granted { token })) => return Ok(token),
                 Ok(Response::LockAwait(LockAwaitOutcome::Pending)) => {}
                 Ok(Response::LockAwait(LockAwaitOutcome::TimedOut)) => {
-                    return Err(LockError::Timeout { name: self.name.to_string() })
+                    return Err(Ended::Decided(LockError::Timeout { name: self.name.to_string() }))
                 }
                 Ok(Response::LockAwait(LockAwaitOutcome::SessionEnded)) => {
                     self.client.session_lost(owner.session);
-                    return Err(LockError::SessionExpired { session: owner.session });
+                    return Err(Ended::Decided(LockError::SessionExpired { session: owner.session }));
                 }
-                Ok(other) => return Err(unexpected(&other).into()),
+                Ok(other) => return Err(Ended::Undecided(unexpected(&other).into())),
                 // Keep waiting through an outage as long as the session may live; the cluster
                 // decides the request, and the next answer reports it.
                 Err(ClientError::Unavailable { reason }) => {
                     if !self.client.session_valid(owner.session) {
-                        return Err(LockError::Unavailable { reason });
+                        return Err(Ended::Undecided(LockError::Unavailable { reason }));
                     }
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(Ended::Undecided(error.into())),
             }
         }
     }
+}
+
+/// A failed acquire or upgrade, and whether the request was withdrawn (which, for an upgrade,
+/// released the hold).
+struct Failure {
+    error: LockError,
+    withdrawn: bool,
+}
+
+/// How a queued request ended without a grant: decided by the cluster, or given up by the client.
+enum Ended {
+    Decided(LockError),
+    Undecided(LockError),
 }
 
 /// Withdraws a lock request on drop unless disarmed: in the background when dropped, or awaited
@@ -614,14 +646,15 @@ impl LockGuard {
                 self.mode = LockMode::Exclusive;
                 Ok(())
             }
-            Ok((session, _)) => {
+            Ok((_, _)) => {
                 // Written under a newer session: the old one, and the hold, are gone.
-                Err(LockError::SessionExpired { session: self.owner.session.min(session) })
+                self.forget();
+                Err(LockError::SessionExpired { session: self.owner.session })
             }
-            Err(error) => {
-                if matches!(error, LockError::Unavailable { .. } | LockError::SessionExpired { .. }) {
+            Err(Failure { error, withdrawn }) => {
+                if withdrawn || matches!(error, LockError::SessionExpired { .. }) {
                     // A withdrawn upgrade releases the hold.
-                    self.released = true;
+                    self.forget();
                 }
                 Err(error)
             }
@@ -635,7 +668,7 @@ impl LockGuard {
     /// [`LockError::NotHeld`] or [`LockError::SessionExpired`] when the hold was already lost
     /// (whatever it protected may have been changed since); [`LockError::Unavailable`].
     pub async fn release(mut self) -> Result<(), LockError> {
-        self.released = true;
+        self.forget();
         let command = Command::LockRelease { name: self.name.clone(), actor: self.owner.actor, token: self.token };
         let deadline = Instant::now() + self.client.request_timeout();
         match self.client.write_in_session(command, deadline).await {
@@ -654,11 +687,22 @@ impl LockGuard {
     }
 }
 
+impl LockGuard {
+    /// Marks the hold as gone and lets the owner ask for the lock again.
+    fn forget(&mut self) {
+        if !self.released {
+            self.released = true;
+            self.client.inner_holds().lock().expect("holds lock").remove(&(self.owner.actor, self.name.clone()));
+        }
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if self.released {
             return;
         }
+        self.forget();
         let command = Command::LockRelease { name: self.name.clone(), actor: self.owner.actor, token: self.token };
         let client = self.client.clone();
         let name = self.name.clone();

@@ -3,6 +3,9 @@
 //! - `write`: C clients spread over N connections (each with its own session) put 100-byte (by
 //!   default) values in a closed loop for a fixed time; reports throughput and latency
 //!   percentiles of acknowledged (committed, fsync'd on a majority) writes.
+//! - `lock`: C clients (one session each) take and release a lock in a closed loop: each its own
+//!   lock, or all the same one (`--contended`); reports lock+unlock cycles per second and the
+//!   latency of acquires, waiting included.
 //! - `failover`: starts its own 3-node cluster, keeps a write load on it, SIGKILLs the leader,
 //!   and measures how long no write succeeded and how long until a new leader was elected.
 
@@ -105,13 +108,7 @@ pub async fn write(
         client.close().await;
     }
     latencies_us.sort_unstable();
-    let percentile = |p: f64| -> f64 {
-        if latencies_us.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p / 100.0) * latencies_us.len() as f64).ceil() as usize;
-        latencies_us[rank.clamp(1, latencies_us.len()) - 1] as f64 / 1000.0
-    };
+    let percentile = |p: f64| percentile_ms(&latencies_us, p);
     Ok(WriteReport {
         bench: "write",
         clients,
@@ -126,6 +123,113 @@ pub async fn write(
         max_ms: latencies_us.last().map(|us| *us as f64 / 1000.0).unwrap_or(0.0),
         errors,
     })
+}
+
+/// Result of `bench lock`.
+#[derive(Serialize, Debug)]
+pub struct LockReport {
+    /// Always "lock".
+    pub bench: &'static str,
+    /// Concurrent clients, each with its own session.
+    pub clients: usize,
+    /// Whether all clients contend for one lock.
+    pub contended: bool,
+    /// Measured seconds.
+    pub duration_s: f64,
+    /// Completed acquisitions (each followed by a release).
+    pub acquires: u64,
+    /// Lock+unlock cycles per second.
+    pub acquires_per_sec: f64,
+    /// Acquire latency percentiles (waiting included), milliseconds.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Slowest acquire.
+    pub max_ms: f64,
+    /// Failed acquires or releases.
+    pub errors: u64,
+}
+
+/// Runs the lock benchmark against a running cluster.
+///
+/// # Errors
+///
+/// When clients cannot connect.
+pub async fn lock(
+    endpoints: &[String],
+    tls: ClientTls,
+    clients: usize,
+    contended: bool,
+    duration: Duration,
+) -> anyhow::Result<LockReport> {
+    anyhow::ensure!(clients >= 1, "--clients must be at least 1");
+    let mut connected = Vec::with_capacity(clients);
+    for number in 0..clients {
+        let client = Client::connect_with(ClientOptions::new(endpoints, tls.clone())).await?;
+        // Opens the session and finds the leader before the clock starts.
+        client.lock(format!("bench/warmup/{number}")).acquire().await?.release().await?;
+        connected.push(client);
+    }
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (number, client) in connected.iter().cloned().enumerate() {
+        let name = if contended { "bench/contended".to_string() } else { format!("bench/lock/{number}") };
+        tasks.spawn(async move {
+            let mut latencies_us: Vec<u32> = Vec::with_capacity(1 << 14);
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let asked = Instant::now();
+                match client.lock(&name).timeout(Duration::from_secs(30)).acquire().await {
+                    Ok(guard) => {
+                        latencies_us.push(asked.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        if guard.release().await.is_err() {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies_us, errors)
+        });
+    }
+    let mut latencies_us = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (mut part, part_errors) = joined?;
+        latencies_us.append(&mut part);
+        errors += part_errors;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    for client in &connected {
+        client.close().await;
+    }
+    latencies_us.sort_unstable();
+    let percentile = |p: f64| percentile_ms(&latencies_us, p);
+    Ok(LockReport {
+        bench: "lock",
+        clients,
+        contended,
+        duration_s: elapsed,
+        acquires: latencies_us.len() as u64,
+        acquires_per_sec: latencies_us.len() as f64 / elapsed,
+        p50_ms: percentile(50.0),
+        p95_ms: percentile(95.0),
+        p99_ms: percentile(99.0),
+        max_ms: latencies_us.last().map(|us| *us as f64 / 1000.0).unwrap_or(0.0),
+        errors,
+    })
+}
+
+/// The `p`th percentile (nearest rank) of sorted microsecond latencies, in milliseconds.
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted_us.len() as f64).ceil() as usize;
+    sorted_us[rank.clamp(1, sorted_us.len()) - 1] as f64 / 1000.0
 }
 
 /// One round of `bench failover`.

@@ -22,6 +22,10 @@ struct Cli {
     /// The cluster CA certificate (`ca.pem` from `distsync certs init`).
     #[arg(long, global = true, env = "DISTSYNC_CA")]
     ca: Option<PathBuf>,
+    /// Session TTL in seconds: how long the cluster keeps this command's locks after it falls
+    /// silent (crashed, cut off). Between 1 and 3600.
+    #[arg(long, global = true, env = "DISTSYNC_SESSION_TTL", default_value_t = 10.0)]
+    session_ttl: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -145,6 +149,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         value_size: usize,
     },
+    /// Closed-loop lock+unlock cycles from C clients (one session each) against a running cluster.
+    Lock {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// All clients take the same lock (otherwise each its own).
+        #[arg(long)]
+        contended: bool,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
     /// Start a local 3-node cluster, SIGKILL the leader under load, measure the outage.
     Failover {
         /// Leader kills.
@@ -227,7 +243,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => dev(args).await,
         Command::Status { json } => status(&cli.endpoints, cli.ca.as_deref(), json).await,
         Command::Kv(command) => {
-            let client = connect(&cli.endpoints, cli.ca.as_deref()).await?;
+            let client = connect(&cli.endpoints, cli.ca.as_deref(), cli.session_ttl).await?;
             let kv = client.kv();
             let code = match command {
                 KvCommand::Put { key, value } => {
@@ -257,7 +273,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(code)
         }
         Command::Lock(command) => {
-            let client = connect(&cli.endpoints, cli.ca.as_deref()).await?;
+            let client = connect(&cli.endpoints, cli.ca.as_deref(), cli.session_ttl).await?;
             let code = lock_command(&client, command).await;
             client.close().await;
             code
@@ -269,6 +285,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let report =
                 bench::write(&cli.endpoints, tls, clients, connections, Duration::from_secs(duration), value_size)
                     .await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Lock { clients, contended, duration }) => {
+            let tls = tls(cli.ca.as_deref())?;
+            anyhow::ensure!(!cli.endpoints.is_empty(), "give the cluster with --endpoints A,B,C");
+            let report = bench::lock(&cli.endpoints, tls, clients, contended, Duration::from_secs(duration)).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -487,11 +510,14 @@ fn unconnected(endpoints: &[String], ca: Option<&std::path::Path>) -> anyhow::Re
     Ok(Client::new_unconnected(options)?)
 }
 
-async fn connect(endpoints: &[String], ca: Option<&std::path::Path>) -> anyhow::Result<Client> {
+async fn connect(endpoints: &[String], ca: Option<&std::path::Path>, session_ttl: f64) -> anyhow::Result<Client> {
     anyhow::ensure!(!endpoints.is_empty(), "give the cluster with --endpoints A,B,C");
-    Client::connect_with(ClientOptions::new(endpoints, tls(ca)?))
-        .await
-        .with_context(|| format!("cannot reach the cluster at {}", endpoints.join(",")))
+    anyhow::ensure!(
+        session_ttl.is_finite() && (1.0..=3600.0).contains(&session_ttl),
+        "--session-ttl must be between 1 and 3600 seconds"
+    );
+    let options = ClientOptions::new(endpoints, tls(ca)?).session_ttl(Duration::from_secs_f64(session_ttl));
+    Client::connect_with(options).await.with_context(|| format!("cannot reach the cluster at {}", endpoints.join(",")))
 }
 
 async fn status(endpoints: &[String], ca: Option<&std::path::Path>, json: bool) -> anyhow::Result<ExitCode> {

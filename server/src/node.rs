@@ -45,6 +45,9 @@ pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// queueing without bound.
 pub const PROPOSAL_QUEUE_MAX: usize = 16 * 1024;
 
+/// How late after its deadline an idle leader notices a lock wait or session lease has ended.
+const DEADLINE_RESOLUTION: Duration = Duration::from_millis(25);
+
 /// QUIC application close code for a peer connection without a member certificate.
 const CLOSE_NOT_A_MEMBER: u32 = 1;
 
@@ -549,7 +552,9 @@ async fn propose_loop(node: Arc<Node>, mut queue: mpsc::Receiver<Proposal>, mut 
 /// Proposes a tick whenever the leader has been idle for a tick interval, so that leases expire
 /// on time even without traffic.
 async fn tick_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
-    let period = Duration::from_millis(node.config.tick_ms);
+    // Wake often enough to propose a tick soon after a lock wait or a session lease ends, so that
+    // timeouts and expiries happen within tens of milliseconds, not a whole tick interval.
+    let period = Duration::from_millis(node.config.tick_ms).min(DEADLINE_RESOLUTION);
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -560,7 +565,9 @@ async fn tick_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
         let is_leader = node.metrics.borrow().current_leader == Some(node.config.id);
         let idle_ms =
             (node.started.elapsed().as_millis() as u64).saturating_sub(node.last_proposal_ms.load(Ordering::Relaxed));
-        if is_leader && idle_ms >= node.config.tick_ms {
+        let deadline_passed =
+            || node.state.applied().machine.next_deadline_ms().is_some_and(|deadline_ms| now_ms() > deadline_ms);
+        if is_leader && (idle_ms >= node.config.tick_ms || deadline_passed()) {
             if let Err(error) = node.write(Op::Tick, Origin::Forwarded).await {
                 tracing::debug!(%error, "tick not committed");
             }

@@ -184,6 +184,11 @@ impl Locks {
         self.locks.get(name)
     }
 
+    /// The earliest deadline of a timed wait.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.deadlines.first().map(|(deadline_ms, _, _)| *deadline_ms)
+    }
+
     /// Sessions that hold or await some lock.
     pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
         self.by_session.keys().copied()

@@ -364,6 +364,15 @@ impl StateMachine {
         self.sessions.len()
     }
 
+    /// The earliest leader time at which a lock wait or a session lease ends, if any: the leader
+    /// proposes a tick once its clock passes it.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        match (self.locks.next_deadline_ms(), self.sessions.next_expiry_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Locks held or awaited.
     pub fn lock_count(&self) -> usize {
         self.locks.len()

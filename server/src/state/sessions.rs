@@ -47,6 +47,11 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// When the next lease ends.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.by_expiry.first().map(|(expires_at_ms, _)| *expires_at_ms)
+    }
+
     /// Number of open sessions.
     pub fn len(&self) -> usize {
         self.sessions.len()

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use distsync::wire::{decode_body, encode_frame, read_frame, Reply, Request, FRAME_BYTES_MAX};
-use distsync::{Client, ClientOptions, ClientTls, FrameError, NodeId, NodeStatus, Role};
+use distsync::{Client, ClientOptions, ClientTls, FrameError, LockInfo, NodeId, NodeStatus, Role};
 
 /// How long one status request may take; short, because a dead node must not stall a wait loop.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -174,6 +174,12 @@ impl Cluster {
     /// When there is no node `id`.
     pub fn endpoint(&self, id: NodeId) -> String {
         self.node(id).address.clone()
+    }
+
+    /// The `distsync` binary the nodes run, for tests that spawn the command line themselves
+    /// (a long-running `lock run`, say) instead of through [`Cluster::run_cli`].
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     /// The cluster CA certificate clients trust.
@@ -596,6 +602,34 @@ impl Drop for RawConnection {
 pub fn free_udp_ports(count: usize) -> std::io::Result<Vec<u16>> {
     let sockets = (0..count).map(|_| UdpSocket::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
     sockets.iter().map(|socket| socket.local_addr().map(|address| address.port())).collect()
+}
+
+/// Polls `client.lock_show(name)` until `condition` accepts what it shows (`None`: nobody holds
+/// or awaits the lock), and returns that. A read that fails counts as "not yet": the cluster may
+/// be electing a leader. `what` names the awaited state in the error.
+///
+/// # Errors
+///
+/// At the deadline, with the last state shown or the last error.
+pub async fn wait_for_lock(
+    client: &Client,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    condition: impl Fn(Option<&LockInfo>) -> bool,
+) -> anyhow::Result<Option<LockInfo>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match client.lock_show(name).await {
+            Ok(shown) if condition(shown.as_ref()) => return Ok(shown),
+            Ok(shown) => format!("{shown:?}"),
+            Err(error) => format!("error {error}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("lock {name:?} did not reach the state \"{what}\" within {timeout:?}; last seen: {last}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
 
 /// Exit status, stdout and stderr of a finished command, for assertion messages.

@@ -600,22 +600,34 @@ impl Client {
 /// Keeps the session alive every third of its TTL until the client is dropped or the session
 /// is found expired.
 async fn keep_alive(inner: Weak<Inner>, session: SessionId) {
+    let mut failed = false;
     loop {
         let Some(strong) = inner.upgrade() else { return };
         let period = strong.options.session_ttl / 3;
         drop(strong);
-        tokio::time::sleep(period).await;
+        // After a failure, try again at once (each call backs off between its own attempts): a
+        // keepalive that waited a whole period after a failed one could let the session expire
+        // across a single failover.
+        if !failed {
+            tokio::time::sleep(period).await;
+        }
         let Some(strong) = inner.upgrade() else { return };
         let client = Client { inner: strong };
         let sent = Instant::now();
         let deadline = sent + period;
         match client.call(&Request::KeepAlive { session }, deadline).await {
-            Ok(_) => client.renew_lease(session, sent),
+            Ok(_) => {
+                client.renew_lease(session, sent);
+                failed = false;
+            }
             Err(ClientError::SessionExpired { .. }) => {
                 client.session_lost(session);
                 return;
             }
-            Err(error) => tracing::warn!(session, %error, "session keepalive failed; retrying"),
+            Err(error) => {
+                tracing::warn!(session, %error, "session keepalive failed; retrying");
+                failed = true;
+            }
         }
     }
 }

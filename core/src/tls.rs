@@ -20,6 +20,10 @@ pub const SERVER_NAME: &str = "distsync";
 /// well inside it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Idle timeout of a client's connections, with keepalives every quarter of it: short, so that a
+/// request held open by a node that died fails within seconds and is retried elsewhere.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Streams a peer may open at once on one connection. Far above what one client keeps in flight,
 /// because at quinn's default of 100 throughput drops at high concurrency (TOOLCHAIN.md).
 pub const CONCURRENT_STREAMS_MAX: u32 = 4096;
@@ -117,7 +121,12 @@ impl ClientTls {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(config))
             .map_err(|e| ClientError::Config { reason: e.to_string() })?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(Arc::new(transport_config()));
+        let mut transport = transport_config();
+        // A client notices a dead node within seconds even while it only waits on it (a lock wait
+        // held open by the node), then asks another node.
+        transport.max_idle_timeout(Some(CLIENT_IDLE_TIMEOUT.try_into().expect("5 s fits a QUIC varint")));
+        transport.keep_alive_interval(Some(CLIENT_IDLE_TIMEOUT / 4));
+        client.transport_config(Arc::new(transport));
         Ok(client)
     }
 }

@@ -396,8 +396,7 @@ impl Client {
     /// Whether this client may still rely on `session`: it is the current one and its lease has
     /// not run out on the client's clock.
     pub(crate) fn session_valid(&self, session: SessionId) -> bool {
-        let state = self.inner.session.lock().expect("session lock");
-        state.id == Some(session) && state.lease_deadline.is_some_and(|deadline| Instant::now() < deadline)
+        self.lease_deadline(session).is_some_and(|deadline| Instant::now() < deadline)
     }
 
     /// When the lease of `session` runs out on the client's clock; `None` if it is not current.

@@ -89,39 +89,31 @@ pub async fn write(
                 sequence += 1;
                 let sent = Instant::now();
                 match kv.put(key, &value).await {
-                    Ok(_) => latencies_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                    Ok(_) => latencies_us.push(micros_since(sent)),
                     Err(_) => errors += 1,
                 }
             }
             (latencies_us, errors)
         });
     }
-    let mut latencies_us = Vec::new();
-    let mut errors = 0;
-    while let Some(joined) = tasks.join_next().await {
-        let (mut part, part_errors) = joined?;
-        latencies_us.append(&mut part);
-        errors += part_errors;
-    }
+    let latencies = Latencies::gather(tasks).await?;
     let elapsed = start.elapsed().as_secs_f64();
     for client in &shared {
         client.close().await;
     }
-    latencies_us.sort_unstable();
-    let percentile = |p: f64| percentile_ms(&latencies_us, p);
     Ok(WriteReport {
         bench: "write",
         clients,
         connections,
         value_size,
         duration_s: elapsed,
-        ops: latencies_us.len() as u64,
-        ops_per_sec: latencies_us.len() as f64 / elapsed,
-        p50_ms: percentile(50.0),
-        p95_ms: percentile(95.0),
-        p99_ms: percentile(99.0),
-        max_ms: latencies_us.last().map(|us| *us as f64 / 1000.0).unwrap_or(0.0),
-        errors,
+        ops: latencies.count(),
+        ops_per_sec: latencies.count() as f64 / elapsed,
+        p50_ms: latencies.percentile_ms(50.0),
+        p95_ms: latencies.percentile_ms(95.0),
+        p99_ms: latencies.percentile_ms(99.0),
+        max_ms: latencies.percentile_ms(100.0),
+        errors: latencies.errors,
     })
 }
 
@@ -184,7 +176,7 @@ pub async fn lock(
                 let asked = Instant::now();
                 match client.lock(&name).timeout(Duration::from_secs(30)).acquire().await {
                     Ok(guard) => {
-                        latencies_us.push(asked.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        latencies_us.push(micros_since(asked));
                         if guard.release().await.is_err() {
                             errors += 1;
                         }
@@ -195,41 +187,63 @@ pub async fn lock(
             (latencies_us, errors)
         });
     }
-    let mut latencies_us = Vec::new();
-    let mut errors = 0;
-    while let Some(joined) = tasks.join_next().await {
-        let (mut part, part_errors) = joined?;
-        latencies_us.append(&mut part);
-        errors += part_errors;
-    }
+    let latencies = Latencies::gather(tasks).await?;
     let elapsed = start.elapsed().as_secs_f64();
     for client in &connected {
         client.close().await;
     }
-    latencies_us.sort_unstable();
-    let percentile = |p: f64| percentile_ms(&latencies_us, p);
     Ok(LockReport {
         bench: "lock",
         clients,
         contended,
         duration_s: elapsed,
-        acquires: latencies_us.len() as u64,
-        acquires_per_sec: latencies_us.len() as f64 / elapsed,
-        p50_ms: percentile(50.0),
-        p95_ms: percentile(95.0),
-        p99_ms: percentile(99.0),
-        max_ms: latencies_us.last().map(|us| *us as f64 / 1000.0).unwrap_or(0.0),
-        errors,
+        acquires: latencies.count(),
+        acquires_per_sec: latencies.count() as f64 / elapsed,
+        p50_ms: latencies.percentile_ms(50.0),
+        p95_ms: latencies.percentile_ms(95.0),
+        p99_ms: latencies.percentile_ms(99.0),
+        max_ms: latencies.percentile_ms(100.0),
+        errors: latencies.errors,
     })
 }
 
-/// The `p`th percentile (nearest rank) of sorted microsecond latencies, in milliseconds.
-fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return 0.0;
+/// Latencies of successful operations and the count of failed ones, from every load task.
+struct Latencies {
+    sorted_us: Vec<u32>,
+    errors: u64,
+}
+
+impl Latencies {
+    /// Waits for every task; each returns its latencies (µs) and its error count.
+    async fn gather(mut tasks: tokio::task::JoinSet<(Vec<u32>, u64)>) -> anyhow::Result<Latencies> {
+        let mut all = Latencies { sorted_us: Vec::new(), errors: 0 };
+        while let Some(joined) = tasks.join_next().await {
+            let (mut part, errors) = joined?;
+            all.sorted_us.append(&mut part);
+            all.errors += errors;
+        }
+        all.sorted_us.sort_unstable();
+        Ok(all)
     }
-    let rank = ((p / 100.0) * sorted_us.len() as f64).ceil() as usize;
-    sorted_us[rank.clamp(1, sorted_us.len()) - 1] as f64 / 1000.0
+
+    /// Successful operations.
+    fn count(&self) -> u64 {
+        self.sorted_us.len() as u64
+    }
+
+    /// The `p`th percentile (nearest rank; 100 is the maximum), in milliseconds.
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.sorted_us.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * self.sorted_us.len() as f64).ceil() as usize;
+        self.sorted_us[rank.clamp(1, self.sorted_us.len()) - 1] as f64 / 1000.0
+    }
+}
+
+/// Microseconds since `since`, saturating.
+fn micros_since(since: Instant) -> u32 {
+    since.elapsed().as_micros().min(u32::MAX as u128) as u32
 }
 
 /// One round of `bench failover`.

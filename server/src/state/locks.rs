@@ -21,7 +21,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use distsync::error::{describe_cycle, LockRefusal};
+use distsync::error::LockRefusal;
+use distsync::wire::validate_lock_name;
 pub use distsync::wire::{LockHolder as Holder, LockMode as Mode, LockWaiter as Waiter, Owner, LOCK_NAME_BYTES_MAX};
 use distsync::{ServerError, SessionId};
 use serde::{Deserialize, Serialize};
@@ -68,65 +69,6 @@ pub enum AcquireOutcome {
         /// Waiters ahead of this one.
         ahead: usize,
     },
-}
-
-/// Why an acquire, upgrade or release failed.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LockError {
-    /// A try-lock found the lock taken.
-    #[error("lock {name:?} is held")]
-    WouldBlock {
-        /// The lock.
-        name: String,
-    },
-    /// The owner already holds (or waits for) this lock.
-    #[error("lock {name:?} is already held or awaited by this owner")]
-    AlreadyHeld {
-        /// The lock.
-        name: String,
-    },
-    /// Waiting would close a cycle in the wait-for graph.
-    #[error("waiting for lock {name:?} would deadlock: {}", describe_cycle(cycle))]
-    Deadlock {
-        /// The lock requested.
-        name: String,
-        /// The cycle: each owner waits for the next, through the named lock; the last waits for
-        /// the first.
-        cycle: Vec<(Owner, String)>,
-    },
-    /// The release names a hold the owner does not have (released, expired, or a stale token).
-    #[error("owner does not hold lock {name:?} with token {token}")]
-    NotHeld {
-        /// The lock.
-        name: String,
-        /// The token given.
-        token: u64,
-    },
-    /// An upgrade needs a shared hold.
-    #[error("lock {name:?} is not held shared by this owner, so it cannot be upgraded")]
-    NotShared {
-        /// The lock.
-        name: String,
-    },
-    /// The request exceeds a limit.
-    #[error("invalid lock request: {reason}")]
-    InvalidArgument {
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-impl From<LockError> for ServerError {
-    fn from(error: LockError) -> Self {
-        match error {
-            LockError::WouldBlock { name } => ServerError::Lock(LockRefusal::WouldBlock { name }),
-            LockError::AlreadyHeld { name } => ServerError::Lock(LockRefusal::AlreadyHeld { name }),
-            LockError::Deadlock { name, cycle } => ServerError::Lock(LockRefusal::Deadlock { name, cycle }),
-            LockError::NotHeld { name, token } => ServerError::Lock(LockRefusal::NotHeld { name, token }),
-            LockError::NotShared { name } => ServerError::Lock(LockRefusal::NotShared { name }),
-            LockError::InvalidArgument { reason } => ServerError::InvalidArgument { reason },
-        }
-    }
 }
 
 /// Something a waiting owner must learn: pushed by the node to the owner's connection.
@@ -208,8 +150,8 @@ impl Locks {
     ///
     /// # Errors
     ///
-    /// [`LockError::WouldBlock`] for a try that cannot be granted, [`LockError::AlreadyHeld`],
-    /// [`LockError::Deadlock`] with the cycle, [`LockError::InvalidArgument`] beyond limits.
+    /// [`LockRefusal::WouldBlock`] for a try that cannot be granted, [`LockRefusal::AlreadyHeld`],
+    /// [`LockRefusal::Deadlock`] with the cycle, [`ServerError::InvalidArgument`] beyond limits.
     pub fn acquire(
         &mut self,
         owner: Owner,
@@ -218,14 +160,14 @@ impl Locks {
         wait: Wait,
         now_ms: u64,
         next_token: &mut impl FnMut() -> u64,
-    ) -> Result<AcquireOutcome, LockError> {
-        validate_name(name)?;
+    ) -> Result<AcquireOutcome, ServerError> {
+        validate_lock_name(name)?;
         if let Some(lock) = self.locks.get(name) {
             if lock.holders.iter().any(|h| h.owner == owner) || lock.waiters.iter().any(|w| w.owner == owner) {
-                return Err(LockError::AlreadyHeld { name: name.to_string() });
+                return Err(ServerError::Lock(LockRefusal::AlreadyHeld { name: name.to_string() }));
             }
         } else if self.locks.len() >= LOCKS_MAX {
-            return Err(LockError::InvalidArgument { reason: format!("{LOCKS_MAX} locks are in use") });
+            return Err(ServerError::InvalidArgument { reason: format!("{LOCKS_MAX} locks are in use") });
         }
         let lock = self.locks.entry(name.to_string()).or_default();
         let grantable = lock.waiters.is_empty() && compatible(&lock.holders, mode);
@@ -237,7 +179,7 @@ impl Locks {
         }
         if wait == Wait::No {
             self.forget_if_unused(name);
-            return Err(LockError::WouldBlock { name: name.to_string() });
+            return Err(ServerError::Lock(LockRefusal::WouldBlock { name: name.to_string() }));
         }
         self.enqueue(owner, name, mode, false, wait, now_ms)
     }
@@ -247,8 +189,8 @@ impl Locks {
     ///
     /// # Errors
     ///
-    /// [`LockError::NotShared`] without a shared hold, [`LockError::WouldBlock`] for a try,
-    /// [`LockError::Deadlock`] when two shared holders both upgrade, and so on.
+    /// [`LockRefusal::NotShared`] without a shared hold, [`LockRefusal::WouldBlock`] for a try,
+    /// [`LockRefusal::Deadlock`] when two shared holders both upgrade, and so on.
     pub fn upgrade(
         &mut self,
         owner: Owner,
@@ -256,13 +198,16 @@ impl Locks {
         wait: Wait,
         now_ms: u64,
         next_token: &mut impl FnMut() -> u64,
-    ) -> Result<AcquireOutcome, LockError> {
-        let lock = self.locks.get_mut(name).ok_or_else(|| LockError::NotShared { name: name.to_string() })?;
+    ) -> Result<AcquireOutcome, ServerError> {
+        let lock = self
+            .locks
+            .get_mut(name)
+            .ok_or_else(|| ServerError::Lock(LockRefusal::NotShared { name: name.to_string() }))?;
         let Some(position) = lock.holders.iter().position(|h| h.owner == owner && h.mode == Mode::Shared) else {
-            return Err(LockError::NotShared { name: name.to_string() });
+            return Err(ServerError::Lock(LockRefusal::NotShared { name: name.to_string() }));
         };
         if lock.waiters.iter().any(|w| w.owner == owner) {
-            return Err(LockError::AlreadyHeld { name: name.to_string() });
+            return Err(ServerError::Lock(LockRefusal::AlreadyHeld { name: name.to_string() }));
         }
         if lock.holders.len() == 1 {
             let token = next_token();
@@ -273,7 +218,7 @@ impl Locks {
             return Ok(AcquireOutcome::Granted { token });
         }
         if wait == Wait::No {
-            return Err(LockError::WouldBlock { name: name.to_string() });
+            return Err(ServerError::Lock(LockRefusal::WouldBlock { name: name.to_string() }));
         }
         self.enqueue(owner, name, Mode::Exclusive, true, wait, now_ms)
     }
@@ -286,10 +231,10 @@ impl Locks {
         upgrade: bool,
         wait: Wait,
         now_ms: u64,
-    ) -> Result<AcquireOutcome, LockError> {
+    ) -> Result<AcquireOutcome, ServerError> {
         let lock = self.locks.get(name).expect("the caller created or found the lock");
         if lock.waiters.len() >= WAITERS_PER_LOCK_MAX {
-            return Err(LockError::InvalidArgument {
+            return Err(ServerError::InvalidArgument {
                 reason: format!("{WAITERS_PER_LOCK_MAX} owners already wait for lock {name:?}"),
             });
         }
@@ -297,7 +242,7 @@ impl Locks {
         let blockers = blockers_at(lock, owner, mode, upgrade, position);
         if let Some(cycle) = self.find_cycle(owner, name, &blockers) {
             self.forget_if_unused(name);
-            return Err(LockError::Deadlock { name: name.to_string(), cycle });
+            return Err(ServerError::Lock(LockRefusal::Deadlock { name: name.to_string(), cycle }));
         }
         let deadline_ms = match wait {
             Wait::Until { deadline_ms } => Some(deadline_ms),
@@ -371,7 +316,7 @@ impl Locks {
     ///
     /// # Errors
     ///
-    /// [`LockError::NotHeld`] when the owner does not hold the lock with that token.
+    /// [`LockRefusal::NotHeld`] when the owner does not hold the lock with that token.
     pub fn release(
         &mut self,
         owner: Owner,
@@ -380,8 +325,8 @@ impl Locks {
         now_ms: u64,
         next_token: &mut impl FnMut() -> u64,
         events: &mut Vec<LockEvent>,
-    ) -> Result<(), LockError> {
-        let not_held = || LockError::NotHeld { name: name.to_string(), token };
+    ) -> Result<(), ServerError> {
+        let not_held = || ServerError::Lock(LockRefusal::NotHeld { name: name.to_string(), token });
         let lock = self.locks.get_mut(name).ok_or_else(not_held)?;
         let position = lock.holders.iter().position(|h| h.owner == owner && h.token == token).ok_or_else(not_held)?;
         lock.holders.remove(position);
@@ -633,18 +578,6 @@ fn blockers_at(lock: &Lock, owner: Owner, mode: Mode, upgrade: bool, position: u
     blockers
 }
 
-fn validate_name(name: &str) -> Result<(), LockError> {
-    if name.is_empty() {
-        return Err(LockError::InvalidArgument { reason: "lock name is empty".into() });
-    }
-    if name.len() > LOCK_NAME_BYTES_MAX {
-        return Err(LockError::InvalidArgument {
-            reason: format!("lock name is {} bytes, the maximum is {LOCK_NAME_BYTES_MAX}", name.len()),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,7 +600,7 @@ mod tests {
             Self { locks: Locks::default(), revision: 100, events: Vec::new() }
         }
 
-        fn acquire(&mut self, owner: Owner, name: &str, mode: Mode, wait: Wait) -> Result<AcquireOutcome, LockError> {
+        fn acquire(&mut self, owner: Owner, name: &str, mode: Mode, wait: Wait) -> Result<AcquireOutcome, ServerError> {
             let revision = &mut self.revision;
             let result = self.locks.acquire(owner, name, mode, wait, 0, &mut || {
                 *revision += 1;
@@ -684,7 +617,7 @@ mod tests {
             }
         }
 
-        fn upgrade(&mut self, owner: Owner, name: &str, wait: Wait) -> Result<AcquireOutcome, LockError> {
+        fn upgrade(&mut self, owner: Owner, name: &str, wait: Wait) -> Result<AcquireOutcome, ServerError> {
             let revision = &mut self.revision;
             let result = self.locks.upgrade(owner, name, wait, 0, &mut || {
                 *revision += 1;
@@ -694,7 +627,7 @@ mod tests {
             result
         }
 
-        fn release(&mut self, owner: Owner, name: &str, token: u64) -> Result<(), LockError> {
+        fn release(&mut self, owner: Owner, name: &str, token: u64) -> Result<(), ServerError> {
             let revision = &mut self.revision;
             let result = self.locks.release(
                 owner,
@@ -751,16 +684,25 @@ mod tests {
     fn exclusive_excludes_and_shared_share() {
         let mut bench = Bench::new();
         bench.granted(A, "x", Mode::Exclusive);
-        assert_eq!(bench.acquire(B, "x", Mode::Exclusive, Wait::No), Err(LockError::WouldBlock { name: "x".into() }));
-        assert_eq!(bench.acquire(B, "x", Mode::Shared, Wait::No), Err(LockError::WouldBlock { name: "x".into() }));
+        assert_eq!(
+            bench.acquire(B, "x", Mode::Exclusive, Wait::No),
+            Err(ServerError::Lock(LockRefusal::WouldBlock { name: "x".into() }))
+        );
+        assert_eq!(
+            bench.acquire(B, "x", Mode::Shared, Wait::No),
+            Err(ServerError::Lock(LockRefusal::WouldBlock { name: "x".into() }))
+        );
         bench.granted(A, "s", Mode::Shared);
         bench.granted(B, "s", Mode::Shared);
         bench.granted(A2, "s", Mode::Shared);
         assert_eq!(bench.holders("s").len(), 3);
-        assert_eq!(bench.acquire(C, "s", Mode::Exclusive, Wait::No), Err(LockError::WouldBlock { name: "s".into() }));
+        assert_eq!(
+            bench.acquire(C, "s", Mode::Exclusive, Wait::No),
+            Err(ServerError::Lock(LockRefusal::WouldBlock { name: "s".into() }))
+        );
         assert_eq!(
             bench.acquire(A, "x", Mode::Exclusive, Wait::Forever),
-            Err(LockError::AlreadyHeld { name: "x".into() })
+            Err(ServerError::Lock(LockRefusal::AlreadyHeld { name: "x".into() }))
         );
     }
 
@@ -768,7 +710,10 @@ mod tests {
     fn actors_of_one_session_exclude_each_other() {
         let mut bench = Bench::new();
         bench.granted(A, "x", Mode::Exclusive);
-        assert_eq!(bench.acquire(A2, "x", Mode::Exclusive, Wait::No), Err(LockError::WouldBlock { name: "x".into() }));
+        assert_eq!(
+            bench.acquire(A2, "x", Mode::Exclusive, Wait::No),
+            Err(ServerError::Lock(LockRefusal::WouldBlock { name: "x".into() }))
+        );
     }
 
     #[test]
@@ -817,7 +762,10 @@ mod tests {
         let old = bench.granted(A, "x", Mode::Exclusive);
         bench.release(A, "x", old).unwrap();
         let new = bench.granted(A, "x", Mode::Exclusive);
-        assert_eq!(bench.release(A, "x", old), Err(LockError::NotHeld { name: "x".into(), token: old }));
+        assert_eq!(
+            bench.release(A, "x", old),
+            Err(ServerError::Lock(LockRefusal::NotHeld { name: "x".into(), token: old }))
+        );
         assert_eq!(bench.holders("x"), vec![(A, Mode::Exclusive)]);
         bench.release(A, "x", new).unwrap();
         assert!(bench.locks.is_empty(), "unused locks are forgotten");
@@ -866,7 +814,10 @@ mod tests {
         let deadlock = bench.acquire(B, "l1", Mode::Exclusive, Wait::Forever);
         assert_eq!(
             deadlock,
-            Err(LockError::Deadlock { name: "l1".into(), cycle: vec![(B, "l1".into()), (A, "l2".into())] })
+            Err(ServerError::Lock(LockRefusal::Deadlock {
+                name: "l1".into(),
+                cycle: vec![(B, "l1".into()), (A, "l2".into())]
+            }))
         );
         assert_eq!(bench.locks, before, "a refused wait leaves no trace");
         assert!(deadlock.unwrap_err().to_string().contains("session 2 actor 0x1 waits on \"l1\""));
@@ -884,7 +835,7 @@ mod tests {
         bench.granted(A2, "l2", Mode::Exclusive);
         bench.acquire(A2, "l1", Mode::Shared, Wait::Forever).unwrap();
         let result = bench.acquire(A, "l2", Mode::Exclusive, Wait::Forever);
-        let Err(LockError::Deadlock { cycle, .. }) = result else { panic!("{result:?}") };
+        let Err(ServerError::Lock(LockRefusal::Deadlock { cycle, .. })) = result else { panic!("{result:?}") };
         assert_eq!(cycle, vec![(A, "l2".to_string()), (A2, "l1".to_string()), (C, "l1".to_string())]);
     }
 
@@ -901,12 +852,15 @@ mod tests {
         bench.acquire(C, "x", Mode::Exclusive, Wait::Forever).unwrap();
         assert_eq!(bench.upgrade(A, "x", Wait::Forever), Ok(AcquireOutcome::Queued { ahead: 0 }), "ahead of C");
         let result = bench.upgrade(B, "x", Wait::Forever);
-        assert!(matches!(result, Err(LockError::Deadlock { .. })), "{result:?}");
+        assert!(matches!(result, Err(ServerError::Lock(LockRefusal::Deadlock { .. }))), "{result:?}");
         bench.release(B, "x", b_token).unwrap();
         let events = bench.take_events();
         assert!(matches!(&events[..], [LockEvent::Granted { owner, upgrade: true, .. }] if *owner == A), "{events:?}");
         assert_eq!(bench.holders("x"), vec![(A, Mode::Exclusive)]);
-        assert_eq!(bench.upgrade(C, "x", Wait::No), Err(LockError::NotShared { name: "x".into() }));
+        assert_eq!(
+            bench.upgrade(C, "x", Wait::No),
+            Err(ServerError::Lock(LockRefusal::NotShared { name: "x".into() }))
+        );
     }
 
     #[test]
@@ -920,10 +874,10 @@ mod tests {
         let result = bench.acquire(C, "l1", Mode::Exclusive, Wait::Forever);
         assert_eq!(
             result,
-            Err(LockError::Deadlock {
+            Err(ServerError::Lock(LockRefusal::Deadlock {
                 name: "l1".into(),
                 cycle: vec![(C, "l1".into()), (A, "l2".into()), (B, "l3".into())]
-            })
+            }))
         );
 
         // Many owners queued on one lock, in every mode, wait; none of them is a deadlock.
@@ -941,7 +895,7 @@ mod tests {
     fn limits_are_enforced() {
         let mut bench = Bench::new();
         let long = "n".repeat(LOCK_NAME_BYTES_MAX + 1);
-        assert!(matches!(bench.acquire(A, &long, Mode::Exclusive, Wait::No), Err(LockError::InvalidArgument { .. })));
-        assert!(matches!(bench.acquire(A, "", Mode::Exclusive, Wait::No), Err(LockError::InvalidArgument { .. })));
+        assert!(matches!(bench.acquire(A, &long, Mode::Exclusive, Wait::No), Err(ServerError::InvalidArgument { .. })));
+        assert!(matches!(bench.acquire(A, "", Mode::Exclusive, Wait::No), Err(ServerError::InvalidArgument { .. })));
     }
 }

@@ -244,70 +244,64 @@ impl StateMachine {
                 self.touched.push(session);
                 Ok(CommandResponse::SessionClosed)
             }
+            Command::LockAcquire { .. }
+            | Command::LockUpgrade { .. }
+            | Command::LockRelease { .. }
+            | Command::LockCancel { .. } => self.execute_lock(revision, session, command),
+        }
+    }
+
+    /// Applies a lock command of `session` at `revision`; grants take fresh revisions as tokens.
+    fn execute_lock(
+        &mut self,
+        revision: u64,
+        session: SessionId,
+        command: &Command,
+    ) -> Result<CommandResponse, ServerError> {
+        let now_ms = self.now_ms;
+        // A relative wait becomes a deadline on the leader's clock.
+        let deadline = |wait: &LockWait| match wait {
+            LockWait::Try => Wait::No,
+            LockWait::TimeoutMs(ms) => Wait::Until { deadline_ms: now_ms.saturating_add(*ms) },
+            LockWait::Forever => Wait::Forever,
+        };
+        let queued = |outcome: AcquireOutcome| match outcome {
+            AcquireOutcome::Granted { token } => CommandResponse::LockGranted { token },
+            AcquireOutcome::Queued { ahead } => CommandResponse::LockQueued { revision, ahead: ahead as u64 },
+        };
+        let counter = &mut self.revision;
+        let next_token = &mut || next(counter);
+        let mut events = Vec::new();
+        let response = match command {
             Command::LockAcquire { name, actor, mode, wait } => {
                 let owner = Owner { session, actor: *actor };
-                let wait = self.deadline(*wait);
-                let now_ms = self.now_ms;
-                let counter = &mut self.revision;
-                let outcome = self.locks.acquire(owner, name, *mode, wait, now_ms, &mut || next(counter))?;
-                Ok(self.acquired(revision, session, outcome))
+                queued(self.locks.acquire(owner, name, *mode, deadline(wait), now_ms, next_token)?)
             }
             Command::LockUpgrade { name, actor, wait } => {
                 let owner = Owner { session, actor: *actor };
-                let wait = self.deadline(*wait);
-                let now_ms = self.now_ms;
-                let counter = &mut self.revision;
-                let outcome = self.locks.upgrade(owner, name, wait, now_ms, &mut || next(counter))?;
-                Ok(self.acquired(revision, session, outcome))
+                queued(self.locks.upgrade(owner, name, deadline(wait), now_ms, next_token)?)
             }
             Command::LockRelease { name, actor, token } => {
                 let owner = Owner { session, actor: *actor };
-                let mut events = Vec::new();
-                let now_ms = self.now_ms;
-                let counter = &mut self.revision;
-                self.locks.release(owner, name, *token, now_ms, &mut || next(counter), &mut events)?;
-                self.note_events(&events);
-                Ok(CommandResponse::LockReleased)
+                self.locks.release(owner, name, *token, now_ms, next_token, &mut events)?;
+                CommandResponse::LockReleased
             }
             Command::LockCancel { name, actor, queued_revision, upgrade } => {
                 let owner = Owner { session, actor: *actor };
-                let mut events = Vec::new();
-                let now_ms = self.now_ms;
-                let counter = &mut self.revision;
-                let released = self.locks.cancel(
-                    owner,
-                    name,
-                    *queued_revision,
-                    *upgrade,
-                    now_ms,
-                    &mut || next(counter),
-                    &mut events,
-                );
-                self.note_events(&events);
-                self.touched.push(session);
-                Ok(CommandResponse::LockCancelled { released })
+                let released =
+                    self.locks.cancel(owner, name, *queued_revision, *upgrade, now_ms, next_token, &mut events);
+                CommandResponse::LockCancelled { released }
             }
-        }
-    }
-
-    /// Turns a relative wait into a deadline on the leader's clock.
-    fn deadline(&self, wait: LockWait) -> Wait {
-        match wait {
-            LockWait::Try => Wait::No,
-            LockWait::TimeoutMs(ms) => Wait::Until { deadline_ms: self.now_ms.saturating_add(ms) },
-            LockWait::Forever => Wait::Forever,
-        }
-    }
-
-    fn acquired(&mut self, revision: u64, session: SessionId, outcome: AcquireOutcome) -> CommandResponse {
-        match outcome {
-            AcquireOutcome::Granted { token } => CommandResponse::LockGranted { token },
-            AcquireOutcome::Queued { ahead } => {
-                // Whoever waits for this request on another node learns of it by this.
-                self.touched.push(session);
-                CommandResponse::LockQueued { revision, ahead: ahead as u64 }
+            Command::KvPut { .. } | Command::KvDelete { .. } | Command::CloseSession => {
+                unreachable!("execute passes lock commands only")
             }
+        };
+        self.note_events(&events);
+        if matches!(response, CommandResponse::LockQueued { .. } | CommandResponse::LockCancelled { .. }) {
+            // Whoever waits for this request on another node learns of it by this.
+            self.touched.push(session);
         }
+        Ok(response)
     }
 
     /// Where a lock request queued at `queued_revision` stands, as far as this replica has

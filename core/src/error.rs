@@ -51,6 +51,9 @@ pub enum ServerError {
     /// A lock request was refused; see [`LockRefusal`].
     #[error(transparent)]
     Lock(LockRefusal),
+    /// A queue request was refused; see [`QueueRefusal`].
+    #[error(transparent)]
+    Queue(QueueRefusal),
     /// Fault injection was asked of a node not started with `--enable-fault-injection`.
     #[error("fault injection is disabled on this node; start it with --enable-fault-injection (tests only)")]
     FaultInjectionDisabled,
@@ -110,6 +113,48 @@ pub enum LockRefusal {
     NotShared {
         /// The lock.
         name: String,
+    },
+}
+
+/// Why the cluster refused a queue request. Never retried by the client: each is an answer.
+#[derive(Serialize, Deserialize, Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueRefusal {
+    /// The queue does not exist. Queues are created by their first put or get, or by
+    /// `queue create`; check the name.
+    #[error("queue {queue:?} does not exist; a put or get creates it, or create it with options")]
+    NoSuchQueue {
+        /// The queue.
+        queue: String,
+    },
+    /// The tag does not name the message's current delivery: that delivery was acked, nacked,
+    /// timed out or ended with its session, and the message was (or will be) delivered again,
+    /// possibly to another consumer. Do not treat the message as yours.
+    #[error("delivery tag {tag} of queue {queue:?} is not current: that delivery was acked, nacked, timed out or ended with its session")]
+    StaleTag {
+        /// The queue.
+        queue: String,
+        /// The tag.
+        tag: u64,
+    },
+    /// A message is larger than the queue's `max_message_bytes`; nothing of the put was enqueued.
+    #[error("a message of {bytes} bytes exceeds queue {queue:?}'s maximum of {max} bytes; nothing was enqueued")]
+    MessageTooLarge {
+        /// The queue.
+        queue: String,
+        /// The message size.
+        bytes: usize,
+        /// The queue's limit.
+        max: usize,
+    },
+    /// The cluster holds as many queued bytes, queues or dedup ids as it may; nothing was
+    /// enqueued. Consume (ack) messages or delete queues, then retry.
+    #[error("queue {queue:?} is full: {reason}; nothing was enqueued")]
+    Full {
+        /// The queue.
+        queue: String,
+        /// Which limit was reached.
+        reason: String,
     },
 }
 

@@ -35,7 +35,7 @@ pub mod tls;
 pub mod wire;
 
 pub use client::{Client, ClientOptions, Kv};
-pub use error::{ClientError, FrameError, LockRefusal, ServerError};
+pub use error::{ClientError, FrameError, LockRefusal, QueueRefusal, ServerError};
 pub use lock::{LockBuilder, LockError, LockGuard, OwnerHandle};
 pub use tls::ClientTls;
 pub use wire::{LockInfo, LockMode, NodeId, NodeStatus, Owner, Role, SessionId};

@@ -101,6 +101,22 @@ pub enum Request {
         /// How long the node may hold the request open, at most [`AWAIT_MS_MAX`].
         max_wait_ms: u64,
     },
+    /// Waits, on the node that receives it, until a waiting queue get of `session` is decided:
+    /// messages were delivered to it, its wait ended empty, or its session ended. Answered from
+    /// the node's applied state as soon as the deciding entry is applied there, or with
+    /// [`QueueAwaitOutcome::Pending`] after `max_wait_ms`. Never forwarded.
+    AwaitDelivery {
+        /// The queue.
+        queue: String,
+        /// The consumer's session.
+        session: SessionId,
+        /// The client's id of the get, from [`Command::QueueGet`].
+        request: u64,
+        /// The revision at which the get started waiting, from [`CommandResponse::QueueWaiting`].
+        queued_revision: u64,
+        /// How long the node may hold the request open, at most [`AWAIT_MS_MAX`].
+        max_wait_ms: u64,
+    },
     /// Test-only fault injection: silently drop all Raft traffic to and from these peers. Refused
     /// unless the node was started with `--enable-fault-injection`. An empty list heals.
     SetDroppedPeers {
@@ -183,6 +199,322 @@ pub enum Command {
         /// token, since the caller cannot know it.
         upgrade: bool,
     },
+    /// Create a queue with these options, or change the options of an existing one.
+    QueueCreate {
+        /// The queue, at most [`QUEUE_NAME_BYTES_MAX`] bytes.
+        queue: String,
+        /// Its options.
+        options: QueueOptions,
+    },
+    /// Delete a queue and every message in it, delivered or not.
+    QueueDelete {
+        /// The queue.
+        queue: String,
+    },
+    /// Enqueue messages, in order, as one operation (created with default options if the queue
+    /// does not exist).
+    QueuePut {
+        /// The queue.
+        queue: String,
+        /// The messages, at most [`QUEUE_BATCH_MAX`].
+        messages: Vec<PutMessage>,
+    },
+    /// Take up to `max` of the oldest deliverable messages, waiting up to `wait_ms` for the first.
+    QueueGet {
+        /// The queue (created with default options if it does not exist).
+        queue: String,
+        /// The client's id for this get, unique within its session; names the get in
+        /// [`Request::AwaitDelivery`] and [`Command::QueueCancel`].
+        request: u64,
+        /// At most this many messages, 1..=[`QUEUE_BATCH_MAX`].
+        max: u32,
+        /// How long the messages stay invisible to other consumers; the queue's default if absent.
+        visibility_ms: Option<u64>,
+        /// How long to wait for a message when none is deliverable; 0 answers at once.
+        wait_ms: u64,
+        /// Whether the deliveries outlive the session: then only their visibility timeout (not the
+        /// session's end) makes them deliverable again. For consumers that hand tags to another
+        /// process, such as `distsync queue get` followed by `distsync queue ack`.
+        detach: bool,
+    },
+    /// Delete delivered messages for good: each tag must name a message's current delivery.
+    QueueAck {
+        /// The queue.
+        queue: String,
+        /// Delivery tags.
+        tags: Vec<u64>,
+    },
+    /// Make delivered messages deliverable again at once (or dead-letter them after their last
+    /// attempt).
+    QueueNack {
+        /// The queue.
+        queue: String,
+        /// Delivery tags.
+        tags: Vec<u64>,
+    },
+    /// Keep a delivered message invisible for `visibility_ms` from now.
+    QueueExtend {
+        /// The queue.
+        queue: String,
+        /// The delivery tag.
+        tag: u64,
+        /// The new visibility timeout, counted from the leader's clock when applied.
+        visibility_ms: u64,
+    },
+    /// Give up a get whose caller stopped waiting: ends its wait, and makes any messages delivered
+    /// to it deliverable again without counting that attempt (the caller never saw them).
+    QueueCancel {
+        /// The queue.
+        queue: String,
+        /// The get's id.
+        request: u64,
+    },
+}
+
+/// One message to enqueue.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PutMessage {
+    /// The payload, at most the queue's `max_message_bytes`.
+    pub body: Vec<u8>,
+    /// A producer-chosen id: a put repeating an id seen within the queue's dedup window
+    /// enqueues nothing and answers the first message's id.
+    pub dedup_id: Option<String>,
+}
+
+/// The outcome of one message of a put.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The message id: a revision, unique in the cluster and increasing in enqueue order.
+    pub id: u64,
+    /// Whether the dedup id was seen before, so nothing was enqueued and `id` is the first
+    /// message's.
+    pub duplicate: bool,
+}
+
+/// A queue's options. [`QueueOptions::default`] is what a queue created on first use gets.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// Deliveries per message before it moves to the dead-letter queue `NAME.dlq`; 0 means
+    /// never (dead-letter queues themselves use 0). Default 5.
+    pub max_attempts: u32,
+    /// Default visibility timeout of a delivery, in ms. Default 30 s.
+    pub visibility_ms: u64,
+    /// Largest message body, in bytes, at most [`QUEUE_MESSAGE_BYTES_MAX`]. Default 256 KiB.
+    pub max_message_bytes: u32,
+    /// How long a dedup id is remembered, in ms. Default 2 minutes.
+    pub dedup_window_ms: u64,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions { max_attempts: 5, visibility_ms: 30_000, max_message_bytes: 256 * 1024, dedup_window_ms: 120_000 }
+    }
+}
+
+impl QueueOptions {
+    /// Checks the options' ranges.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::InvalidArgument`] naming the option and its range.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let invalid = |reason: String| Err(ServerError::InvalidArgument { reason });
+        if self.max_attempts > QUEUE_ATTEMPTS_MAX {
+            return invalid(format!(
+                "max attempts {} exceeds {QUEUE_ATTEMPTS_MAX}; use 0 for never dead-lettering",
+                self.max_attempts
+            ));
+        }
+        validate_visibility(self.visibility_ms)?;
+        if self.max_message_bytes == 0 || self.max_message_bytes as usize > QUEUE_MESSAGE_BYTES_MAX {
+            return invalid(format!(
+                "max message bytes {} is outside 1..={QUEUE_MESSAGE_BYTES_MAX}",
+                self.max_message_bytes
+            ));
+        }
+        if self.dedup_window_ms > QUEUE_DEDUP_WINDOW_MS_MAX {
+            return invalid(format!(
+                "dedup window of {} ms exceeds {QUEUE_DEDUP_WINDOW_MS_MAX} ms",
+                self.dedup_window_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Largest queue name, in bytes.
+pub const QUEUE_NAME_BYTES_MAX: usize = 256;
+
+/// Largest message body any queue accepts: 1 MiB, like a register value; every byte is written
+/// to a majority of disks and held in memory until acked.
+pub const QUEUE_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Messages per put batch and per get, at most.
+pub const QUEUE_BATCH_MAX: usize = 1000;
+
+/// Bytes of message bodies one get returns, at most (at least one message is always returned).
+pub const QUEUE_GET_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest max-attempts setting.
+pub const QUEUE_ATTEMPTS_MAX: u32 = 1000;
+
+/// Visibility timeouts range from 100 ms to 12 hours.
+pub const QUEUE_VISIBILITY_MS_MIN: u64 = 100;
+
+/// See [`QUEUE_VISIBILITY_MS_MIN`].
+pub const QUEUE_VISIBILITY_MS_MAX: u64 = 12 * 3600 * 1000;
+
+/// Longest dedup window: a day.
+pub const QUEUE_DEDUP_WINDOW_MS_MAX: u64 = 24 * 3600 * 1000;
+
+/// Longest dedup id, in bytes.
+pub const QUEUE_DEDUP_ID_BYTES_MAX: usize = 256;
+
+/// Longest wait of one get; a consumer that waits longer asks again.
+pub const QUEUE_WAIT_MS_MAX: u64 = 3600 * 1000;
+
+/// Queues listed per page by [`Query::QueueList`].
+pub const QUEUE_LIST_PAGE_MAX: usize = 1000;
+
+/// The suffix of a queue's dead-letter queue: messages of `jobs` that used up their attempts
+/// move to `jobs.dlq`.
+pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
+
+/// How one delivery attempt of a message ended without an ack.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The consumer nacked it.
+    Nacked,
+    /// Its visibility timeout passed.
+    TimedOut,
+    /// The consumer's session ended (the consumer crashed, was cut off, or closed).
+    SessionEnded,
+}
+
+impl AttemptOutcome {
+    /// Lowercase name, as printed by the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Nacked => "nacked",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::SessionEnded => "session_ended",
+        }
+    }
+}
+
+/// One earlier delivery attempt of a message.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    /// The queue it was delivered from (the original queue, for a dead-lettered message).
+    pub queue: String,
+    /// Its attempt number in that queue, from 1.
+    pub attempt: u32,
+    /// The consumer's session.
+    pub session: SessionId,
+    /// Leader time of the delivery, ms since the Unix epoch.
+    pub delivered_ms: u64,
+    /// Leader time the attempt ended.
+    pub ended_ms: u64,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+}
+
+/// A delivered message, as a get returns it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct QueueDelivery {
+    /// The message id.
+    pub id: u64,
+    /// The delivery tag: names this delivery attempt only, so an ack with the tag of an earlier
+    /// attempt is refused.
+    pub tag: u64,
+    /// The attempt number, from 1.
+    pub attempt: u32,
+    /// The payload.
+    pub body: Vec<u8>,
+    /// Leader time of the enqueue, ms since the Unix epoch.
+    pub enqueued_ms: u64,
+    /// Leader time at which the delivery becomes visible again unless acked or extended.
+    pub visible_at_ms: u64,
+    /// Earlier attempts that ended without an ack, oldest first (at most the latest 32).
+    pub history: Vec<DeliveryAttempt>,
+}
+
+/// A queue's counters, as `queue stats` shows them.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The queue.
+    pub name: String,
+    /// Its options.
+    pub options: QueueOptions,
+    /// Messages ready for delivery.
+    pub depth: u64,
+    /// Messages delivered and neither acked nor returned yet.
+    pub in_flight: u64,
+    /// Gets waiting for a message.
+    pub waiting_consumers: u64,
+    /// Messages moved to the dead-letter queue since the queue was created.
+    pub dead_lettered: u64,
+    /// Messages enqueued since the queue was created (duplicates excluded).
+    pub put_total: u64,
+    /// Messages acked since the queue was created.
+    pub acked_total: u64,
+    /// Bytes of message bodies held.
+    pub bytes: u64,
+    /// Age of the oldest message not yet acked, by the latest leader time, in ms.
+    pub oldest_age_ms: Option<u64>,
+}
+
+/// How a [`Request::AwaitDelivery`] ended.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum QueueAwaitOutcome {
+    /// Messages were delivered to the get.
+    Delivered(Vec<QueueDelivery>),
+    /// Still waiting; ask again.
+    Pending,
+    /// The wait ended with nothing delivered (its limit passed, it was cancelled, or the queue
+    /// was deleted).
+    Empty,
+    /// The consumer's session ended, and with it the wait.
+    SessionEnded,
+}
+
+/// Checks a visibility timeout's range.
+///
+/// # Errors
+///
+/// [`ServerError::InvalidArgument`] outside [`QUEUE_VISIBILITY_MS_MIN`]..=[`QUEUE_VISIBILITY_MS_MAX`].
+pub fn validate_visibility(visibility_ms: u64) -> Result<(), ServerError> {
+    if !(QUEUE_VISIBILITY_MS_MIN..=QUEUE_VISIBILITY_MS_MAX).contains(&visibility_ms) {
+        return Err(ServerError::InvalidArgument {
+            reason: format!(
+                "visibility timeout of {visibility_ms} ms is outside {QUEUE_VISIBILITY_MS_MIN}..={QUEUE_VISIBILITY_MS_MAX} ms"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a queue name: 1 to [`QUEUE_NAME_BYTES_MAX`] bytes, no control characters or spaces.
+///
+/// # Errors
+///
+/// [`ServerError::InvalidArgument`] saying what is wrong.
+pub fn validate_queue_name(name: &str) -> Result<(), ServerError> {
+    if name.is_empty() {
+        return Err(ServerError::InvalidArgument { reason: "queue name is empty".into() });
+    }
+    if name.len() > QUEUE_NAME_BYTES_MAX + DEAD_LETTER_SUFFIX.len() {
+        return Err(ServerError::InvalidArgument {
+            reason: format!("queue name is {} bytes, the maximum is {QUEUE_NAME_BYTES_MAX}", name.len()),
+        });
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ServerError::InvalidArgument {
+            reason: format!("queue name {name:?} contains whitespace or control characters"),
+        });
+    }
+    Ok(())
 }
 
 /// Largest lock name, in bytes: names are identifiers, not data.
@@ -309,7 +641,22 @@ impl Command {
             | Command::LockUpgrade { name, .. }
             | Command::LockRelease { name, .. }
             | Command::LockCancel { name, .. } => Some(name),
-            Command::KvPut { .. } | Command::KvDelete { .. } | Command::CloseSession => None,
+            _ => None,
+        }
+    }
+
+    /// The queue a queue command names.
+    pub fn queue_name(&self) -> Option<&str> {
+        match self {
+            Command::QueueCreate { queue, .. }
+            | Command::QueueDelete { queue }
+            | Command::QueuePut { queue, .. }
+            | Command::QueueGet { queue, .. }
+            | Command::QueueAck { queue, .. }
+            | Command::QueueNack { queue, .. }
+            | Command::QueueExtend { queue, .. }
+            | Command::QueueCancel { queue, .. } => Some(queue),
+            _ => None,
         }
     }
 
@@ -341,8 +688,69 @@ impl Command {
                 }
             }
             Command::LockRelease { name, .. } | Command::LockCancel { name, .. } => validate_lock_name(name),
+            Command::QueueCreate { queue, options } => {
+                validate_queue_name(queue)?;
+                options.validate()
+            }
+            Command::QueuePut { queue, messages } => {
+                validate_queue_name(queue)?;
+                validate_batch("put", messages.len())?;
+                for message in messages {
+                    if message.body.len() > QUEUE_MESSAGE_BYTES_MAX {
+                        return Err(ServerError::InvalidArgument {
+                            reason: format!(
+                                "message is {} bytes, the maximum is {QUEUE_MESSAGE_BYTES_MAX}",
+                                message.body.len()
+                            ),
+                        });
+                    }
+                    if let Some(id) = &message.dedup_id {
+                        if id.is_empty() || id.len() > QUEUE_DEDUP_ID_BYTES_MAX {
+                            return Err(ServerError::InvalidArgument {
+                                reason: format!(
+                                    "dedup id is {} bytes; it must be 1..={QUEUE_DEDUP_ID_BYTES_MAX}",
+                                    id.len()
+                                ),
+                            });
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Command::QueueGet { queue, max, visibility_ms, wait_ms, .. } => {
+                validate_queue_name(queue)?;
+                validate_batch("get", *max as usize)?;
+                if let Some(visibility_ms) = visibility_ms {
+                    validate_visibility(*visibility_ms)?;
+                }
+                if *wait_ms > QUEUE_WAIT_MS_MAX {
+                    return Err(ServerError::InvalidArgument {
+                        reason: format!("get wait of {wait_ms} ms exceeds {QUEUE_WAIT_MS_MAX} ms; ask again instead"),
+                    });
+                }
+                Ok(())
+            }
+            Command::QueueAck { queue, tags } | Command::QueueNack { queue, tags } => {
+                validate_queue_name(queue)?;
+                validate_batch("ack", tags.len())
+            }
+            Command::QueueExtend { queue, visibility_ms, .. } => {
+                validate_queue_name(queue)?;
+                validate_visibility(*visibility_ms)
+            }
+            Command::QueueDelete { queue } | Command::QueueCancel { queue, .. } => validate_queue_name(queue),
         }
     }
+}
+
+/// Checks that a batch has 1..=[`QUEUE_BATCH_MAX`] items.
+fn validate_batch(what: &str, items: usize) -> Result<(), ServerError> {
+    if items == 0 || items > QUEUE_BATCH_MAX {
+        return Err(ServerError::InvalidArgument {
+            reason: format!("a {what} takes 1..={QUEUE_BATCH_MAX} items, not {items}"),
+        });
+    }
+    Ok(())
 }
 
 /// Checks a register key against [`KEY_BYTES_MAX`].
@@ -397,6 +805,16 @@ pub enum Query {
         /// The lock.
         name: String,
     },
+    /// One queue's counters.
+    QueueStats {
+        /// The queue.
+        queue: String,
+    },
+    /// Queues in name order, at most [`QUEUE_LIST_PAGE_MAX`] per page.
+    QueueList {
+        /// Start after this name (the last of the previous page).
+        after: Option<String>,
+    },
 }
 
 /// The state machine's answer to a command.
@@ -433,6 +851,51 @@ pub enum CommandResponse {
         /// Whether it had been granted meanwhile, and that hold was released.
         released: bool,
     },
+    /// The queue was created, or its options changed.
+    QueueCreated {
+        /// False when it existed already (its options are now the given ones).
+        created: bool,
+    },
+    /// The queue is gone.
+    QueueDeleted {
+        /// Messages it held, delivered or not.
+        messages: u64,
+    },
+    /// The messages are enqueued (or were, for duplicates).
+    QueuePut {
+        /// One outcome per message, in order.
+        outcomes: Vec<PutOutcome>,
+    },
+    /// A get's messages; empty when none was deliverable and the get did not wait.
+    QueueDelivered {
+        /// The deliveries, oldest message first.
+        deliveries: Vec<QueueDelivery>,
+    },
+    /// The get waits for a message; follow with [`Request::AwaitDelivery`].
+    QueueWaiting {
+        /// The revision at which it started waiting.
+        revision: u64,
+    },
+    /// Acked; tags that did not name a current delivery are listed and changed nothing.
+    QueueAcked {
+        /// Tags refused.
+        stale: Vec<u64>,
+    },
+    /// Nacked; tags that did not name a current delivery are listed and changed nothing.
+    QueueNacked {
+        /// Tags refused.
+        stale: Vec<u64>,
+    },
+    /// The delivery's visibility was extended.
+    QueueExtended {
+        /// Leader time at which it becomes visible again.
+        visible_at_ms: u64,
+    },
+    /// The get was given up.
+    QueueCancelled {
+        /// Messages delivered to it that are deliverable again.
+        returned: u64,
+    },
 }
 
 /// The answer to a [`Query`].
@@ -454,6 +917,18 @@ pub enum QueryResponse {
     LockShow {
         /// The lock.
         lock: Option<LockInfo>,
+    },
+    /// One queue's counters, or `None` when it does not exist.
+    QueueStats {
+        /// The counters.
+        stats: Option<QueueStats>,
+    },
+    /// A page of queues; the list continues after the last one when `more` is set.
+    QueueList {
+        /// Queues, in name order.
+        queues: Vec<QueueStats>,
+        /// Whether more queues follow.
+        more: bool,
     },
 }
 
@@ -560,6 +1035,8 @@ pub enum Response {
     Done,
     /// The answer to [`Request::AwaitLock`].
     LockAwait(LockAwaitOutcome),
+    /// The answer to [`Request::AwaitDelivery`].
+    QueueAwait(QueueAwaitOutcome),
     /// The answer to [`Request::WatchSession`]: whether the session is still open.
     SessionWatch {
         /// False once the session has ended.

@@ -12,7 +12,7 @@ use distsync::wire::{
     decode_body, encode_frame, read_frame, write_frame, LeaderInfo, NodeStatus, PeerStatus, Query, Reply, Request,
     Response, Role, ALPN_PEER, FRAME_BYTES_MAX,
 };
-use distsync::wire::{LockAwaitOutcome, AWAIT_MS_MAX};
+use distsync::wire::{LockAwaitOutcome, QueueAwaitOutcome, AWAIT_MS_MAX};
 use distsync::{FrameError, NodeId, ServerError, SessionId};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
@@ -257,6 +257,18 @@ impl Node {
                     })
                     .await;
                 Ok(Response::LockAwait(outcome.unwrap_or(LockAwaitOutcome::Pending)))
+            }
+            Request::AwaitDelivery { queue, session, request, queued_revision, max_wait_ms } => {
+                distsync::wire::validate_queue_name(&queue)?;
+                let outcome = self
+                    .wait_for_session(session, max_wait_ms, |machine| {
+                        match machine.queue_await(&queue, session, request, queued_revision) {
+                            QueueAwaitOutcome::Pending => None,
+                            decided => Some(decided),
+                        }
+                    })
+                    .await;
+                Ok(Response::QueueAwait(outcome.unwrap_or(QueueAwaitOutcome::Pending)))
             }
             Request::WatchSession { session, max_wait_ms } => {
                 let ended = self

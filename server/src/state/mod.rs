@@ -10,25 +10,28 @@
 //! they are unique and increasing even for operations sharing an entry.
 //!
 //! Layout: [`sessions`] (leases and the exactly-once response cache), [`kv`] (the replicated
-//! register), [`locks`] (locks, their queues and the wait-for graph). Queues and the cache
-//! directory join them as siblings.
+//! register), [`locks`] (locks, their queues and the wait-for graph), [`queues`] (durable FIFO
+//! queues). The cache directory joins them as a sibling.
 //!
 //! Fencing tokens are revisions too: every grant takes a fresh one, so tokens increase per lock
-//! across leader changes, and a token says where in the log the grant happened.
+//! across leader changes, and a token says where in the log the grant happened. Message ids and
+//! delivery tags are fresh revisions as well.
 
 pub mod kv;
 pub mod locks;
+pub mod queues;
 pub mod sessions;
 
 use distsync::wire::{
-    Command, CommandResponse, LockAwaitOutcome, LockInfo, LockWait, Owner, Query, QueryResponse, Response,
-    WriteRequest, LOCK_LIST_PAGE_MAX,
+    Command, CommandResponse, LockAwaitOutcome, LockInfo, LockWait, Owner, Query, QueryResponse, QueueAwaitOutcome,
+    Response, WriteRequest, LOCK_LIST_PAGE_MAX, QUEUE_LIST_PAGE_MAX,
 };
 use distsync::{ServerError, SessionId};
 use serde::{Deserialize, Serialize};
 
 use self::kv::KvRegister;
 use self::locks::{AcquireOutcome, LockEvent, Locks, Wait};
+use self::queues::{AwaitState, GetOutcome, Queues};
 use self::sessions::{Sessions, WriteAdmission};
 
 /// The application payload of a Raft log entry: a batch of operations stamped by the leader.
@@ -69,6 +72,9 @@ impl Op {
         match self {
             Op::Write(WriteRequest { command: Command::KvPut { key, value }, .. }) => 64 + key.len() + value.len(),
             Op::Write(WriteRequest { command: Command::KvDelete { key }, .. }) => 64 + key.len(),
+            Op::Write(WriteRequest { command: Command::QueuePut { messages, .. }, .. }) => {
+                64 + messages.iter().map(|m| 16 + m.body.len()).sum::<usize>()
+            }
             _ => 64,
         }
     }
@@ -91,7 +97,8 @@ pub struct StateMachine {
     sessions: Sessions,
     kv: KvRegister,
     locks: Locks,
-    /// Sessions whose locks changed in the entries applied since the last
+    queues: Queues,
+    /// Sessions whose locks or queue gets changed in the entries applied since the last
     /// [`StateMachine::take_touched_sessions`]: whoever waits on their behalf should look again.
     /// Not replicated state.
     #[serde(skip)]
@@ -121,10 +128,12 @@ impl StateMachine {
         for session in expired {
             let revision = &mut self.revision;
             self.locks.release_session(session, self.now_ms, &mut || next(revision), &mut events);
+            self.queues.release_session(session, self.now_ms, &mut || next(revision), &mut self.touched);
             self.touched.push(session);
         }
         let revision = &mut self.revision;
         self.locks.expire_waits(self.now_ms, &mut || next(revision), &mut events);
+        self.queues.expire(self.now_ms, &mut || next(revision), &mut self.touched);
         self.note_events(&events);
         command
             .ops
@@ -185,6 +194,10 @@ impl StateMachine {
                         self.locks.check_lock(name, lock);
                     }
                 }
+                if let Some(name) = write.command.queue_name() {
+                    self.queues.check_queue(name);
+                    self.queues.check_queue(&queues::dead_letter_queue(name));
+                }
                 self.sessions.check_session(write.session);
                 if let Command::KvPut { key, .. } | Command::KvDelete { key } = &write.command {
                     if let Some((_, version)) = self.kv.get(key) {
@@ -240,6 +253,7 @@ impl StateMachine {
                 let mut events = Vec::new();
                 let revision = &mut self.revision;
                 self.locks.release_session(session, self.now_ms, &mut || next(revision), &mut events);
+                self.queues.release_session(session, self.now_ms, &mut || next(revision), &mut self.touched);
                 self.note_events(&events);
                 self.touched.push(session);
                 Ok(CommandResponse::SessionClosed)
@@ -248,6 +262,83 @@ impl StateMachine {
             | Command::LockUpgrade { .. }
             | Command::LockRelease { .. }
             | Command::LockCancel { .. } => self.execute_lock(revision, session, command),
+            _ => self.execute_queue(revision, session, command),
+        }
+    }
+
+    /// Applies a queue command of `session` at `revision`; message ids and delivery tags take
+    /// fresh revisions.
+    fn execute_queue(
+        &mut self,
+        revision: u64,
+        session: SessionId,
+        command: &Command,
+    ) -> Result<CommandResponse, ServerError> {
+        let now_ms = self.now_ms;
+        let counter = &mut self.revision;
+        let next_revision = &mut || next(counter);
+        let touched = &mut self.touched;
+        let queues = &mut self.queues;
+        Ok(match command {
+            Command::QueueCreate { queue, options } => {
+                CommandResponse::QueueCreated { created: queues.create(queue, *options)? }
+            }
+            Command::QueueDelete { queue } => {
+                CommandResponse::QueueDeleted { messages: queues.delete(queue, touched)? }
+            }
+            Command::QueuePut { queue, messages } => {
+                CommandResponse::QueuePut { outcomes: queues.put(queue, messages, now_ms, next_revision, touched)? }
+            }
+            Command::QueueGet { queue, request, max, visibility_ms, wait_ms, detach } => {
+                match queues.get(
+                    queue,
+                    (session, *request),
+                    *max,
+                    *visibility_ms,
+                    *wait_ms,
+                    *detach,
+                    now_ms,
+                    next_revision,
+                )? {
+                    GetOutcome::Delivered(deliveries) => CommandResponse::QueueDelivered { deliveries },
+                    GetOutcome::Waiting => {
+                        // Whoever waits for this get on another node learns of it by this.
+                        touched.push(session);
+                        CommandResponse::QueueWaiting { revision }
+                    }
+                }
+            }
+            Command::QueueAck { queue, tags } => CommandResponse::QueueAcked { stale: queues.ack(queue, tags)? },
+            Command::QueueNack { queue, tags } => {
+                CommandResponse::QueueNacked { stale: queues.nack(queue, tags, now_ms, next_revision, touched)? }
+            }
+            Command::QueueExtend { queue, tag, visibility_ms } => {
+                CommandResponse::QueueExtended { visible_at_ms: queues.extend(queue, *tag, *visibility_ms, now_ms)? }
+            }
+            Command::QueueCancel { queue, request } => CommandResponse::QueueCancelled {
+                returned: queues.cancel(queue, (session, *request), now_ms, next_revision, touched),
+            },
+            _ => unreachable!("execute passes queue commands only"),
+        })
+    }
+
+    /// Where a get of `session` that started waiting at `queued_revision` stands, as far as this
+    /// replica has applied.
+    pub fn queue_await(
+        &self,
+        queue: &str,
+        session: SessionId,
+        request: u64,
+        queued_revision: u64,
+    ) -> QueueAwaitOutcome {
+        if self.revision < queued_revision {
+            return QueueAwaitOutcome::Pending;
+        }
+        match self.queues.await_state(queue, (session, request)) {
+            AwaitState::Waiting => QueueAwaitOutcome::Pending,
+            AwaitState::Delivered(deliveries) => QueueAwaitOutcome::Delivered(deliveries),
+            AwaitState::Gone if self.sessions.contains(session) => QueueAwaitOutcome::Empty,
+            AwaitState::Gone => QueueAwaitOutcome::SessionEnded,
         }
     }
 
@@ -292,9 +383,7 @@ impl StateMachine {
                     self.locks.cancel(owner, name, *queued_revision, *upgrade, now_ms, next_token, &mut events);
                 CommandResponse::LockCancelled { released }
             }
-            Command::KvPut { .. } | Command::KvDelete { .. } | Command::CloseSession => {
-                unreachable!("execute passes lock commands only")
-            }
+            _ => unreachable!("execute passes lock commands only"),
         };
         self.note_events(&events);
         if matches!(response, CommandResponse::LockQueued { .. } | CommandResponse::LockCancelled { .. }) {
@@ -345,6 +434,11 @@ impl StateMachine {
             Query::LockShow { name } => {
                 QueryResponse::LockShow { lock: self.locks.get(name).map(|lock| lock_info(name, lock)) }
             }
+            Query::QueueStats { queue } => QueryResponse::QueueStats { stats: self.queues.stats(queue, self.now_ms) },
+            Query::QueueList { after } => {
+                let (queues, more) = self.queues.list(after.as_deref(), QUEUE_LIST_PAGE_MAX, self.now_ms);
+                QueryResponse::QueueList { queues, more }
+            }
         }
     }
 
@@ -361,10 +455,15 @@ impl StateMachine {
     /// The earliest leader time at which a lock wait or a session lease ends, if any: the leader
     /// proposes a tick once its clock passes it.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        match (self.locks.next_deadline_ms(), self.sessions.next_expiry_ms()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.locks.next_deadline_ms(), self.sessions.next_expiry_ms(), self.queues.next_deadline_ms()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Queues, including dead-letter queues.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
     }
 
     /// Locks held or awaited.
@@ -393,6 +492,10 @@ impl StateMachine {
         self.locks.check_invariants();
         for session in self.locks.sessions() {
             assert!(self.sessions.contains(session), "session {session} holds or awaits a lock but is not open");
+        }
+        self.queues.check_invariants();
+        for session in self.queues.sessions() {
+            assert!(self.sessions.contains(session), "session {session} waits on or holds a delivery but is not open");
         }
     }
 }

@@ -22,6 +22,7 @@
 //! - [`client`]: [`Client`], which finds the leader, retries across failovers and keeps a
 //!   session so that retried writes apply once.
 //! - [`lock`]: distributed locks (`client.lock("name").acquire().await`).
+//! - [`queue`]: durable FIFO queues (`client.queue("jobs").put(body).await`).
 //!
 //! This crate pulls in no Raft, no storage and no Redis: it is what applications link.
 
@@ -31,11 +32,13 @@ pub mod client;
 pub mod error;
 pub mod lock;
 pub mod pool;
+pub mod queue;
 pub mod tls;
 pub mod wire;
 
 pub use client::{Client, ClientOptions, Kv};
 pub use error::{ClientError, FrameError, LockRefusal, QueueRefusal, ServerError};
 pub use lock::{LockBuilder, LockError, LockGuard, OwnerHandle};
+pub use queue::{Consumer, Delivery, Queue, QueueError};
 pub use tls::ClientTls;
-pub use wire::{LockInfo, LockMode, NodeId, NodeStatus, Owner, Role, SessionId};
+pub use wire::{LockInfo, LockMode, NodeId, NodeStatus, Owner, PutMessage, QueueOptions, QueueStats, Role, SessionId};

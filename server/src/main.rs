@@ -13,6 +13,8 @@ use distsync_server::bench;
 use distsync_server::local_cluster::{LocalCluster, Ports};
 use distsync_server::ServerConfig;
 
+mod queue_cli;
+
 #[derive(Parser)]
 #[command(name = "distsync", version, about = "distsync: locks, queues and a coherent cache on Raft")]
 struct Cli {
@@ -51,6 +53,9 @@ enum Command {
     /// Distributed locks.
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Durable FIFO queues.
+    #[command(subcommand)]
+    Queue(queue_cli::QueueCommand),
     /// Benchmarks, printing JSON lines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -158,6 +163,29 @@ enum BenchCommand {
         #[arg(long)]
         contended: bool,
         /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+    /// Producers put and consumers get+ack messages of one queue for a fixed time, against a
+    /// running cluster; one JSON line per --in-flight value.
+    Queue {
+        /// Producer clients.
+        #[arg(long, default_value_t = 4)]
+        producers: usize,
+        /// Consumer clients.
+        #[arg(long, default_value_t = 4)]
+        consumers: usize,
+        /// Bytes per message.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Puts each producer keeps in flight: 1 is a synchronous producer. A comma-separated
+        /// list runs one measurement per value.
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        in_flight: Vec<usize>,
+        /// Messages each consumer fetches per get (and acks in one request).
+        #[arg(long, default_value_t = 32)]
+        prefetch: usize,
+        /// Seconds per measurement.
         #[arg(long, default_value_t = 10)]
         duration: u64,
     },
@@ -277,6 +305,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = lock_command(&client, command).await;
             client.close().await;
             code
+        }
+        Command::Queue(command) => {
+            let client = connect(&cli.endpoints, cli.ca.as_deref(), cli.session_ttl).await?;
+            let code = queue_cli::run(&client, command).await;
+            client.close().await;
+            code
+        }
+        Command::Bench(BenchCommand::Queue { producers, consumers, size, in_flight, prefetch, duration }) => {
+            let tls = tls(cli.ca.as_deref())?;
+            anyhow::ensure!(!cli.endpoints.is_empty(), "give the cluster with --endpoints A,B,C");
+            for in_flight in in_flight {
+                let settings = bench::QueueSettings {
+                    producers,
+                    consumers,
+                    size,
+                    in_flight,
+                    prefetch,
+                    duration: Duration::from_secs(duration),
+                };
+                let report = bench::queue(&cli.endpoints, tls.clone(), &settings).await?;
+                println!("{}", serde_json::to_string(&report)?);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Write { clients, connections, duration, value_size }) => {
             let tls = tls(cli.ca.as_deref())?;

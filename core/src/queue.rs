@@ -24,8 +24,9 @@
 //! consumer is processing. After the queue's `max_attempts` deliveries a message moves to the
 //! dead-letter queue `NAME.dlq`, with the history of its attempts.
 //!
-//! Delivery is at least once; processing is exactly once when the consumer acts only on
-//! deliveries whose ack succeeds, or makes its work idempotent by message id.
+//! Delivery is at least once: a message whose ack did not happen is delivered again. An ack
+//! succeeds at most once per message; for exactly-once effects make processing idempotent by
+//! message id. See `examples/queue.rs` for a worker.
 //!
 //! A waiting get costs nothing while it waits: the cluster hands it a message in the same log
 //! entry that enqueues one, and the node the client talks to pushes it at once.

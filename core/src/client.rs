@@ -119,6 +119,8 @@ struct Inner {
     settling: Mutex<Settling>,
     /// (actor, lock) of every live guard, to refuse a second acquire by the same owner locally.
     holds: Mutex<std::collections::HashSet<(u64, String)>>,
+    /// Single puts waiting to be sent together, per queue; see [`crate::queue`].
+    put_batchers: Mutex<std::collections::HashMap<String, Arc<crate::queue::PutBatcher>>>,
 }
 
 /// Gates of background lock releases and withdrawals, by (actor, lock name): held while the
@@ -232,6 +234,7 @@ impl Client {
                 session_changes: tokio::sync::watch::channel(0).0,
                 settling: Mutex::new(std::collections::HashMap::new()),
                 holds: Mutex::new(std::collections::HashSet::new()),
+                put_batchers: Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -376,6 +379,12 @@ impl Client {
     /// Background lock releases per (actor, lock); see [`crate::lock`].
     pub(crate) fn inner_settling(&self) -> &Mutex<Settling> {
         &self.inner.settling
+    }
+
+    /// The batcher of single puts into `queue`.
+    pub(crate) fn put_batcher(&self, queue: &str) -> Arc<crate::queue::PutBatcher> {
+        let mut batchers = self.inner.put_batchers.lock().expect("batchers lock");
+        batchers.entry(queue.to_string()).or_default().clone()
     }
 
     /// (actor, lock) of every live lock guard of this client.

@@ -35,6 +35,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -44,7 +45,7 @@ use crate::client::{unexpected, Client};
 use crate::error::{ClientError, QueueRefusal, ServerError};
 use crate::wire::{
     Command, CommandResponse, DeliveryAttempt, PutMessage, PutOutcome, Query, QueryResponse, QueueAwaitOutcome,
-    QueueDelivery, QueueOptions, QueueStats, Request, Response, SessionId, QUEUE_WAIT_MS_MAX,
+    QueueDelivery, QueueOptions, QueueStats, Request, Response, SessionId, QUEUE_BATCH_MAX, QUEUE_WAIT_MS_MAX,
 };
 
 /// How long one [`Request::AwaitDelivery`] may stay open on a node before the client asks again.
@@ -229,9 +230,13 @@ impl Queue {
     ///
     /// [`QueueError::MessageTooLarge`], [`QueueError::Full`], [`QueueError::Unavailable`] (the
     /// put may or may not have happened; use [`Queue::put_with_dedup`] to retry safely).
+    ///
+    /// Concurrent puts through one client into one queue are sent together: while a few requests
+    /// are on their way, further puts wait and go together in the next one, each still answered
+    /// with its own outcome. Puts issued one after another keep their order.
     pub async fn put(&self, body: impl Into<Vec<u8>>) -> Result<u64, QueueError> {
-        let outcomes = self.put_messages(vec![PutMessage { body: body.into(), dedup_id: None }]).await?;
-        Ok(outcomes[0].id)
+        let message = PutMessage { body: body.into(), dedup_id: None };
+        Ok(PutBatcher::put(self, message).await?.id)
     }
 
     /// Enqueues one message unless a message with the same `dedup_id` was enqueued within the
@@ -247,7 +252,7 @@ impl Queue {
         dedup_id: impl Into<String>,
     ) -> Result<u64, QueueError> {
         let message = PutMessage { body: body.into(), dedup_id: Some(dedup_id.into()) };
-        Ok(self.put_messages(vec![message]).await?[0].id)
+        Ok(PutBatcher::put(self, message).await?.id)
     }
 
     /// Enqueues messages in order as one log entry: all or none. Returns their ids.
@@ -513,6 +518,102 @@ impl Queue {
 
     async fn write(&self, command: Command) -> Result<CommandResponse, QueueError> {
         Ok(self.client.write(command).await?)
+    }
+}
+
+/// Bytes of bodies merged into one request by the [`PutBatcher`]; a larger message goes alone.
+const MERGED_PUT_BYTES_MAX: usize = 1024 * 1024;
+
+type PutWaiter = tokio::sync::oneshot::Sender<Result<PutOutcome, QueueError>>;
+
+/// Requests of merged puts in flight per client and queue: enough to keep the cluster's commit
+/// pipeline busy, few enough that puts arriving meanwhile share the next request.
+const MERGED_PUTS_IN_FLIGHT_MAX: usize = 4;
+
+/// Merges concurrent single puts of one client into one queue into `QueuePut` requests: at most
+/// [`MERGED_PUTS_IN_FLIGHT_MAX`] requests in flight, and whatever arrives meanwhile goes in the
+/// next one. The
+/// cluster already shares an fsync among concurrent writes; this also shares the request, its
+/// session bookkeeping and its stored response, which is what bounds throughput under load.
+#[derive(Default)]
+pub(crate) struct PutBatcher {
+    state: std::sync::Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Sender tasks running.
+    senders: usize,
+    messages: VecDeque<(PutMessage, PutWaiter)>,
+}
+
+impl PutBatcher {
+    async fn put(queue: &Queue, message: PutMessage) -> Result<PutOutcome, QueueError> {
+        // Refuse what the cluster would refuse before it can fail a merged request.
+        let command = Command::QueuePut { queue: queue.name.clone(), messages: vec![message] };
+        command.validate().map_err(ClientError::from)?;
+        let Command::QueuePut { messages, .. } = command else { unreachable!("built above") };
+        let message = messages.into_iter().next().expect("one message");
+        let batcher = queue.client.put_batcher(&queue.name);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut pending = batcher.state.lock().expect("batcher lock");
+            pending.messages.push_back((message, answer));
+            let start = pending.senders < MERGED_PUTS_IN_FLIGHT_MAX;
+            if start {
+                pending.senders += 1;
+            }
+            start
+        };
+        if start {
+            // A task of its own, so that a caller that stops waiting does not strand the others.
+            tokio::spawn(Self::send_all(batcher, queue.clone()));
+        }
+        answered.await.map_err(|_| QueueError::Unavailable { reason: "the client is shutting down".into() })?
+    }
+
+    /// Sends what is pending, request after request, until nothing is left (one of the senders).
+    async fn send_all(batcher: Arc<PutBatcher>, queue: Queue) {
+        loop {
+            let batch: Vec<(PutMessage, PutWaiter)> = {
+                let mut pending = batcher.state.lock().expect("batcher lock");
+                let mut bytes = 0;
+                let mut batch = Vec::new();
+                while let Some((message, _)) = pending.messages.front() {
+                    let size = message.body.len();
+                    if !batch.is_empty() && (batch.len() == QUEUE_BATCH_MAX || bytes + size > MERGED_PUT_BYTES_MAX) {
+                        break;
+                    }
+                    bytes += size;
+                    batch.push(pending.messages.pop_front().expect("checked"));
+                }
+                if batch.is_empty() {
+                    pending.senders -= 1;
+                    return;
+                }
+                batch
+            };
+            let (messages, waiters): (Vec<PutMessage>, Vec<PutWaiter>) = batch.into_iter().unzip();
+            match queue.put_messages(messages.clone()).await {
+                Ok(outcomes) => {
+                    for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
+                        let _ = waiter.send(Ok(outcome));
+                    }
+                }
+                // One message's refusal must not fail the others: send each alone to say whose.
+                Err(QueueError::MessageTooLarge { .. } | QueueError::Full { .. }) if messages.len() > 1 => {
+                    for (message, waiter) in messages.into_iter().zip(waiters) {
+                        let outcome = queue.put_messages(vec![message]).await.map(|outcomes| outcomes[0]);
+                        let _ = waiter.send(outcome);
+                    }
+                }
+                Err(error) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //! - `extend` keeps a message invisible past its first visibility timeout.
 //! - After the queue's max attempts the message is in `NAME.dlq` with the history of its attempts.
 //! - A repeated dedup id enqueues nothing and answers the first id.
+//! - Concurrent puts of one client, merged into shared requests, each get their own id, and one
+//!   oversized message among them fails alone.
 //! - A consumer that falls silent (its client is gone without closing its session) gets its
 //!   message returned when its session expires, not at the far longer visibility timeout
 //!   (nats-server#4627): the redelivery's history says the attempt ended with the session.
@@ -122,6 +124,27 @@ async fn nacks_timeouts_and_dead_letters(cluster: &Cluster) -> anyhow::Result<()
     small.create(QueueOptions { max_message_bytes: 8, ..QueueOptions::default() }).await?;
     let too_large = small.put(vec![0u8; 9]).await;
     assert!(matches!(too_large, Err(QueueError::MessageTooLarge { bytes: 9, max: 8, .. })), "{too_large:?}");
+
+    // Concurrent puts of one client are merged into shared requests, yet each gets its own
+    // outcome: one oversized message among them fails alone.
+    let mut puts = tokio::task::JoinSet::new();
+    for n in 0..64usize {
+        let small = small.clone();
+        let body = if n == 17 { vec![b'x'; 9] } else { format!("{n:08}").into_bytes() };
+        puts.spawn(async move { (n, small.put(body).await) });
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    while let Some(joined) = puts.join_next().await {
+        let (n, outcome) = joined?;
+        match (n, outcome) {
+            (17, Err(QueueError::MessageTooLarge { .. })) => {}
+            (17, other) => anyhow::bail!("the oversized concurrent put answered {other:?}"),
+            (n, Ok(id)) => assert!(ids.insert(id), "put {n} got the id {id} of another"),
+            (n, Err(error)) => anyhow::bail!("concurrent put {n} failed: {error}"),
+        }
+    }
+    let stats = small.stats().await?;
+    assert_eq!((stats.depth, stats.put_total), (63, 63), "every other concurrent put is enqueued once: {stats:?}");
     client.close().await;
     other.close().await;
     Ok(())

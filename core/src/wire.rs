@@ -999,6 +999,10 @@ pub struct NodeStatus {
     pub sessions: u64,
     /// Number of keys in the replicated register.
     pub keys: u64,
+    /// Locks held or awaited.
+    pub locks: u64,
+    /// Queues, dead-letter queues included.
+    pub queues: u64,
     /// Peers, with how long ago this node heard from each.
     pub peers: Vec<PeerStatus>,
 }

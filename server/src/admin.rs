@@ -75,6 +75,8 @@ pub fn metrics(node: &Node) -> String {
     gauge("distsync_raft_snapshot_index", "Index covered by the latest snapshot.", status.snapshot);
     gauge("distsync_sessions", "Open client sessions.", status.sessions);
     gauge("distsync_kv_keys", "Keys in the replicated register.", status.keys);
+    gauge("distsync_locks", "Locks held or awaited.", status.locks);
+    gauge("distsync_queues", "Queues, dead-letter queues included.", status.queues);
     let _ = writeln!(
         out,
         "# HELP distsync_peer_last_heard_seconds Seconds since this node last heard from a peer.\n\

@@ -433,13 +433,15 @@ impl Node {
             ServerState::Learner => Role::Learner,
             ServerState::Shutdown => Role::Shutdown,
         };
-        let (applied, digest, sessions, keys) = {
+        let (applied, digest, sessions, keys, locks, queues) = {
             let applied = self.state.applied();
             (
                 applied.last_applied.map(|l| l.index).unwrap_or(0),
                 if digest { applied.machine.digest() } else { 0 },
                 applied.machine.session_count() as u64,
                 applied.machine.key_count() as u64,
+                applied.machine.lock_count() as u64,
+                applied.machine.queue_count() as u64,
             )
         };
         let heard = self.transport.last_heard();
@@ -468,6 +470,8 @@ impl Node {
             state_digest: digest,
             sessions,
             keys,
+            locks,
+            queues,
             peers,
         }
     }

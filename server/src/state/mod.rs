@@ -748,6 +748,49 @@ mod tests {
         machine.check_invariants();
     }
 
+    fn queue_op(session: SessionId, seq: u64, command: Command) -> Op {
+        Op::Write(WriteRequest { session, seq, acked_below: seq, command })
+    }
+
+    #[test]
+    fn an_expired_consumer_gets_its_delivery_returned_and_its_wait_ended_in_the_expiring_entry() {
+        use distsync::wire::{PutMessage, QueueDelivery};
+        let mut machine = StateMachine::default();
+        let consumer = opened(&mut machine, 1, 1_000, 1_000);
+        let producer = opened(&mut machine, 2, 1_000, 60_000);
+        let get = |request, wait_ms| Command::QueueGet {
+            queue: "q".into(),
+            request,
+            max: 1,
+            visibility_ms: Some(600_000),
+            wait_ms,
+            detach: false,
+        };
+        // The consumer waits; the producer's put is handed to it in the put's own entry.
+        let waiting = apply(&mut machine, 3, 1, &at(1_010, queue_op(consumer, 1, get(7, 30_000))));
+        let Ok(Response::Written(CommandResponse::QueueWaiting { revision })) = waiting else { panic!("{waiting:?}") };
+        assert_eq!(machine.queue_await("q", consumer, 7, revision), QueueAwaitOutcome::Pending);
+        let put =
+            Command::QueuePut { queue: "q".into(), messages: vec![PutMessage { body: b"m".to_vec(), dedup_id: None }] };
+        apply(&mut machine, 4, 1, &at(1_020, queue_op(producer, 1, put))).unwrap();
+        assert_eq!(machine.take_touched_sessions(), vec![consumer], "the consumer's node must look");
+        let QueueAwaitOutcome::Delivered(delivered) = machine.queue_await("q", consumer, 7, revision) else {
+            panic!("not delivered")
+        };
+        let [QueueDelivery { attempt: 1, .. }] = &delivered[..] else { panic!("{delivered:?}") };
+        // The consumer starts waiting for a second message, then falls silent past its TTL.
+        let second = apply(&mut machine, 5, 1, &at(1_030, queue_op(consumer, 2, get(8, 30_000))));
+        let Ok(Response::Written(CommandResponse::QueueWaiting { revision: second })) = second else { panic!() };
+        apply(&mut machine, 6, 1, &at(2_100, Op::Tick)).unwrap();
+        assert_eq!(machine.queue_await("q", consumer, 8, second), QueueAwaitOutcome::SessionEnded);
+        // The delivery came back at once, not after its 10-minute visibility timeout.
+        let other = opened(&mut machine, 7, 2_100, 60_000);
+        let again = apply(&mut machine, 8, 1, &at(2_110, queue_op(other, 1, get(1, 0))));
+        let Ok(Response::Written(CommandResponse::QueueDelivered { deliveries })) = again else { panic!("{again:?}") };
+        assert_eq!((deliveries[0].id, deliveries[0].attempt), (delivered[0].id, 2));
+        machine.check_invariants();
+    }
+
     #[test]
     fn a_timed_wait_ends_by_leader_time_and_a_cancel_releases_a_grant_nobody_saw() {
         let mut machine = StateMachine::default();

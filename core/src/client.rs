@@ -387,6 +387,15 @@ impl Client {
         batchers.entry(queue.to_string()).or_default().clone()
     }
 
+    /// Forgets the batcher of `queue` if it is `batcher` and idle, so that a client putting into
+    /// many queues keeps only the batchers in use.
+    pub(crate) fn forget_put_batcher(&self, queue: &str, batcher: &Arc<crate::queue::PutBatcher>) {
+        let mut batchers = self.inner.put_batchers.lock().expect("batchers lock");
+        if batchers.get(queue).is_some_and(|current| Arc::ptr_eq(current, batcher) && current.is_idle()) {
+            batchers.remove(queue);
+        }
+    }
+
     /// (actor, lock) of every live lock guard of this client.
     pub(crate) fn inner_holds(&self) -> &Mutex<std::collections::HashSet<(u64, String)>> {
         &self.inner.holds

@@ -572,6 +572,12 @@ impl PutBatcher {
         answered.await.map_err(|_| QueueError::Unavailable { reason: "the client is shutting down".into() })?
     }
 
+    /// Whether no put is pending or being sent.
+    pub(crate) fn is_idle(&self) -> bool {
+        let pending = self.state.lock().expect("batcher lock");
+        pending.senders == 0 && pending.messages.is_empty()
+    }
+
     /// Sends what is pending, request after request, until nothing is left (one of the senders).
     async fn send_all(batcher: Arc<PutBatcher>, queue: Queue) {
         loop {
@@ -589,6 +595,11 @@ impl PutBatcher {
                 }
                 if batch.is_empty() {
                     pending.senders -= 1;
+                    let idle = pending.senders == 0;
+                    drop(pending);
+                    if idle {
+                        queue.client.forget_put_batcher(&queue.name, &batcher);
+                    }
                     return;
                 }
                 batch

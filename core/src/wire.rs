@@ -495,7 +495,8 @@ pub fn validate_visibility(visibility_ms: u64) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Checks a queue name: 1 to [`QUEUE_NAME_BYTES_MAX`] bytes, no control characters or spaces.
+/// Checks a queue name: 1 to [`QUEUE_NAME_BYTES_MAX`] bytes (plus [`DEAD_LETTER_SUFFIX`], so that
+/// every queue's dead-letter queue can be named), no control characters or spaces.
 ///
 /// # Errors
 ///
@@ -506,7 +507,11 @@ pub fn validate_queue_name(name: &str) -> Result<(), ServerError> {
     }
     if name.len() > QUEUE_NAME_BYTES_MAX + DEAD_LETTER_SUFFIX.len() {
         return Err(ServerError::InvalidArgument {
-            reason: format!("queue name is {} bytes, the maximum is {QUEUE_NAME_BYTES_MAX}", name.len()),
+            reason: format!(
+                "queue name is {} bytes, the maximum is {QUEUE_NAME_BYTES_MAX} (plus the `{DEAD_LETTER_SUFFIX}` suffix of a \
+                 dead-letter queue)",
+                name.len()
+            ),
         });
     }
     if name.chars().any(|c| c.is_control() || c.is_whitespace()) {

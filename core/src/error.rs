@@ -54,6 +54,13 @@ pub enum ServerError {
     /// A queue request was refused; see [`QueueRefusal`].
     #[error(transparent)]
     Queue(QueueRefusal),
+    /// The cluster is at one of its limits (keys, pending write-backs); nothing was changed.
+    /// Free something (delete keys, ack messages) or wait for the backlog to drain, then retry.
+    #[error("limit reached: {reason}; nothing was changed")]
+    LimitReached {
+        /// Which limit.
+        reason: String,
+    },
     /// Fault injection was asked of a node not started with `--enable-fault-injection`.
     #[error("fault injection is disabled on this node; start it with --enable-fault-injection (tests only)")]
     FaultInjectionDisabled,

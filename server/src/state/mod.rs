@@ -11,12 +11,14 @@
 //!
 //! Layout: [`sessions`] (leases and the exactly-once response cache), [`kv`] (the replicated
 //! register), [`locks`] (locks, their queues and the wait-for graph), [`queues`] (durable FIFO
-//! queues). The cache directory joins them as a sibling.
+//! queues), [`cache`] (the cache directory: versions and pending write-backs; not yet wired to
+//! commands).
 //!
 //! Fencing tokens are revisions too: every grant takes a fresh one, so tokens increase per lock
 //! across leader changes, and a token says where in the log the grant happened. Message ids and
 //! delivery tags are fresh revisions as well.
 
+pub mod cache;
 pub mod kv;
 pub mod locks;
 pub mod queues;

@@ -261,6 +261,20 @@ pub enum Command {
         /// The new visibility timeout, counted from the leader's clock when applied.
         visibility_ms: u64,
     },
+    /// Set a cache key (the value goes to Redis by write-back; the directory holds it meanwhile).
+    CacheSet {
+        /// The key, at most [`KEY_BYTES_MAX`] bytes.
+        key: Vec<u8>,
+        /// The value, at most [`VALUE_BYTES_MAX`] bytes.
+        value: Vec<u8>,
+        /// Time to live from the leader's stamp, at most [`CACHE_TTL_MS_MAX`]; none: no expiry.
+        ttl_ms: Option<u64>,
+    },
+    /// Delete a cache key.
+    CacheDelete {
+        /// The key.
+        key: Vec<u8>,
+    },
     /// Give up a get whose caller stopped waiting: ends its wait, and makes any messages delivered
     /// to it deliverable again without counting that attempt (the caller never saw them).
     QueueCancel {
@@ -522,6 +536,9 @@ pub fn validate_queue_name(name: &str) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Longest cache TTL: a year.
+pub const CACHE_TTL_MS_MAX: u64 = 365 * 24 * 3600 * 1000;
+
 /// Largest lock name, in bytes: names are identifiers, not data.
 pub const LOCK_NAME_BYTES_MAX: usize = 1024;
 
@@ -744,6 +761,22 @@ impl Command {
                 validate_visibility(*visibility_ms)
             }
             Command::QueueDelete { queue } | Command::QueueCancel { queue, .. } => validate_queue_name(queue),
+            Command::CacheSet { key, value, ttl_ms } => {
+                validate_key(key)?;
+                if value.len() > VALUE_BYTES_MAX {
+                    return Err(ServerError::InvalidArgument {
+                        reason: format!("value is {} bytes, the maximum is {VALUE_BYTES_MAX}", value.len()),
+                    });
+                }
+                match ttl_ms {
+                    Some(0) => Err(ServerError::InvalidArgument { reason: "a TTL of 0 expires at once".into() }),
+                    Some(ms) if *ms > CACHE_TTL_MS_MAX => Err(ServerError::InvalidArgument {
+                        reason: format!("TTL of {ms} ms exceeds {CACHE_TTL_MS_MAX} ms; set no TTL instead"),
+                    }),
+                    _ => Ok(()),
+                }
+            }
+            Command::CacheDelete { key } => validate_key(key),
         }
     }
 }
@@ -895,6 +928,16 @@ pub enum CommandResponse {
     QueueExtended {
         /// Leader time at which it becomes visible again.
         visible_at_ms: u64,
+    },
+    /// The cache key is set.
+    CacheSet {
+        /// The write's version (its revision).
+        version: u64,
+    },
+    /// The cache key is gone.
+    CacheDeleted {
+        /// Whether it was live.
+        existed: bool,
     },
     /// The get was given up.
     QueueCancelled {

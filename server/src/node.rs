@@ -493,7 +493,7 @@ fn forwardable(op: Op) -> Option<Request> {
         Op::OpenSession { ttl_ms } => Some(Request::OpenSession { ttl_ms }),
         Op::KeepAlive { session } => Some(Request::KeepAlive { session }),
         Op::Write(write) => Some(Request::Write(write)),
-        Op::Tick => None,
+        Op::Tick | Op::CacheWrittenBack { .. } => None,
     }
 }
 

@@ -31,6 +31,7 @@ use distsync::wire::{
 use distsync::{ServerError, SessionId};
 use serde::{Deserialize, Serialize};
 
+use self::cache::CacheDirectory;
 use self::kv::KvRegister;
 use self::locks::{AcquireOutcome, LockEvent, Locks, Wait};
 use self::queues::{AwaitState, GetOutcome, Queues};
@@ -66,6 +67,11 @@ pub enum Op {
     Write(WriteRequest),
     /// Proposed by an idle leader so that time advances and leases expire.
     Tick,
+    /// Proposed by the leader's write-back worker: Redis holds these (key, version) pairs.
+    CacheWrittenBack {
+        /// Keys and the versions stored.
+        written: Vec<(Vec<u8>, u64)>,
+    },
 }
 
 impl Op {
@@ -74,6 +80,10 @@ impl Op {
         match self {
             Op::Write(WriteRequest { command: Command::KvPut { key, value }, .. }) => 64 + key.len() + value.len(),
             Op::Write(WriteRequest { command: Command::KvDelete { key }, .. }) => 64 + key.len(),
+            Op::Write(WriteRequest { command: Command::CacheSet { key, value, .. }, .. }) => {
+                64 + key.len() + value.len()
+            }
+            Op::CacheWrittenBack { written } => 64 + written.iter().map(|(key, _)| 16 + key.len()).sum::<usize>(),
             Op::Write(WriteRequest { command: Command::QueuePut { messages, .. }, .. }) => {
                 64 + messages.iter().map(|m| 16 + m.body.len()).sum::<usize>()
             }
@@ -100,6 +110,7 @@ pub struct StateMachine {
     kv: KvRegister,
     locks: Locks,
     queues: Queues,
+    cache: CacheDirectory,
     /// Sessions whose locks or queue gets changed in the entries applied since the last
     /// [`StateMachine::take_touched_sessions`]: whoever waits on their behalf should look again.
     /// Not replicated state.
@@ -136,6 +147,7 @@ impl StateMachine {
         let revision = &mut self.revision;
         self.locks.expire_waits(self.now_ms, &mut || next(revision), &mut events);
         self.queues.expire(self.now_ms, &mut || next(revision), &mut self.touched);
+        self.cache.expire(self.now_ms, &mut || next(revision));
         self.note_events(&events);
         command
             .ops
@@ -181,6 +193,12 @@ impl StateMachine {
             Op::KeepAlive { session } => self.sessions.keep_alive(*session, self.now_ms).map(|()| Response::KeptAlive),
             Op::Write(write) => self.apply_write(revision, write).map(Response::Written),
             Op::Tick => Ok(Response::Done),
+            Op::CacheWrittenBack { written } => {
+                for (key, version) in written {
+                    self.cache.written_back(key, *version);
+                }
+                Ok(Response::Done)
+            }
         }
     }
 
@@ -208,7 +226,7 @@ impl StateMachine {
                 }
             }
             Op::OpenSession { .. } => self.sessions.check_session(self.revision),
-            Op::Tick => {}
+            Op::Tick | Op::CacheWrittenBack { .. } => {}
         }
     }
 
@@ -250,6 +268,14 @@ impl StateMachine {
                 Ok(CommandResponse::KvPut { version: revision })
             }
             Command::KvDelete { key } => Ok(CommandResponse::KvDelete { existed: self.kv.delete(key) }),
+            Command::CacheSet { key, value, ttl_ms } => {
+                let expires_at_ms = ttl_ms.map(|ttl| self.now_ms.saturating_add(ttl));
+                self.cache.set(key, value, revision, expires_at_ms)?;
+                Ok(CommandResponse::CacheSet { version: revision })
+            }
+            Command::CacheDelete { key } => {
+                Ok(CommandResponse::CacheDeleted { existed: self.cache.delete(key, revision) })
+            }
             Command::CloseSession => {
                 self.sessions.close(session);
                 let mut events = Vec::new();
@@ -457,10 +483,20 @@ impl StateMachine {
     /// The earliest leader time at which a lock wait or a session lease ends, if any: the leader
     /// proposes a tick once its clock passes it.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        [self.locks.next_deadline_ms(), self.sessions.next_expiry_ms(), self.queues.next_deadline_ms()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.locks.next_deadline_ms(),
+            self.sessions.next_expiry_ms(),
+            self.queues.next_deadline_ms(),
+            self.cache.next_expiry_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The cache directory.
+    pub fn cache(&self) -> &CacheDirectory {
+        &self.cache
     }
 
     /// Queues, including dead-letter queues.
@@ -496,6 +532,7 @@ impl StateMachine {
             assert!(self.sessions.contains(session), "session {session} holds or awaits a lock but is not open");
         }
         self.queues.check_invariants();
+        self.cache.check_invariants(self.revision);
         for session in self.queues.sessions() {
             assert!(self.sessions.contains(session), "session {session} waits on or holds a delivery but is not open");
         }
@@ -790,6 +827,38 @@ mod tests {
         let again = apply(&mut machine, 8, 1, &at(2_110, queue_op(other, 1, get(1, 0))));
         let Ok(Response::Written(CommandResponse::QueueDelivered { deliveries })) = again else { panic!("{again:?}") };
         assert_eq!((deliveries[0].id, deliveries[0].attempt), (delivered[0].id, 2));
+        machine.check_invariants();
+    }
+
+    #[test]
+    fn cache_writes_stay_pending_until_written_back_and_expire_at_one_log_position() {
+        use self::cache::DirectoryRead;
+        let mut machine = StateMachine::default();
+        let session = opened(&mut machine, 1, 1_000, 60_000);
+        let set = |seq, key: &str, ttl_ms| {
+            queue_op(session, seq, Command::CacheSet { key: key.into(), value: b"v".to_vec(), ttl_ms })
+        };
+        let Ok(Response::Written(CommandResponse::CacheSet { version })) =
+            apply(&mut machine, 2, 1, &at(1_000, set(1, "user:1", None)))
+        else {
+            panic!("not set")
+        };
+        assert_eq!(machine.cache().read(b"user:1"), DirectoryRead::Pending { version, value: b"v" });
+        apply(&mut machine, 3, 1, &at(1_001, Op::CacheWrittenBack { written: vec![(b"user:1".to_vec(), version)] }))
+            .unwrap();
+        assert_eq!(machine.cache().read(b"user:1"), DirectoryRead::Stored { version });
+        apply(&mut machine, 4, 1, &at(1_002, set(2, "session:9", Some(500)))).unwrap();
+        assert_eq!(machine.next_deadline_ms(), Some(1_502), "the leader ticks when the TTL passes");
+        apply(&mut machine, 5, 1, &at(1_502, Op::Tick)).unwrap();
+        assert!(matches!(machine.cache().read(b"session:9"), DirectoryRead::Pending { .. }), "inclusive");
+        apply(&mut machine, 6, 1, &at(1_503, Op::Tick)).unwrap();
+        assert_eq!(machine.cache().read(b"session:9"), DirectoryRead::Absent);
+        let delete = queue_op(session, 3, Command::CacheDelete { key: b"user:1".to_vec() });
+        assert_eq!(
+            apply(&mut machine, 7, 1, &at(1_504, delete)),
+            Ok(Response::Written(CommandResponse::CacheDeleted { existed: true }))
+        );
+        assert_eq!(machine.cache().read(b"user:1"), DirectoryRead::Absent);
         machine.check_invariants();
     }
 

@@ -419,7 +419,10 @@ impl Queue {
     /// [`QueueError::StaleTag`] naming the first delivery that was not current (the others were
     /// acked); [`QueueError::NoSuchQueue`]; [`QueueError::Unavailable`].
     pub async fn ack_all(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
-        let tags: Vec<u64> = deliveries.iter().map(|d| d.tag).collect();
+        self.ack_tags(deliveries.iter().map(|d| d.tag).collect()).await
+    }
+
+    async fn ack_tags(&self, tags: Vec<u64>) -> Result<(), QueueError> {
         match self.write(Command::QueueAck { queue: self.name.clone(), tags }).await? {
             CommandResponse::QueueAcked { stale } => self.refuse_stale(&stale),
             other => Err(unexpected_answer(&other)),
@@ -432,8 +435,7 @@ impl Queue {
     ///
     /// As [`Queue::ack_all`].
     pub async fn nack_all(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
-        let tags: Vec<u64> = deliveries.iter().map(|d| d.tag).collect();
-        self.nack_tags(tags).await
+        self.nack_tags(deliveries.iter().map(|d| d.tag).collect()).await
     }
 
     async fn nack_tags(&self, tags: Vec<u64>) -> Result<(), QueueError> {
@@ -449,10 +451,7 @@ impl Queue {
     ///
     /// As [`Delivery::ack`].
     pub async fn ack_tag(&self, tag: u64) -> Result<(), QueueError> {
-        match self.write(Command::QueueAck { queue: self.name.clone(), tags: vec![tag] }).await? {
-            CommandResponse::QueueAcked { stale } => self.refuse_stale(&stale),
-            other => Err(unexpected_answer(&other)),
-        }
+        self.ack_tags(vec![tag]).await
     }
 
     /// Nacks the delivery `tag`.
@@ -550,10 +549,7 @@ struct Pending {
 impl PutBatcher {
     async fn put(queue: &Queue, message: PutMessage) -> Result<PutOutcome, QueueError> {
         // Refuse what the cluster would refuse before it can fail a merged request.
-        let command = Command::QueuePut { queue: queue.name.clone(), messages: vec![message] };
-        command.validate().map_err(ClientError::from)?;
-        let Command::QueuePut { messages, .. } = command else { unreachable!("built above") };
-        let message = messages.into_iter().next().expect("one message");
+        crate::wire::validate_queue_name(&queue.name).and_then(|()| message.validate()).map_err(ClientError::from)?;
         let batcher = queue.client.put_batcher(&queue.name);
         let (answer, answered) = tokio::sync::oneshot::channel();
         let start = {

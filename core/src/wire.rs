@@ -295,6 +295,27 @@ pub struct PutMessage {
     pub dedup_id: Option<String>,
 }
 
+impl PutMessage {
+    /// Checks the body against [`QUEUE_MESSAGE_BYTES_MAX`] and the dedup id's length.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::InvalidArgument`] saying which limit.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        if self.body.len() > QUEUE_MESSAGE_BYTES_MAX {
+            return Err(ServerError::InvalidArgument {
+                reason: format!("message is {} bytes, the maximum is {QUEUE_MESSAGE_BYTES_MAX}", self.body.len()),
+            });
+        }
+        match &self.dedup_id {
+            Some(id) if id.is_empty() || id.len() > QUEUE_DEDUP_ID_BYTES_MAX => Err(ServerError::InvalidArgument {
+                reason: format!("dedup id is {} bytes; it must be 1..={QUEUE_DEDUP_ID_BYTES_MAX}", id.len()),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The outcome of one message of a put.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutOutcome {
@@ -717,27 +738,7 @@ impl Command {
             Command::QueuePut { queue, messages } => {
                 validate_queue_name(queue)?;
                 validate_batch("put", messages.len())?;
-                for message in messages {
-                    if message.body.len() > QUEUE_MESSAGE_BYTES_MAX {
-                        return Err(ServerError::InvalidArgument {
-                            reason: format!(
-                                "message is {} bytes, the maximum is {QUEUE_MESSAGE_BYTES_MAX}",
-                                message.body.len()
-                            ),
-                        });
-                    }
-                    if let Some(id) = &message.dedup_id {
-                        if id.is_empty() || id.len() > QUEUE_DEDUP_ID_BYTES_MAX {
-                            return Err(ServerError::InvalidArgument {
-                                reason: format!(
-                                    "dedup id is {} bytes; it must be 1..={QUEUE_DEDUP_ID_BYTES_MAX}",
-                                    id.len()
-                                ),
-                            });
-                        }
-                    }
-                }
-                Ok(())
+                messages.iter().try_for_each(PutMessage::validate)
             }
             Command::QueueGet { queue, max, visibility_ms, wait_ms, .. } => {
                 validate_queue_name(queue)?;

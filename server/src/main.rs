@@ -393,9 +393,8 @@ async fn lock_command(client: &Client, command: LockCommand) -> anyhow::Result<E
             if shared {
                 request = request.shared();
             }
-            if let Some(seconds) = timeout {
-                anyhow::ensure!(seconds.is_finite() && seconds >= 0.0, "--timeout must be a number of seconds");
-                request = request.timeout(Duration::from_secs_f64(seconds));
+            if let Some(timeout) = timeout {
+                request = request.timeout(seconds(timeout, "--timeout")?);
             }
             // Ctrl-C while waiting: give up the wait (closing the session withdraws it).
             let acquired = tokio::select! {
@@ -548,6 +547,11 @@ fn forward_signal(child: &tokio::process::Child, signal: libc::c_int) {
             libc::kill(pid as libc::pid_t, signal);
         }
     }
+}
+
+/// A command-line number of seconds as a duration; negative, NaN or huge values are refused.
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds"))
 }
 
 fn tls(ca: Option<&std::path::Path>) -> anyhow::Result<ClientTls> {

@@ -2,12 +2,13 @@
 
 use std::io::{Read as _, Write as _};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
 use distsync::wire::QueueStats;
 use distsync::{Client, Delivery, QueueOptions};
+
+use crate::seconds;
 
 #[derive(Subcommand)]
 pub enum QueueCommand {
@@ -123,10 +124,6 @@ pub enum QueueCommand {
         /// The queue.
         name: String,
     },
-}
-
-fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value).map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds"))
 }
 
 fn millis(value: f64, flag: &str) -> anyhow::Result<u64> {

@@ -182,11 +182,7 @@ async fn session_end_and_push(cluster: &Cluster) -> anyhow::Result<()> {
     let producer = cluster.client_for(&[1]).await?;
     let waiting = tokio::spawn({
         let queue = consumer.queue("push");
-        async move {
-            let started = Instant::now();
-            let delivery = queue.get(Duration::from_secs(60)).await;
-            (delivery, started.elapsed())
-        }
+        async move { queue.get(Duration::from_secs(60)).await }
     });
     // Wait until the get is registered in the cluster, so the put finds it waiting.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -200,10 +196,8 @@ async fn session_end_and_push(cluster: &Cluster) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let id = producer.queue("push").put("hello").await?;
-    let (delivery, waited) = waiting.await?;
-    let delivery = delivery?.context("the waiting get returned empty although a message was put")?;
+    let delivery = waiting.await??.context("the waiting get returned empty although a message was put")?;
     assert_eq!((delivery.id, &delivery.body[..]), (id, &b"hello"[..]));
-    assert!(waited < Duration::from_secs(60), "the get waited its whole limit");
     delivery.ack().await?;
 
     // A batch put is one entry and comes back in order from a batched get.

@@ -715,7 +715,7 @@ mod tests {
         assert_ne!(left.digest(), right.digest(), "the applied index is part of the state");
     }
 
-    fn lock_op(session: SessionId, seq: u64, command: Command) -> Op {
+    fn write_op(session: SessionId, seq: u64, command: Command) -> Op {
         Op::Write(WriteRequest { session, seq, acked_below: seq, command })
     }
 
@@ -728,11 +728,11 @@ mod tests {
         let mut machine = StateMachine::default();
         let holder = opened(&mut machine, 1, 1_000, 1_000);
         let waiter = opened(&mut machine, 2, 1_000, 60_000);
-        let granted = apply(&mut machine, 3, 1, &at(1_010, lock_op(holder, 1, acquire("L", 7, LockWait::Forever))));
+        let granted = apply(&mut machine, 3, 1, &at(1_010, write_op(holder, 1, acquire("L", 7, LockWait::Forever))));
         let Ok(Response::Written(CommandResponse::LockGranted { token: first })) = granted else {
             panic!("{granted:?}")
         };
-        let queued = apply(&mut machine, 4, 1, &at(1_020, lock_op(waiter, 1, acquire("L", 9, LockWait::Forever))));
+        let queued = apply(&mut machine, 4, 1, &at(1_020, write_op(waiter, 1, acquire("L", 9, LockWait::Forever))));
         let Ok(Response::Written(CommandResponse::LockQueued { revision, ahead: 0 })) = queued else {
             panic!("{queued:?}")
         };
@@ -752,7 +752,7 @@ mod tests {
             &mut machine,
             6,
             1,
-            &at(2_510, lock_op(holder, 2, Command::LockRelease { name: "L".into(), actor: 7, token: first })),
+            &at(2_510, write_op(holder, 2, Command::LockRelease { name: "L".into(), actor: 7, token: first })),
         );
         assert_eq!(stale, Err(ServerError::SessionExpired { session: holder }));
         machine.check_invariants();
@@ -764,17 +764,17 @@ mod tests {
         let holder = opened(&mut machine, 1, 1_000, 60_000);
         let waiter = opened(&mut machine, 2, 1_000, 1_000);
         let Ok(Response::Written(CommandResponse::LockGranted { token })) =
-            apply(&mut machine, 3, 1, &at(1_000, lock_op(holder, 1, acquire("L", 1, LockWait::Forever))))
+            apply(&mut machine, 3, 1, &at(1_000, write_op(holder, 1, acquire("L", 1, LockWait::Forever))))
         else {
             panic!("not granted")
         };
         let Ok(Response::Written(CommandResponse::LockQueued { revision, .. })) =
-            apply(&mut machine, 4, 1, &at(1_000, lock_op(waiter, 1, acquire("L", 2, LockWait::Forever))))
+            apply(&mut machine, 4, 1, &at(1_000, write_op(waiter, 1, acquire("L", 2, LockWait::Forever))))
         else {
             panic!("not queued")
         };
         // The release arrives in an entry stamped after the waiter's lease ended (etcd-io/etcd#11456).
-        let release = lock_op(holder, 2, Command::LockRelease { name: "L".into(), actor: 1, token });
+        let release = write_op(holder, 2, Command::LockRelease { name: "L".into(), actor: 1, token });
         assert_eq!(
             apply(&mut machine, 5, 1, &at(2_001, release)),
             Ok(Response::Written(CommandResponse::LockReleased))
@@ -785,10 +785,6 @@ mod tests {
         );
         assert_eq!(machine.lock_count(), 0, "nobody holds the lock");
         machine.check_invariants();
-    }
-
-    fn queue_op(session: SessionId, seq: u64, command: Command) -> Op {
-        Op::Write(WriteRequest { session, seq, acked_below: seq, command })
     }
 
     #[test]
@@ -806,25 +802,25 @@ mod tests {
             detach: false,
         };
         // The consumer waits; the producer's put is handed to it in the put's own entry.
-        let waiting = apply(&mut machine, 3, 1, &at(1_010, queue_op(consumer, 1, get(7, 30_000))));
+        let waiting = apply(&mut machine, 3, 1, &at(1_010, write_op(consumer, 1, get(7, 30_000))));
         let Ok(Response::Written(CommandResponse::QueueWaiting { revision })) = waiting else { panic!("{waiting:?}") };
         assert_eq!(machine.queue_await("q", consumer, 7, revision), QueueAwaitOutcome::Pending);
         let put =
             Command::QueuePut { queue: "q".into(), messages: vec![PutMessage { body: b"m".to_vec(), dedup_id: None }] };
-        apply(&mut machine, 4, 1, &at(1_020, queue_op(producer, 1, put))).unwrap();
+        apply(&mut machine, 4, 1, &at(1_020, write_op(producer, 1, put))).unwrap();
         assert_eq!(machine.take_touched_sessions(), vec![consumer], "the consumer's node must look");
         let QueueAwaitOutcome::Delivered(delivered) = machine.queue_await("q", consumer, 7, revision) else {
             panic!("not delivered")
         };
         let [QueueDelivery { attempt: 1, .. }] = &delivered[..] else { panic!("{delivered:?}") };
         // The consumer starts waiting for a second message, then falls silent past its TTL.
-        let second = apply(&mut machine, 5, 1, &at(1_030, queue_op(consumer, 2, get(8, 30_000))));
+        let second = apply(&mut machine, 5, 1, &at(1_030, write_op(consumer, 2, get(8, 30_000))));
         let Ok(Response::Written(CommandResponse::QueueWaiting { revision: second })) = second else { panic!() };
         apply(&mut machine, 6, 1, &at(2_100, Op::Tick)).unwrap();
         assert_eq!(machine.queue_await("q", consumer, 8, second), QueueAwaitOutcome::SessionEnded);
         // The delivery came back at once, not after its 10-minute visibility timeout.
         let other = opened(&mut machine, 7, 2_100, 60_000);
-        let again = apply(&mut machine, 8, 1, &at(2_110, queue_op(other, 1, get(1, 0))));
+        let again = apply(&mut machine, 8, 1, &at(2_110, write_op(other, 1, get(1, 0))));
         let Ok(Response::Written(CommandResponse::QueueDelivered { deliveries })) = again else { panic!("{again:?}") };
         assert_eq!((deliveries[0].id, deliveries[0].attempt), (delivered[0].id, 2));
         machine.check_invariants();
@@ -836,7 +832,7 @@ mod tests {
         let mut machine = StateMachine::default();
         let session = opened(&mut machine, 1, 1_000, 60_000);
         let set = |seq, key: &str, ttl_ms| {
-            queue_op(session, seq, Command::CacheSet { key: key.into(), value: b"v".to_vec(), ttl_ms })
+            write_op(session, seq, Command::CacheSet { key: key.into(), value: b"v".to_vec(), ttl_ms })
         };
         let Ok(Response::Written(CommandResponse::CacheSet { version })) =
             apply(&mut machine, 2, 1, &at(1_000, set(1, "user:1", None)))
@@ -853,7 +849,7 @@ mod tests {
         assert!(matches!(machine.cache().read(b"session:9"), DirectoryRead::Pending { .. }), "inclusive");
         apply(&mut machine, 6, 1, &at(1_503, Op::Tick)).unwrap();
         assert_eq!(machine.cache().read(b"session:9"), DirectoryRead::Absent);
-        let delete = queue_op(session, 3, Command::CacheDelete { key: b"user:1".to_vec() });
+        let delete = write_op(session, 3, Command::CacheDelete { key: b"user:1".to_vec() });
         assert_eq!(
             apply(&mut machine, 7, 1, &at(1_504, delete)),
             Ok(Response::Written(CommandResponse::CacheDeleted { existed: true }))
@@ -868,12 +864,12 @@ mod tests {
         let a = opened(&mut machine, 1, 1_000, 60_000);
         let b = opened(&mut machine, 2, 1_000, 60_000);
         let Ok(Response::Written(CommandResponse::LockGranted { token })) =
-            apply(&mut machine, 3, 1, &at(1_000, lock_op(a, 1, acquire("L", 1, LockWait::Forever))))
+            apply(&mut machine, 3, 1, &at(1_000, write_op(a, 1, acquire("L", 1, LockWait::Forever))))
         else {
             panic!("not granted")
         };
         let Ok(Response::Written(CommandResponse::LockQueued { revision, .. })) =
-            apply(&mut machine, 4, 1, &at(1_000, lock_op(b, 1, acquire("L", 2, LockWait::TimeoutMs(500)))))
+            apply(&mut machine, 4, 1, &at(1_000, write_op(b, 1, acquire("L", 2, LockWait::TimeoutMs(500)))))
         else {
             panic!("not queued")
         };
@@ -885,14 +881,14 @@ mod tests {
         // b asks again, is granted on a's release, but gave up waiting before it learned of it:
         // its cancel releases the grant.
         let Ok(Response::Written(CommandResponse::LockQueued { revision, .. })) =
-            apply(&mut machine, 7, 1, &at(1_600, lock_op(b, 2, acquire("L", 2, LockWait::Forever))))
+            apply(&mut machine, 7, 1, &at(1_600, write_op(b, 2, acquire("L", 2, LockWait::Forever))))
         else {
             panic!("not queued")
         };
-        let release = lock_op(a, 2, Command::LockRelease { name: "L".into(), actor: 1, token });
+        let release = write_op(a, 2, Command::LockRelease { name: "L".into(), actor: 1, token });
         apply(&mut machine, 8, 1, &at(1_700, release)).unwrap();
         assert!(matches!(machine.lock_await("L", owner_b, revision), LockAwaitOutcome::Granted { .. }));
-        let cancel = lock_op(
+        let cancel = write_op(
             b,
             3,
             Command::LockCancel { name: "L".into(), actor: 2, queued_revision: revision, upgrade: false },

@@ -13,8 +13,8 @@ use crate::error::{ClientError, ServerError};
 use crate::pool::{exchange, ConnectionPool};
 use crate::tls::{ClientTls, SERVER_NAME};
 use crate::wire::{
-    encode_frame, Command, CommandResponse, LeaderInfo, NodeId, NodeStatus, Query, QueryResponse, Reply, Request,
-    Response, SessionId, WriteRequest, SESSION_TTL_MAX, SESSION_TTL_MIN,
+    encode_frame, CacheKeyView, CacheNodeStats, Command, CommandResponse, LeaderInfo, NodeId, NodeStatus, Query,
+    QueryResponse, Reply, Request, Response, SessionId, WriteRequest, SESSION_TTL_MAX, SESSION_TTL_MIN,
 };
 
 /// How a [`Client`] behaves; every field has a sensible default.
@@ -37,6 +37,7 @@ pub struct ClientOptions {
     session_ttl: Duration,
     request_timeout: Duration,
     attempt_timeout: Duration,
+    home: Option<String>,
 }
 
 impl ClientOptions {
@@ -52,7 +53,17 @@ impl ClientOptions {
             session_ttl: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(3),
+            home: None,
         }
+    }
+
+    /// The node this client sends cache requests to, one of the endpoints. Each node keeps its
+    /// own cache, so a client that stays with one node finds its copies there (including those
+    /// of values it wrote). Default: an endpoint picked at random, which spreads many clients
+    /// over the cluster. When the home node fails, the client moves to the next endpoint.
+    pub fn home(mut self, endpoint: impl AsRef<str>) -> Self {
+        self.home = Some(endpoint.as_ref().to_string());
+        self
     }
 
     /// How long the cluster keeps this client's session (and later its locks) after the client
@@ -103,6 +114,8 @@ struct Inner {
     addresses: Vec<SocketAddr>,
     options: ClientOptions,
     leader: Mutex<Option<SocketAddr>>,
+    /// Index in `addresses` of the node cache requests go to.
+    home: AtomicUsize,
     connections: ConnectionPool<SocketAddr>,
     rotation: AtomicUsize,
     jitter: AtomicU64,
@@ -218,12 +231,22 @@ impl Client {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x9e37_79b9_7f4a_7c15)
             | 1;
+        let home = match &options.home {
+            Some(endpoint) => {
+                let address = parse_address(endpoint)?;
+                addresses.iter().position(|a| *a == address).ok_or_else(|| ClientError::Config {
+                    reason: format!("home node {endpoint} is not among the endpoints; list it there too"),
+                })?
+            }
+            None => (seed >> 7) as usize % addresses.len(),
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoint,
                 addresses,
                 options,
                 leader: Mutex::new(None),
+                home: AtomicUsize::new(home),
                 connections: ConnectionPool::default(),
                 rotation: AtomicUsize::new(0),
                 jitter: AtomicU64::new(seed),
@@ -293,6 +316,34 @@ impl Client {
         }
     }
 
+    /// One node's view of a cache key: the directory entry and the node's own copy with its
+    /// MESI state (`distsync cache show`).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidArgument`] for a bad key; [`ClientError::Unavailable`] when the
+    /// node does not answer in time.
+    pub async fn cache_show_on(&self, endpoint: &str, key: impl AsRef<[u8]>) -> Result<CacheKeyView, ClientError> {
+        let address = parse_address(endpoint)?;
+        match self.ask_node(address, &Request::CacheShow { key: key.as_ref().to_vec() }).await? {
+            Response::CacheShow(view) => Ok(*view),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One node's cache counters and contents (`distsync cache stats`).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unavailable`] when the node does not answer in time.
+    pub async fn cache_stats_on(&self, endpoint: &str) -> Result<CacheNodeStats, ClientError> {
+        let address = parse_address(endpoint)?;
+        match self.ask_node(address, &Request::CacheStats).await? {
+            Response::CacheStats(stats) => Ok(*stats),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Test-only fault injection: makes one node silently drop Raft traffic to and from `peers`
     /// (an empty list heals). Refused by nodes not started with `--enable-fault-injection`.
     ///
@@ -343,6 +394,16 @@ impl Client {
         command: Command,
         deadline: Instant,
     ) -> Result<(SessionId, CommandResponse), ClientError> {
+        self.write_in_session_via(command, deadline, Route::Leader).await
+    }
+
+    /// Like `write_in_session`, sent along `route`.
+    pub(crate) async fn write_in_session_via(
+        &self,
+        command: Command,
+        deadline: Instant,
+        route: Route,
+    ) -> Result<(SessionId, CommandResponse), ClientError> {
         command.validate()?;
         let session = self.ensure_session(deadline).await?;
         let (seq, acked_below) = {
@@ -354,7 +415,7 @@ impl Client {
             (seq, acked_below)
         };
         let request = Request::Write(WriteRequest { session, seq, acked_below, command });
-        let result = self.call(&request, deadline).await;
+        let result = self.call_via(&request, deadline, self.inner.options.attempt_timeout, route).await;
         self.inner.session.lock().expect("session lock").outstanding.remove(&seq);
         match result {
             Ok(Response::Written(response)) => Ok((session, response)),
@@ -507,6 +568,18 @@ impl Client {
         deadline: Instant,
         attempt_timeout: Duration,
     ) -> Result<Response, ClientError> {
+        self.call_via(request, deadline, attempt_timeout, Route::Leader).await
+    }
+
+    /// Sends a request along `route`, retrying as [`Client::call_with`] does; a home node that
+    /// fails is replaced by the next endpoint.
+    pub(crate) async fn call_via(
+        &self,
+        request: &Request,
+        deadline: Instant,
+        attempt_timeout: Duration,
+        route: Route,
+    ) -> Result<Response, ClientError> {
         let frame = encode_frame(request).map_err(|e| ClientError::InvalidArgument { reason: e.to_string() })?;
         let mut failures: u32 = 0;
         let mut last_failure = String::from("no attempt finished before the deadline");
@@ -515,7 +588,10 @@ impl Client {
             if now >= deadline {
                 return Err(ClientError::Unavailable { reason: last_failure });
             }
-            let target = self.pick_target();
+            let target = match route {
+                Route::Leader => self.pick_target(),
+                Route::Home => self.home_target(),
+            };
             let budget = (deadline - now).min(attempt_timeout);
             match tokio::time::timeout(budget, self.round_trip(target, &frame)).await {
                 Ok(Ok(reply)) => {
@@ -535,6 +611,10 @@ impl Client {
                         Err(error) if error.is_retryable() => {
                             last_failure = format!("{target}: {error}");
                             self.forget_leader(target);
+                            // A home node that keeps failing may be cut off: try another.
+                            if route == Route::Home && failures >= 1 {
+                                self.leave_home(target);
+                            }
                         }
                         Err(error) => return Err(error.into()),
                     }
@@ -543,6 +623,7 @@ impl Client {
                     last_failure = format!("{target}: {reason}");
                     self.forget_connection(target);
                     self.forget_leader(target);
+                    self.leave_home(target);
                 }
                 Err(_) => {
                     last_failure = format!("{target} did not answer within {budget:?}");
@@ -550,6 +631,7 @@ impl Client {
                     // restarted node cannot reset the old connection, so dial afresh next time.
                     self.forget_connection(target);
                     self.forget_leader(target);
+                    self.leave_home(target);
                 }
             }
             failures += 1;
@@ -582,6 +664,23 @@ impl Client {
         self.inner.addresses[turn % self.inner.addresses.len()]
     }
 
+    fn home_target(&self) -> SocketAddr {
+        self.inner.addresses[self.inner.home.load(Ordering::Relaxed) % self.inner.addresses.len()]
+    }
+
+    /// Moves cache requests to the next endpoint if `address` is the home node.
+    fn leave_home(&self, address: SocketAddr) {
+        let home = self.inner.home.load(Ordering::Relaxed);
+        if self.inner.addresses[home % self.inner.addresses.len()] == address {
+            let _ = self.inner.home.compare_exchange(home, home + 1, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// The endpoint cache requests go to now.
+    pub fn home_endpoint(&self) -> SocketAddr {
+        self.home_target()
+    }
+
     async fn note_leader(&self, leader: &LeaderInfo) {
         let address = match leader.address.parse::<SocketAddr>() {
             Ok(address) => Some(address),
@@ -612,6 +711,15 @@ impl Client {
         let jitter_ms = x % (base_ms + 1);
         Duration::from_millis(base_ms / 2 + jitter_ms)
     }
+}
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// To the leader, as far as known.
+    Leader,
+    /// To the client's home node, which forwards writes; see [`ClientOptions::home`].
+    Home,
 }
 
 /// Keeps the session alive every third of its TTL until the client is dropped or the session

@@ -23,11 +23,13 @@
 //!   session so that retried writes apply once.
 //! - [`lock`]: distributed locks (`client.lock("name").acquire().await`).
 //! - [`queue`]: durable FIFO queues (`client.queue("jobs").put(body).await`).
+//! - [`cache`]: the coherent cache (`client.cache().get("user:1").await`).
 //!
 //! This crate pulls in no Raft, no storage and no Redis: it is what applications link.
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod client;
 pub mod error;
 pub mod lock;
@@ -36,9 +38,13 @@ pub mod queue;
 pub mod tls;
 pub mod wire;
 
+pub use cache::Cache;
 pub use client::{Client, ClientOptions, Kv};
 pub use error::{ClientError, FrameError, LockRefusal, QueueRefusal, ServerError};
 pub use lock::{LockBuilder, LockError, LockGuard, OwnerHandle};
 pub use queue::{Consumer, Delivery, Queue, QueueError};
 pub use tls::ClientTls;
-pub use wire::{LockInfo, LockMode, NodeId, NodeStatus, Owner, PutMessage, QueueOptions, QueueStats, Role, SessionId};
+pub use wire::{
+    CacheValue, Consistency, LockInfo, LockMode, NodeId, NodeStatus, Owner, PutMessage, QueueOptions, QueueStats, Role,
+    SessionId,
+};

@@ -53,6 +53,17 @@ pub struct ServerConfig {
     /// Test only: accept requests to drop traffic to chosen peers (simulated partitions).
     #[arg(long, default_value_t = false)]
     pub enable_fault_injection: bool,
+    /// Redis holding the cache's values, `redis://HOST:PORT[/DB]`. Without it the values stay in
+    /// the replicated log and snapshots: development only, and writes are refused once 256 MiB
+    /// of values are held.
+    #[arg(long, env = "DISTSYNC_REDIS")]
+    pub redis: Option<String>,
+    /// Bytes of keys and values this node's own cache may hold.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub cache_bytes: u64,
+    /// Copies this node's own cache may hold.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub cache_entries: usize,
 }
 
 /// The initial members by id.
@@ -106,6 +117,12 @@ impl ServerConfig {
             "--write-timeout-ms must exceed the election timeout, or writes fail during ordinary elections"
         );
         anyhow::ensure!(self.tick_ms > 0, "--tick-ms must be positive");
+        if let Some(url) = &self.redis {
+            anyhow::ensure!(
+                url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"),
+                "--redis {url:?} is not a Redis URL; expected redis://HOST:PORT"
+            );
+        }
         Ok(())
     }
 

@@ -12,6 +12,9 @@
 //! - [`transport`]: TLS configuration, peer authentication, the outgoing peer transport with its
 //!   fault-injection switch.
 //! - [`peer`]: the peer protocol and openraft's network over it.
+//! - [`near_cache`]: a node's own bounded cache with TinyLFU admission and MESI states.
+//! - [`backing`]: Redis, where cache values live once written back.
+//! - [`cache_service`]: cache reads (read index, copy, Redis), write-back and holder reports.
 //! - [`node`]: assembly and request handling; [`node::run`] runs a node until told to stop.
 //! - [`admin`]: Prometheus metrics and JSON status over HTTP.
 //! - [`certs`]: `distsync certs init`.
@@ -23,10 +26,13 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod backing;
 pub mod bench;
+pub mod cache_service;
 pub mod certs;
 pub mod config;
 pub mod local_cluster;
+pub mod near_cache;
 pub mod node;
 pub mod peer;
 pub mod raft_types;

@@ -209,3 +209,40 @@ fn terminate(pid: libc::pid_t) {
 pub fn free_udp_port() -> anyhow::Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// Starts a redis-server for a local cluster on `port`, its data (an append-only file, fsync'd
+/// every second) in `directory`; `None` when redis-server is not on PATH. The caller kills it.
+///
+/// # Errors
+///
+/// When redis-server is found but does not start or answer.
+pub fn start_redis(directory: &Path, port: u16) -> anyhow::Result<Option<(std::process::Child, String)>> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("redis-server").is_file()));
+    if !found {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(directory)?;
+    let log = std::fs::File::create(directory.join("redis.log"))?;
+    let mut child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "yes"])
+        .args(["--appendfsync", "everysec", "--protected-mode", "no"])
+        .arg("--dir")
+        .arg(directory)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start redis-server: {e}"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("redis-server exited with {status}; see {}", directory.join("redis.log").display());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("redis-server did not listen on port {port} within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Some((child, format!("redis://127.0.0.1:{port}"))))
+}

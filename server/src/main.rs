@@ -13,6 +13,7 @@ use distsync_server::bench;
 use distsync_server::local_cluster::{LocalCluster, Ports};
 use distsync_server::ServerConfig;
 
+mod cache_cli;
 mod queue_cli;
 
 #[derive(Parser)]
@@ -56,6 +57,9 @@ enum Command {
     /// Durable FIFO queues.
     #[command(subcommand)]
     Queue(queue_cli::QueueCommand),
+    /// The coherent cache (values in Redis, MESI copies on every node).
+    #[command(subcommand)]
+    Cache(cache_cli::CacheCommand),
     /// Benchmarks, printing JSON lines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -85,9 +89,24 @@ struct DevArgs {
     /// Where certificates, data and logs go.
     #[arg(long, default_value = ".distsync-dev")]
     dir: PathBuf,
-    /// Node N listens on BASE+N-1 (UDP) and serves metrics on BASE+100+N-1 (HTTP).
+    /// Node N listens on BASE+N-1 (UDP) and serves metrics on BASE+100+N-1 (HTTP); a Redis
+    /// started for the cluster listens on BASE+200.
     #[arg(long, default_value_t = 7101)]
     base_port: u16,
+    /// Redis for the cache's values. Default: start a redis-server for the cluster when one is
+    /// on PATH (data in DIR/redis, append-only file fsync'd every second), else use the
+    /// embedded store.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Use the embedded store even if redis-server is on PATH.
+    #[arg(long, conflicts_with = "redis")]
+    no_redis: bool,
+    /// Copies each node's cache may hold.
+    #[arg(long)]
+    cache_entries: Option<usize>,
+    /// Bytes each node's cache may hold.
+    #[arg(long)]
+    cache_bytes: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -303,6 +322,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lock(command) => {
             let client = connect(&cli.endpoints, cli.ca.as_deref(), cli.session_ttl).await?;
             let code = lock_command(&client, command).await;
+            client.close().await;
+            code
+        }
+        Command::Cache(command) => {
+            let client = match (&command, command.node()) {
+                (cache_cli::CacheCommand::Show { .. } | cache_cli::CacheCommand::Stats { .. }, _) => {
+                    unconnected(&cli.endpoints, cli.ca.as_deref())?
+                }
+                (_, home) => connect_via(&cli.endpoints, cli.ca.as_deref(), cli.session_ttl, home).await?,
+            };
+            let code = cache_cli::run(&client, &cli.endpoints, command).await;
             client.close().await;
             code
         }
@@ -566,12 +596,25 @@ fn unconnected(endpoints: &[String], ca: Option<&std::path::Path>) -> anyhow::Re
 }
 
 async fn connect(endpoints: &[String], ca: Option<&std::path::Path>, session_ttl: f64) -> anyhow::Result<Client> {
+    connect_via(endpoints, ca, session_ttl, None).await
+}
+
+/// Connects with `home` (one of the endpoints) as the node cache requests go through.
+async fn connect_via(
+    endpoints: &[String],
+    ca: Option<&std::path::Path>,
+    session_ttl: f64,
+    home: Option<&str>,
+) -> anyhow::Result<Client> {
     anyhow::ensure!(!endpoints.is_empty(), "give the cluster with --endpoints A,B,C");
     anyhow::ensure!(
         session_ttl.is_finite() && (1.0..=3600.0).contains(&session_ttl),
         "--session-ttl must be between 1 and 3600 seconds"
     );
-    let options = ClientOptions::new(endpoints, tls(ca)?).session_ttl(Duration::from_secs_f64(session_ttl));
+    let mut options = ClientOptions::new(endpoints, tls(ca)?).session_ttl(Duration::from_secs_f64(session_ttl));
+    if let Some(home) = home {
+        options = options.home(home);
+    }
     Client::connect_with(options).await.with_context(|| format!("cannot reach the cluster at {}", endpoints.join(",")))
 }
 
@@ -653,11 +696,52 @@ where
 
 async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!((1..=7).contains(&args.nodes), "--nodes must be between 1 and 7");
-    let mut cluster = LocalCluster::start(&args.dir, args.nodes, Ports::Fixed(args.base_port), &[])?;
+    let mut redis_server = None;
+    let redis = match (&args.redis, args.no_redis) {
+        (Some(url), _) => Some(url.clone()),
+        (None, true) => None,
+        (None, false) => {
+            match distsync_server::local_cluster::start_redis(&args.dir.join("redis"), args.base_port + 200)? {
+                Some((child, url)) => {
+                    redis_server = Some(child);
+                    Some(url)
+                }
+                None => {
+                    println!("redis-server is not on PATH: the cache keeps its values in the embedded store");
+                    None
+                }
+            }
+        }
+    };
+    let mut extra: Vec<String> = Vec::new();
+    if let Some(url) = &redis {
+        extra.extend(["--redis".to_string(), url.clone()]);
+    }
+    if let Some(entries) = args.cache_entries {
+        extra.extend(["--cache-entries".to_string(), entries.to_string()]);
+    }
+    if let Some(bytes) = args.cache_bytes {
+        extra.extend(["--cache-bytes".to_string(), bytes.to_string()]);
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let stop_redis = |redis_server: &mut Option<std::process::Child>| {
+        if let Some(mut child) = redis_server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    };
+    let mut cluster = match LocalCluster::start(&args.dir, args.nodes, Ports::Fixed(args.base_port), &extra) {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            stop_redis(&mut redis_server);
+            return Err(error);
+        }
+    };
     let leader = match cluster.wait_for_leader(0, Duration::from_secs(15)).await {
         Ok(leader) => leader,
         Err(error) => {
             cluster.stop();
+            stop_redis(&mut redis_server);
             anyhow::bail!("{error}; see the logs in {}", args.dir.display());
         }
     };
@@ -674,11 +758,16 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
     println!("endpoints: {endpoints}");
     println!("CA:        {}", ca.display());
+    match &redis {
+        Some(url) => println!("cache:     values in Redis at {url}"),
+        None => println!("cache:     values in the embedded store (development only)"),
+    }
     println!("try:       distsync --endpoints {endpoints} --ca {} status", ca.display());
     println!("Ctrl-C stops the cluster.");
     shutdown_signal().await;
     println!("stopping the nodes");
     cluster.stop();
+    stop_redis(&mut redis_server);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,13 +12,16 @@ use distsync::wire::{
     decode_body, encode_frame, read_frame, write_frame, LeaderInfo, NodeStatus, PeerStatus, Query, Reply, Request,
     Response, Role, ALPN_PEER, FRAME_BYTES_MAX,
 };
-use distsync::wire::{LockAwaitOutcome, QueueAwaitOutcome, AWAIT_MS_MAX};
+use distsync::wire::{Command, CommandResponse, LockAwaitOutcome, QueueAwaitOutcome, AWAIT_MS_MAX};
 use distsync::{FrameError, NodeId, ServerError, SessionId};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
+use crate::backing::RedisStore;
+use crate::cache_service::{CacheHost, CacheService};
 use crate::config::ServerConfig;
+use crate::near_cache::{NearCache, NearCacheLimits};
 use crate::peer::{forward_timeout, NetworkFactory, PeerRequest, PeerResponse};
 use crate::raft_types::Raft;
 use crate::state::{ApplyResult, LogCommand, Op, StateMachine};
@@ -92,6 +95,8 @@ pub struct Node {
     started: Instant,
     /// Milliseconds since `started` of the latest proposal, for the idle tick.
     last_proposal_ms: AtomicU64,
+    /// The cache: reads, the writer's copies, write-back, reports.
+    cache: CacheService,
 }
 
 /// Runs a node until `shutdown` completes, then stops it cleanly.
@@ -105,7 +110,24 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     claim_data_dir(&config)?;
     let tls = NodeTls::load(&config.tls_dir, config.id)?;
     let log = LogStore::open(&config.data_dir.join("raft.redb"))?;
-    let state = StateMachineStore::open(&config.data_dir.join("snapshots"))?;
+    let near_cache = Arc::new(NearCache::new(
+        config.id,
+        NearCacheLimits { bytes: config.cache_bytes, entries: config.cache_entries },
+    ));
+    let redis = match &config.redis {
+        Some(url) => {
+            tracing::info!(%url, "cache values are written back to Redis");
+            Some(RedisStore::new(url)?)
+        }
+        None => {
+            tracing::warn!(
+                "no --redis given: cache values stay in the replicated log and snapshots (the embedded store, \
+                 for development only; writes are refused once 256 MiB of values are held)"
+            );
+            None
+        }
+    };
+    let state = StateMachineStore::open(&config.data_dir.join("snapshots"), near_cache.clone())?;
     let socket = std::net::UdpSocket::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime for QUIC"))?;
@@ -134,6 +156,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         }
     }
     let (proposals, proposal_queue) = mpsc::channel(PROPOSAL_QUEUE_MAX);
+    let id = config.id;
     let node = Arc::new(Node {
         proposals,
         metrics: raft.metrics(),
@@ -144,6 +167,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         transport,
         started: Instant::now(),
         last_proposal_ms: AtomicU64::new(0),
+        cache: CacheService::new(id, near_cache, redis),
     });
     tracing::info!(id = node.config.id, listen = %node.config.listen, "node serving");
 
@@ -152,6 +176,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     tasks.spawn(accept_loop(node.clone(), endpoint.clone(), stopped.clone()));
     tasks.spawn(tick_loop(node.clone(), stopped.clone()));
     tasks.spawn(propose_loop(node.clone(), proposal_queue, stopped.clone()));
+    tasks.spawn({
+        let (node, stopped) = (node.clone(), stopped.clone());
+        async move { node.cache.write_back_loop(&*node, node.state.applied_changes(), stopped).await }
+    });
+    tasks.spawn({
+        let (node, stopped) = (node.clone(), stopped.clone());
+        async move { node.cache.report_loop(&*node, stopped).await }
+    });
     if let Some(address) = node.config.admin {
         let listener = tokio::net::TcpListener::bind(address)
             .await
@@ -241,10 +273,40 @@ impl Node {
             }
             Request::OpenSession { ttl_ms } => self.write(Op::OpenSession { ttl_ms }, origin).await,
             Request::KeepAlive { session } => self.write(Op::KeepAlive { session }, origin).await,
-            Request::Write(write) => match write.command.validate() {
-                Ok(()) => self.write(Op::Write(write), origin).await,
-                Err(error) => Err(error),
-            },
+            Request::Write(write) => {
+                write.command.validate()?;
+                // The node a client writes a cache value through keeps a copy (M); a leader
+                // serving a follower's forward does not: the follower keeps it.
+                let written = match &write.command {
+                    Command::CacheSet { key, value, .. } if origin != Origin::Forwarded => {
+                        Some((key.clone(), value.clone()))
+                    }
+                    _ => None,
+                };
+                let result = self.write(Op::Write(write), origin).await;
+                if let (Some((key, value)), Ok(Response::Written(CommandResponse::CacheSet { version }))) =
+                    (written, &result)
+                {
+                    self.cache.keep_written(self, &key, value, *version);
+                }
+                result
+            }
+            Request::CacheGet { keys, consistency } => {
+                self.cache.get(self, &keys, consistency).await.map(Response::CacheValues)
+            }
+            Request::CacheShow { key } => {
+                distsync::wire::validate_key(&key)?;
+                Ok(Response::CacheShow(Box::new(self.cache.show(self, &key))))
+            }
+            Request::CacheStats => Ok(Response::CacheStats(Box::new(self.cache.stats(self)))),
+            Request::CacheReport(report) => {
+                if origin == Origin::Client {
+                    return Err(ServerError::InvalidArgument {
+                        reason: "cache reports are sent between nodes only".into(),
+                    });
+                }
+                self.write(Op::CacheReport(report), origin).await
+            }
             Request::Read(query) => self.read(query, origin).await,
             Request::AwaitLock { name, owner, queued_revision, max_wait_ms } => {
                 distsync::wire::validate_lock_name(&name)?;
@@ -360,6 +422,49 @@ impl Node {
         }
     }
 
+    fn is_leader(&self) -> bool {
+        self.metrics.borrow().current_leader == Some(self.config.id)
+    }
+
+    /// As leader, confirms with a quorum that this node still leads; returns the read index:
+    /// every write acknowledged before the call is at or below it.
+    async fn confirm_leadership(&self) -> Result<u64, ServerError> {
+        let write_timeout = self.config.write_timeout();
+        match tokio::time::timeout(write_timeout, self.raft.get_read_log_id()).await {
+            Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Err(ServerError::Unavailable {
+                reason: format!("node {} lost its leadership during a read; retry", self.config.id),
+            }),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))) => Err(ServerError::Unavailable {
+                reason: format!("node {} cannot reach a quorum: {error}", self.config.id),
+            }),
+            Ok(Err(RaftError::Fatal(error))) => {
+                Err(ServerError::Unavailable { reason: format!("node {} is stopping: {error}", self.config.id) })
+            }
+            Err(_) => Err(ServerError::Unavailable {
+                reason: format!("node {} could not confirm its leadership within {write_timeout:?}", self.config.id),
+            }),
+        }
+    }
+
+    /// As follower, asks the leader for a read index.
+    async fn ask_read_index(&self, leader: NodeId) -> Result<u64, ServerError> {
+        let timeout = forward_timeout(self.config.write_timeout());
+        match self.transport.call(leader, &PeerRequest::ReadIndex, timeout).await {
+            Ok(PeerResponse::ReadIndex(Ok(index))) => Ok(index),
+            Ok(PeerResponse::ReadIndex(Err(ServerError::NotLeader { .. }))) => {
+                Err(ServerError::Unavailable { reason: format!("node {leader} is no longer the leader; retry") })
+            }
+            Ok(PeerResponse::ReadIndex(Err(error))) => Err(error),
+            Ok(other) => {
+                Err(ServerError::Internal { reason: format!("unexpected answer to a read index request: {other:?}") })
+            }
+            Err(error) => Err(ServerError::Unavailable {
+                reason: format!("node {} cannot reach the leader {leader}: {error}", self.config.id),
+            }),
+        }
+    }
+
     /// Relays a request to the leader and returns its answer.
     async fn forward(&self, request: Request, leader: Option<NodeId>, origin: Origin) -> Result<Response, ServerError> {
         let Some(leader) = leader.filter(|leader| *leader != self.config.id) else {
@@ -410,6 +515,11 @@ impl Node {
                 PeerResponse::InstallSnapshot(self.raft.install_snapshot(request).await)
             }
             PeerRequest::Forward(request) => PeerResponse::Forward(self.handle(request, Origin::Forwarded).await),
+            PeerRequest::ReadIndex => PeerResponse::ReadIndex(if self.is_leader() {
+                self.cache.leader_rounds.join(|| self.confirm_leadership()).await
+            } else {
+                Err(ServerError::NotLeader { leader: self.leader() })
+            }),
         })
     }
 
@@ -477,6 +587,45 @@ impl Node {
     }
 }
 
+impl CacheHost for Node {
+    async fn read_index(&self) -> Result<u64, ServerError> {
+        let leader = self.metrics.borrow().current_leader;
+        match leader {
+            Some(leader) if leader == self.config.id => {
+                self.cache.leader_rounds.join(|| self.confirm_leadership()).await
+            }
+            Some(leader) => self.cache.follower_rounds.join(|| self.ask_read_index(leader)).await,
+            None => Err(ServerError::Unavailable { reason: "no leader is elected right now".into() }),
+        }
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<(), ServerError> {
+        let timeout = self.config.write_timeout();
+        if self.state.wait_applied(index, timeout).await {
+            Ok(())
+        } else {
+            Err(ServerError::Unavailable {
+                reason: format!(
+                    "node {} did not apply up to the read index {index} within {timeout:?}",
+                    self.config.id
+                ),
+            })
+        }
+    }
+
+    fn propose(&self, op: Op) -> std::pin::Pin<Box<dyn Future<Output = Result<(), ServerError>> + Send + '_>> {
+        Box::pin(async move { self.write(op, Origin::Client).await.map(|_| ()) })
+    }
+
+    fn applied(&self) -> std::sync::RwLockReadGuard<'_, crate::storage::state_machine_store::Applied> {
+        self.state.applied()
+    }
+
+    fn is_leader(&self) -> bool {
+        Node::is_leader(self)
+    }
+}
+
 /// Why a write was not acknowledged in time; the same words whether the caller or the batch
 /// gave up first.
 fn uncommitted(id: NodeId, write_timeout: Duration) -> String {
@@ -493,6 +642,7 @@ fn forwardable(op: Op) -> Option<Request> {
         Op::OpenSession { ttl_ms } => Some(Request::OpenSession { ttl_ms }),
         Op::KeepAlive { session } => Some(Request::KeepAlive { session }),
         Op::Write(write) => Some(Request::Write(write)),
+        Op::CacheReport(report) => Some(Request::CacheReport(report)),
         Op::Tick | Op::CacheWrittenBack { .. } => None,
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use distsync::wire::FRAME_BYTES_MAX;
 use distsync::wire::{Reply, Request};
-use distsync::NodeId;
+use distsync::{NodeId, ServerError};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -31,6 +31,9 @@ pub enum PeerRequest {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A client request a follower relays to the leader.
     Forward(Request),
+    /// A follower asks the leader for a read index: the leader confirms its leadership with a
+    /// quorum and answers its commit index, which the follower applies up to before reading.
+    ReadIndex,
 }
 
 /// The answer to a [`PeerRequest`].
@@ -44,6 +47,8 @@ pub enum PeerResponse {
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     /// Answer to [`PeerRequest::Forward`].
     Forward(Reply),
+    /// Answer to [`PeerRequest::ReadIndex`].
+    ReadIndex(Result<u64, ServerError>),
 }
 
 /// Makes one [`PeerNetwork`] per target for openraft.

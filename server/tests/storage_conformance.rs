@@ -32,8 +32,14 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
         ));
         std::fs::create_dir_all(&directory).map_err(|e| StorageIOError::write(&e))?;
         let log = LogStore::open(&directory.join("raft.redb")).map_err(|e| StorageIOError::write(AnyError(e)))?;
-        let state =
-            StateMachineStore::open(&directory.join("snapshots")).map_err(|e| StorageIOError::write(AnyError(e)))?;
+        let state = StateMachineStore::open(
+            &directory.join("snapshots"),
+            std::sync::Arc::new(distsync_server::near_cache::NearCache::new(
+                1,
+                distsync_server::near_cache::NearCacheLimits { bytes: 1 << 20, entries: 1000 },
+            )),
+        )
+        .map_err(|e| StorageIOError::write(AnyError(e)))?;
         Ok((TempDir(directory), log, state))
     }
 }

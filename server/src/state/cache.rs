@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use distsync::wire::CacheReport;
 use distsync::ServerError;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,9 @@ pub struct DirectoryEntry {
     pub expires_at_ms: Option<u64>,
     /// The write not yet stored in Redis, if any.
     pub pending: Option<PendingWrite>,
+    /// Nodes that reported a copy of this version (MESI's sharers); every write empties it.
+    #[serde(default)]
+    pub holders: BTreeSet<u64>,
 }
 
 /// What the directory says about a key.
@@ -87,6 +91,10 @@ pub struct CacheDirectory {
     pending: BTreeMap<u64, Vec<u8>>,
     /// Bytes of pending values.
     pending_bytes: u64,
+    /// (key, version) of every write, deletion and expiry since the last
+    /// [`CacheDirectory::take_changes`]: nodes invalidate their older copies. Not replicated.
+    #[serde(skip)]
+    changes: Vec<(Vec<u8>, u64)>,
 }
 
 impl CacheDirectory {
@@ -103,6 +111,47 @@ impl CacheDirectory {
     /// The earliest expiry of a live key.
     pub fn next_expiry_ms(&self) -> Option<u64> {
         self.by_expiry.first().map(|(at, _)| *at)
+    }
+
+    /// The live entry of `key` (tombstones read as `None`).
+    pub fn entry(&self, key: &[u8]) -> Option<&DirectoryEntry> {
+        self.entries.get(key).filter(|e| e.pending != Some(PendingWrite::Delete))
+    }
+
+    /// Keys written, deleted or expired since the last call, with their new versions; drains.
+    pub fn take_changes(&mut self) -> Vec<(Vec<u8>, u64)> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Applies a node's report: forget all its copies (`reset`), add it as holder of the
+    /// current versions it `loaded`, remove it where it `dropped` its copy, and drop keys whose
+    /// current version Redis `lost` (they read as absent from here on; nothing is pending for
+    /// them, so Redis has nothing to learn).
+    pub fn apply_report(&mut self, report: &CacheReport) {
+        if report.reset {
+            for entry in self.entries.values_mut() {
+                entry.holders.remove(&report.node);
+            }
+        }
+        for (key, version) in &report.loaded {
+            if let Some(entry) = self.entries.get_mut(key.as_slice()) {
+                if entry.version == *version && entry.pending != Some(PendingWrite::Delete) {
+                    entry.holders.insert(report.node);
+                }
+            }
+        }
+        for key in &report.dropped {
+            if let Some(entry) = self.entries.get_mut(key.as_slice()) {
+                entry.holders.remove(&report.node);
+            }
+        }
+        for (key, version) in &report.lost {
+            let stored = self.entries.get(key.as_slice()).is_some_and(|e| e.version == *version && e.pending.is_none());
+            if stored {
+                self.remove(key);
+                self.changes.push((key.clone(), *version));
+            }
+        }
     }
 
     /// What the directory says about `key`.
@@ -140,7 +189,12 @@ impl CacheDirectory {
         }
         self.replace(
             key,
-            DirectoryEntry { version, expires_at_ms, pending: Some(PendingWrite::Value(value.to_vec())) },
+            DirectoryEntry {
+                version,
+                expires_at_ms,
+                pending: Some(PendingWrite::Value(value.to_vec())),
+                holders: BTreeSet::new(),
+            },
         );
         Ok(())
     }
@@ -149,7 +203,7 @@ impl CacheDirectory {
     pub fn delete(&mut self, key: &[u8], version: u64) -> bool {
         let live = matches!(self.read(key), DirectoryRead::Pending { .. } | DirectoryRead::Stored { .. });
         if live {
-            self.replace(key, DirectoryEntry { version, expires_at_ms: None, pending: Some(PendingWrite::Delete) });
+            self.replace(key, tombstone(version));
         }
         live
     }
@@ -179,7 +233,7 @@ impl CacheDirectory {
                 break;
             }
             let version = next_revision();
-            self.replace(&key, DirectoryEntry { version, expires_at_ms: None, pending: Some(PendingWrite::Delete) });
+            self.replace(&key, tombstone(version));
             expired.push(key);
         }
         expired
@@ -205,8 +259,8 @@ impl CacheDirectory {
             .collect()
     }
 
-    /// Puts `entry` in place of `key`'s, keeping the indexes right.
-    fn replace(&mut self, key: &[u8], entry: DirectoryEntry) {
+    /// Removes `key`'s entry, keeping the indexes right.
+    fn remove(&mut self, key: &[u8]) {
         if let Some(old) = self.entries.remove(key) {
             self.pending_bytes -= pending_bytes(&old);
             if old.pending.is_some() {
@@ -216,6 +270,13 @@ impl CacheDirectory {
                 self.by_expiry.remove(&(at, key.to_vec()));
             }
         }
+    }
+
+    /// Puts `entry` in place of `key`'s, keeping the indexes right; a new version, so copies of
+    /// older ones become invalid.
+    fn replace(&mut self, key: &[u8], entry: DirectoryEntry) {
+        self.remove(key);
+        self.changes.push((key.to_vec(), entry.version));
         self.pending_bytes += pending_bytes(&entry);
         if entry.pending.is_some() {
             self.pending.insert(entry.version, key.to_vec());
@@ -248,6 +309,10 @@ impl CacheDirectory {
         assert_eq!(pending, self.pending.len(), "pending index has strays");
         assert_eq!(expiring, self.by_expiry.len(), "expiry index has strays");
     }
+}
+
+fn tombstone(version: u64) -> DirectoryEntry {
+    DirectoryEntry { version, expires_at_ms: None, pending: Some(PendingWrite::Delete), holders: BTreeSet::new() }
 }
 
 fn pending_bytes(entry: &DirectoryEntry) -> u64 {
@@ -327,5 +392,44 @@ mod tests {
         directory.set(b"b", b"small", 4, None).unwrap();
         directory.set(b"c", b"x", 5, None).unwrap();
         directory.check_invariants(5);
+    }
+
+    #[test]
+    fn holders_follow_reports_and_every_write_empties_them() {
+        let mut directory = CacheDirectory::default();
+        directory.set(b"k", b"v", 1, None).unwrap();
+        directory.written_back(b"k", 1);
+        let loaded = |node, version| CacheReport { node, loaded: vec![(b"k".to_vec(), version)], ..Default::default() };
+        directory.apply_report(&loaded(1, 1));
+        directory.apply_report(&loaded(2, 1));
+        directory.apply_report(&loaded(3, 0));
+        assert_eq!(directory.entry(b"k").unwrap().holders, BTreeSet::from([1, 2]), "a stale version is ignored");
+        directory.apply_report(&CacheReport { node: 2, dropped: vec![b"k".to_vec()], ..Default::default() });
+        assert_eq!(directory.entry(b"k").unwrap().holders, BTreeSet::from([1]));
+        directory.apply_report(&CacheReport { node: 1, reset: true, ..Default::default() });
+        assert!(directory.entry(b"k").unwrap().holders.is_empty());
+        directory.apply_report(&loaded(1, 1));
+        directory.take_changes();
+        directory.set(b"k", b"w", 2, None).unwrap();
+        assert!(directory.entry(b"k").unwrap().holders.is_empty(), "a write invalidates every copy");
+        assert_eq!(directory.take_changes(), vec![(b"k".to_vec(), 2)]);
+        directory.check_invariants(2);
+    }
+
+    #[test]
+    fn a_value_redis_lost_reads_absent_only_if_it_is_still_current_and_stored() {
+        let mut directory = CacheDirectory::default();
+        directory.set(b"k", b"v", 1, None).unwrap();
+        let lost = |version| CacheReport { node: 1, lost: vec![(b"k".to_vec(), version)], ..Default::default() };
+        directory.apply_report(&lost(1));
+        assert!(matches!(directory.read(b"k"), DirectoryRead::Pending { .. }), "a pending value is not in Redis yet");
+        directory.written_back(b"k", 1);
+        directory.set(b"k", b"w", 2, None).unwrap();
+        directory.written_back(b"k", 2);
+        directory.apply_report(&lost(1));
+        assert_eq!(directory.read(b"k"), DirectoryRead::Stored { version: 2 }, "an old version's loss is moot");
+        directory.apply_report(&lost(2));
+        assert_eq!(directory.read(b"k"), DirectoryRead::Absent);
+        directory.check_invariants(2);
     }
 }

@@ -25,8 +25,8 @@ pub mod queues;
 pub mod sessions;
 
 use distsync::wire::{
-    Command, CommandResponse, LockAwaitOutcome, LockInfo, LockWait, Owner, Query, QueryResponse, QueueAwaitOutcome,
-    Response, WriteRequest, LOCK_LIST_PAGE_MAX, QUEUE_LIST_PAGE_MAX,
+    CacheReport, Command, CommandResponse, LockAwaitOutcome, LockInfo, LockWait, Owner, Query, QueryResponse,
+    QueueAwaitOutcome, Response, WriteRequest, LOCK_LIST_PAGE_MAX, QUEUE_LIST_PAGE_MAX,
 };
 use distsync::{ServerError, SessionId};
 use serde::{Deserialize, Serialize};
@@ -72,6 +72,8 @@ pub enum Op {
         /// Keys and the versions stored.
         written: Vec<(Vec<u8>, u64)>,
     },
+    /// Proposed by a node about its cache copies; see [`CacheReport`].
+    CacheReport(CacheReport),
 }
 
 impl Op {
@@ -84,6 +86,10 @@ impl Op {
                 64 + key.len() + value.len()
             }
             Op::CacheWrittenBack { written } => 64 + written.iter().map(|(key, _)| 16 + key.len()).sum::<usize>(),
+            Op::CacheReport(report) => {
+                64 + report.loaded.iter().chain(&report.lost).map(|(key, _)| 16 + key.len()).sum::<usize>()
+                    + report.dropped.iter().map(|key| 8 + key.len()).sum::<usize>()
+            }
             Op::Write(WriteRequest { command: Command::QueuePut { messages, .. }, .. }) => {
                 64 + messages.iter().map(|m| 16 + m.body.len()).sum::<usize>()
             }
@@ -199,6 +205,10 @@ impl StateMachine {
                 }
                 Ok(Response::Done)
             }
+            Op::CacheReport(report) => {
+                self.cache.apply_report(report);
+                Ok(Response::Done)
+            }
         }
     }
 
@@ -226,7 +236,7 @@ impl StateMachine {
                 }
             }
             Op::OpenSession { .. } => self.sessions.check_session(self.revision),
-            Op::Tick | Op::CacheWrittenBack { .. } => {}
+            Op::Tick | Op::CacheWrittenBack { .. } | Op::CacheReport(_) => {}
         }
     }
 
@@ -497,6 +507,11 @@ impl StateMachine {
     /// The cache directory.
     pub fn cache(&self) -> &CacheDirectory {
         &self.cache
+    }
+
+    /// Cache keys written, deleted or expired since the last call, with their new versions.
+    pub fn take_cache_changes(&mut self) -> Vec<(Vec<u8>, u64)> {
+        self.cache.take_changes()
     }
 
     /// Queues, including dead-letter queues.

@@ -13,6 +13,7 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
 use serde::{Deserialize, Serialize};
 
+use crate::near_cache::NearCache;
 use crate::raft_types::{ApplyResults, Entry, LogId, StorageError, TypeConfig};
 use crate::state::StateMachine;
 use distsync::SessionId;
@@ -96,6 +97,10 @@ impl SessionSignals {
 pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
     signals: Arc<SessionSignals>,
+    /// The applied index, for readers waiting to catch up with a read index.
+    applied_index: Arc<tokio::sync::watch::Sender<u64>>,
+    /// This node's cache: applied writes invalidate its older copies.
+    near_cache: Arc<NearCache>,
     snapshot: Arc<Mutex<Option<SnapshotFile>>>,
     directory: PathBuf,
 }
@@ -106,7 +111,7 @@ impl StateMachineStore {
     /// # Errors
     ///
     /// When the directory cannot be created or the snapshot is corrupt.
-    pub fn open(directory: &Path) -> anyhow::Result<Self> {
+    pub fn open(directory: &Path, near_cache: Arc<NearCache>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(directory)?;
         let path = directory.join(SNAPSHOT_FILE);
         let mut applied = Applied::default();
@@ -125,9 +130,12 @@ impl StateMachineStore {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
             Err(error) => anyhow::bail!("cannot read snapshot {}: {error}", path.display()),
         };
+        let applied_index = applied.last_applied.map_or(0, |log_id| log_id.index);
         Ok(Self {
             applied: Arc::new(RwLock::new(applied)),
             signals: Arc::default(),
+            applied_index: Arc::new(tokio::sync::watch::channel(applied_index).0),
+            near_cache,
             snapshot: Arc::new(Mutex::new(snapshot)),
             directory: directory.to_path_buf(),
         })
@@ -136,6 +144,22 @@ impl StateMachineStore {
     /// Read access to the applied state.
     pub fn applied(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
         self.applied.read().expect("state machine lock")
+    }
+
+    /// Waits until entries up to `index` are applied here, at most `timeout`; false on timeout.
+    pub async fn wait_applied(&self, index: u64, timeout: std::time::Duration) -> bool {
+        let mut applied = self.applied_index.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|applied| *applied >= index)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Fires whenever entries are applied (carrying the applied index).
+    pub fn applied_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied_index.subscribe()
+    }
+
+    /// This node's cache.
+    pub fn near_cache(&self) -> &Arc<NearCache> {
+        &self.near_cache
     }
 
     /// Signals per session, fired as entries are applied.
@@ -228,7 +252,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         let touched = applied.machine.take_touched_sessions();
+        let cache_changes = applied.machine.take_cache_changes();
+        let index = applied.last_applied.map_or(0, |log_id| log_id.index);
         drop(applied);
+        // Readers compare versions with the directory, so invalidating after the lock is
+        // released is safe: this only frees the values and counts.
+        for (key, version) in cache_changes {
+            self.near_cache.invalidate(&key, version);
+        }
+        self.applied_index.send_replace(index);
         self.signals.notify(&touched);
         Ok(results)
     }
@@ -257,6 +289,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.membership = meta.last_membership.clone();
             applied.machine = data.machine;
         }
+        // Nothing in this node's cache can be proven current against the new state.
+        self.near_cache.clear();
+        self.applied_index.send_replace(meta.last_log_id.map_or(0, |log_id| log_id.index));
         self.signals.notify_all();
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed from the leader");
         Ok(())

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"; .ci/run calls it).
 # Formatting and lints first, then every Rust test: unit tests of the state machine and storage,
-# and the cluster tests in tests/ that start real `distsync` processes on loopback.
+# and the cluster tests in tests/ that start real `distsync` processes (and, for the cache, real
+# redis-server processes) on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

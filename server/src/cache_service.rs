@@ -202,10 +202,16 @@ impl CacheService {
                     self.counters.absent_reads.fetch_add(1, Ordering::Relaxed);
                     answers[i] = None;
                 }
-                DirectoryRead::Pending { version, value } => {
-                    self.counters.pending_reads.fetch_add(1, Ordering::Relaxed);
-                    answers[i] = Some(CacheValue { version, value: value.to_vec() });
-                }
+                DirectoryRead::Pending { version, value } => match self.near.get(&keys[i], version) {
+                    Lookup::Hit(value) => answers[i] = Some(CacheValue { version, value: value.to_vec() }),
+                    Lookup::Miss => {
+                        // Like a read of a modified line in MESI: the value comes from the
+                        // owner (here, the directory) and this node keeps a shared copy.
+                        self.counters.pending_reads.fetch_add(1, Ordering::Relaxed);
+                        self.near.insert(&keys[i], version, Arc::new(value.to_vec()), false);
+                        answers[i] = Some(CacheValue { version, value: value.to_vec() });
+                    }
+                },
                 DirectoryRead::Stored { version } => match self.near.get(&keys[i], version) {
                     Lookup::Hit(value) => answers[i] = Some(CacheValue { version, value: value.to_vec() }),
                     Lookup::Miss => fetch.push((i, version)),

@@ -208,6 +208,37 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         duration: u64,
     },
+    /// Clients read and write Zipf-popular cache keys; prints ops/s, latency and hit rate, one
+    /// JSON line per consistency. Needs nodes with --redis (`distsync dev` starts one).
+    Cache {
+        /// Concurrent clients, homed round robin on the endpoints.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Distinct keys (all written before measuring).
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        /// Zipf exponent of key popularity.
+        #[arg(long, default_value_t = 0.99)]
+        zipf: f64,
+        /// Fraction of operations that are reads.
+        #[arg(long, default_value_t = 0.9)]
+        read_ratio: f64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        /// Refuse to run unless the nodes cache this many entries each (`--cache-entries`).
+        #[arg(long)]
+        cache_entries: Option<u64>,
+        /// Read consistencies to measure, comma-separated: linearizable, local.
+        #[arg(long, value_delimiter = ',', default_value = "linearizable,local")]
+        consistency: Vec<String>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Seconds of unmeasured load first, to fill the caches.
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
+    },
     /// Start a local 3-node cluster, SIGKILL the leader under load, measure the outage.
     Failover {
         /// Leader kills.
@@ -355,6 +386,41 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     duration: Duration::from_secs(duration),
                 };
                 let report = bench::queue(&cli.endpoints, tls.clone(), &settings).await?;
+                println!("{}", serde_json::to_string(&report)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Cache {
+            clients,
+            keys,
+            zipf,
+            read_ratio,
+            value_size,
+            cache_entries,
+            consistency,
+            duration,
+            warmup,
+        }) => {
+            let tls = tls(cli.ca.as_deref())?;
+            anyhow::ensure!(!cli.endpoints.is_empty(), "give the cluster with --endpoints A,B,C");
+            for consistency in consistency {
+                let consistency = match consistency.as_str() {
+                    "linearizable" => distsync::Consistency::Linearizable,
+                    "local" => distsync::Consistency::Local,
+                    other => anyhow::bail!("--consistency {other:?}: expected linearizable or local"),
+                };
+                let settings = bench::CacheSettings {
+                    clients,
+                    keys,
+                    zipf,
+                    read_ratio,
+                    value_size,
+                    cache_entries,
+                    consistency,
+                    duration: Duration::from_secs(duration),
+                    warmup: Duration::from_secs(warmup),
+                };
+                let report = bench::cache(&cli.endpoints, tls.clone(), &settings).await?;
                 println!("{}", serde_json::to_string(&report)?);
             }
             Ok(ExitCode::SUCCESS)

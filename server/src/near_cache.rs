@@ -4,8 +4,9 @@
 //! Correctness never rests on this cache: a copy is served only when its version equals the
 //! directory's current version for the key, which the reader takes from the applied state. The
 //! MESI state is derived, not stored: a copy of the current version is M while its write (made
-//! through this node) waits for write-back, S when the directory lists other holders, else E;
-//! a copy of an older version is I. Applying a write, deletion or expiry invalidates older
+//! through this node) waits for write-back and no other node holds it, S when the directory
+//! lists other holders (a read of a modified value elsewhere shares it, as in MESI), else E; a
+//! copy of an older version is I. Applying a write, deletion or expiry invalidates older
 //! copies at once ([`NearCache::invalidate`]), which frees their values.
 //!
 //! Eviction is least-recently-used; admission is TinyLFU (Einziger et al., 2017): when the cache
@@ -320,10 +321,11 @@ fn mesi(slot: &Slot, directory: Option<&DirectoryEntry>, node: NodeId) -> MesiSt
     if slot.value.is_none() || entry.version != slot.version {
         return MesiState::Invalid;
     }
-    if slot.written_here && matches!(entry.pending, Some(PendingWrite::Value(_))) {
+    let shared = entry.holders.iter().any(|holder| *holder != node);
+    if slot.written_here && !shared && matches!(entry.pending, Some(PendingWrite::Value(_))) {
         return MesiState::Modified;
     }
-    if entry.holders.iter().any(|holder| *holder != node) {
+    if shared {
         MesiState::Shared
     } else {
         MesiState::Exclusive
@@ -541,6 +543,7 @@ mod tests {
         cache.insert(b"r", 4, value("r"), false);
         let state = |key: &[u8], entry: &DirectoryEntry| cache.view(key, Some(entry)).unwrap().state;
         assert_eq!(state(b"w", &entry(3, true, &[1])), MesiState::Modified, "written here, not yet in Redis");
+        assert_eq!(state(b"w", &entry(3, true, &[1, 3])), MesiState::Shared, "another node read the modified value");
         assert_eq!(state(b"w", &entry(3, false, &[1])), MesiState::Exclusive, "written back, no other holder");
         assert_eq!(state(b"r", &entry(4, false, &[])), MesiState::Exclusive, "loaded, report not yet applied");
         assert_eq!(state(b"r", &entry(4, false, &[1, 2])), MesiState::Shared, "another node loaded it");

@@ -72,6 +72,10 @@ const KEEP_VARIABLE: &str = "DISTSYNC_TEST_KEEP";
 pub struct ClusterOptions {
     /// `--snapshot-threshold`: take a snapshot (and compact the log) after this many entries.
     pub snapshot_threshold: Option<u64>,
+    /// `--redis`: where cache values are written back (see [`Redis`]).
+    pub redis: Option<String>,
+    /// `--cache-entries`: copies each node's cache holds.
+    pub cache_entries: Option<usize>,
 }
 
 /// A cluster of `distsync` processes on loopback. Dropping it kills every node.
@@ -387,6 +391,31 @@ impl Cluster {
             .with_context(|| format!("cannot make node {id} drop peers {peers:?}"))
     }
 
+    /// Like [`Cluster::run_cli`], with `input` on the command's stdin.
+    ///
+    /// # Errors
+    ///
+    /// When the binary cannot be run or does not finish in time.
+    pub async fn run_cli_with_stdin(&self, args: &[&str], input: &[u8]) -> anyhow::Result<Output> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .arg("--endpoints")
+            .arg(self.endpoints().join(","))
+            .arg("--ca")
+            .arg(self.ca_path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn()?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        stdin.write_all(input).await?;
+        drop(stdin);
+        Ok(tokio::time::timeout(CLI_TIMEOUT, child.wait_with_output()).await.context("the CLI did not finish")??)
+    }
+
     /// Runs the command line against the whole cluster: `distsync --endpoints <all> --ca <ca>
     /// ARGS…`, with a 60 s deadline. Returns the output whatever the exit status.
     ///
@@ -459,6 +488,12 @@ impl Cluster {
             .arg("--enable-fault-injection");
         if let Some(threshold) = self.options.snapshot_threshold {
             command.arg("--snapshot-threshold").arg(threshold.to_string());
+        }
+        if let Some(url) = &self.options.redis {
+            command.arg("--redis").arg(url);
+        }
+        if let Some(entries) = self.options.cache_entries {
+            command.arg("--cache-entries").arg(entries.to_string());
         }
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
@@ -709,6 +744,124 @@ async fn init_certificates(binary: &Path, directory: &Path, nodes: usize) -> any
 }
 
 /// A fresh directory under the system temp directory, unique across processes and tests.
+/// A real `redis-server` on a free loopback port, with an append-only file fsync'd on every write
+/// (so a SIGKILL loses nothing it acknowledged) in its own temporary directory. Dropping it kills
+/// the server and removes the directory.
+pub struct Redis {
+    port: u16,
+    directory: PathBuf,
+    child: Mutex<Option<Child>>,
+}
+
+impl Redis {
+    /// Starts a server and waits until it answers.
+    ///
+    /// # Errors
+    ///
+    /// When redis-server is not installed (`.ci/run` installs it) or does not start.
+    pub async fn start() -> anyhow::Result<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let redis = Redis { port, directory: unique_directory()?, child: Mutex::new(None) };
+        redis.restart().await?;
+        Ok(redis)
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILLs the server.
+    ///
+    /// # Errors
+    ///
+    /// When it is not running.
+    pub fn kill(&self) -> anyhow::Result<()> {
+        let mut child = self.lock().take().context("redis-server is not running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Starts the server (again) on the same port and data, and waits until it answers PING.
+    ///
+    /// # Errors
+    ///
+    /// When it is running already, or does not answer within 10 s.
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        {
+            let mut slot = self.lock();
+            anyhow::ensure!(slot.is_none(), "redis-server is running already");
+            let log = OpenOptions::new().create(true).append(true).open(self.directory.join("redis.log"))?;
+            let mut command = Command::new("redis-server");
+            command
+                .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
+                .arg("--dir")
+                .arg(&self.directory)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            die_with_parent(&mut command);
+            *slot =
+                Some(command.spawn().context("cannot start redis-server; install it (apt-get install redis-server)")?);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(output) = self.cli(&["PING"]).await {
+                if output.trim() == "PONG" {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "redis-server did not answer PING within 10 s");
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Runs `redis-cli ARGS` against this server; returns its stdout.
+    ///
+    /// # Errors
+    ///
+    /// When redis-cli fails.
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut command = Command::new("redis-cli");
+        command.args(["-p", &self.port.to_string()]).args(args);
+        let output = run_bounded(command, Duration::from_secs(10)).await?;
+        anyhow::ensure!(output.status.success(), "redis-cli {args:?} failed: {}", describe_output(&output));
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The value Redis holds for cache key `key` and its version, or `None`.
+    ///
+    /// # Errors
+    ///
+    /// When redis-cli fails.
+    pub async fn cache_entry(&self, key: &str) -> anyhow::Result<Option<(u64, String)>> {
+        let redis_key = format!("distsync:cache:{key}");
+        let version = self.cli(&["HGET", &redis_key, "v"]).await?;
+        let value = self.cli(&["HGET", &redis_key, "d"]).await?;
+        let (version, value) = (version.trim_end_matches('\n'), value.trim_end_matches('\n'));
+        if version.is_empty() || value.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((version.parse().context("version field")?, value.to_string())))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.lock().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = fs::remove_dir_all(&self.directory);
+    }
+}
+
 fn unique_directory() -> anyhow::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);

@@ -17,7 +17,9 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_follower_catches_up_through_a_snapshot() -> anyhow::Result<()> {
-    let cluster = Cluster::start(3, ClusterOptions { snapshot_threshold: Some(SNAPSHOT_THRESHOLD) }).await?;
+    let cluster =
+        Cluster::start(3, ClusterOptions { snapshot_threshold: Some(SNAPSHOT_THRESHOLD), ..ClusterOptions::default() })
+            .await?;
     let outcome = scenario(&cluster).await;
     cluster.finish(outcome)
 }

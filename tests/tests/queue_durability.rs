@@ -27,7 +27,8 @@ async fn fifo_order_survives_a_leader_kill() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_survive_a_whole_cluster_restart_and_a_cut_off_leader_cannot_enqueue() -> anyhow::Result<()> {
-    let cluster = Cluster::start(3, ClusterOptions { snapshot_threshold: Some(50) }).await?;
+    let cluster =
+        Cluster::start(3, ClusterOptions { snapshot_threshold: Some(50), ..ClusterOptions::default() }).await?;
     let outcome = restart_and_partition(&cluster).await;
     cluster.finish(outcome)
 }

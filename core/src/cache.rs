@@ -1,9 +1,10 @@
 //! The coherent cache: Redis holds the values, every node keeps copies, reads are linearizable
 //! by default.
 //!
-//! Requests go to the client's home node ([`ClientOptions::home`](crate::ClientOptions::home)),
-//! whose copies serve repeated reads without a trip to Redis; writes go through it to the
-//! leader, and the home node keeps the written value.
+//! Each key's requests go to one node, picked by the key's hash (or to the client's home node,
+//! [`ClientOptions::home`](crate::ClientOptions::home)), whose copy serves repeated reads
+//! without a trip to Redis; writes go through that node to the leader, and it keeps the
+//! written value.
 //!
 //! ```no_run
 //! # async fn example(client: distsync::Client) -> Result<(), distsync::ClientError> {
@@ -18,6 +19,8 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::{unexpected, Client, Route};
@@ -75,8 +78,10 @@ impl Cache {
     ///
     /// As [`Cache::get`].
     pub async fn get_versioned(&self, key: impl AsRef<[u8]>) -> Result<Option<CacheValue>, ClientError> {
-        let mut values = self.get_many_versioned([key]).await?;
-        Ok(values.pop().flatten())
+        let key = key.as_ref().to_vec();
+        validate_key(&key)?;
+        let route = self.client.cache_route(&key);
+        GetBatcher::get(&self.client, self.consistency, route, key).await
     }
 
     /// The values of `keys`, in order, each `None` when absent; one round trip per
@@ -105,12 +110,19 @@ impl Cache {
         for key in &keys {
             validate_key(key)?;
         }
+        // Any node answers any key; the first key's owner is as good a choice as any.
+        let Some(first) = keys.first() else { return Ok(Vec::new()) };
+        let route = self.client.cache_route(first);
+        self.get_routed(&keys, route).await
+    }
+
+    async fn get_routed(&self, keys: &[Vec<u8>], route: Route) -> Result<Vec<Option<CacheValue>>, ClientError> {
         let deadline = Instant::now() + self.client.request_timeout();
         let mut values = Vec::with_capacity(keys.len());
         while values.len() < keys.len() {
             let chunk = keys[values.len()..].iter().take(CACHE_GET_KEYS_MAX).cloned().collect();
             let request = Request::CacheGet { keys: chunk, consistency: self.consistency };
-            match self.client.call_via(&request, deadline, self.client.attempt_timeout(), Route::Home).await? {
+            match self.client.call_via(&request, deadline, self.client.attempt_timeout(), route).await? {
                 // A node answers at least one key; fewer than asked when the values are large.
                 Response::CacheValues(answers) if !answers.is_empty() => values.extend(answers),
                 other => return Err(unexpected(&other)),
@@ -156,7 +168,7 @@ impl Cache {
 
     async fn write_set(&self, key: &[u8], value: &[u8], ttl_ms: Option<u64>) -> Result<u64, ClientError> {
         let command = Command::CacheSet { key: key.to_vec(), value: value.to_vec(), ttl_ms };
-        match self.write(command).await? {
+        match self.write(key, command).await? {
             CommandResponse::CacheSet { version } => Ok(version),
             other => Err(ClientError::Protocol { reason: format!("unexpected answer to a cache set: {other:?}") }),
         }
@@ -168,15 +180,95 @@ impl Cache {
     ///
     /// As [`Cache::set`].
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool, ClientError> {
-        match self.write(Command::CacheDelete { key: key.as_ref().to_vec() }).await? {
+        match self.write(key.as_ref(), Command::CacheDelete { key: key.as_ref().to_vec() }).await? {
             CommandResponse::CacheDeleted { existed } => Ok(existed),
             other => Err(ClientError::Protocol { reason: format!("unexpected answer to a cache delete: {other:?}") }),
         }
     }
 
-    async fn write(&self, command: Command) -> Result<CommandResponse, ClientError> {
+    /// Sends a write of `key` through the node its reads go to, which keeps the written value.
+    /// Writes of one client are not merged: each is its own exactly-once command.
+    async fn write(&self, key: &[u8], command: Command) -> Result<CommandResponse, ClientError> {
         let deadline = Instant::now() + self.client.request_timeout();
-        let (_, response) = self.client.write_in_session_via(command, deadline, Route::Home).await?;
+        let route = self.client.cache_route(key);
+        let (_, response) = self.client.write_in_session_via(command, deadline, route).await?;
         Ok(response)
+    }
+}
+
+/// Requests of merged gets one client keeps in flight per consistency. Gets arriving meanwhile
+/// wait and leave together in the next request, so many concurrent callers of one client cost
+/// a few round trips instead of one each.
+const MERGED_GETS_IN_FLIGHT_MAX: usize = 1;
+
+type GetWaiter = tokio::sync::oneshot::Sender<Result<Option<CacheValue>, ClientError>>;
+
+/// Merges concurrent single-key gets of one client (and one consistency) into shared
+/// [`Request::CacheGet`] requests. Each get still sees a state from after it was called: its
+/// request leaves after it arrived, and the node takes a read index after receiving it.
+#[derive(Default)]
+pub(crate) struct GetBatcher {
+    state: Mutex<PendingGets>,
+}
+
+#[derive(Default)]
+struct PendingGets {
+    /// Sender tasks running.
+    senders: usize,
+    keys: VecDeque<(Vec<u8>, GetWaiter)>,
+}
+
+impl GetBatcher {
+    async fn get(
+        client: &Client,
+        consistency: Consistency,
+        route: Route,
+        key: Vec<u8>,
+    ) -> Result<Option<CacheValue>, ClientError> {
+        let batcher = client.get_batcher(consistency, route);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut pending = batcher.state.lock().expect("get batcher lock");
+            pending.keys.push_back((key, answer));
+            let start = pending.senders < MERGED_GETS_IN_FLIGHT_MAX;
+            if start {
+                pending.senders += 1;
+            }
+            start
+        };
+        if start {
+            // A task of its own, so that a caller that stops waiting does not strand the others.
+            tokio::spawn(Self::send_all(batcher, client.clone(), consistency, route));
+        }
+        answered.await.map_err(|_| ClientError::Unavailable { reason: "the client is shutting down".into() })?
+    }
+
+    /// Sends what is pending, request after request, until nothing is left.
+    async fn send_all(batcher: Arc<GetBatcher>, client: Client, consistency: Consistency, route: Route) {
+        let cache = Cache { client, consistency };
+        loop {
+            let batch: Vec<(Vec<u8>, GetWaiter)> = {
+                let mut pending = batcher.state.lock().expect("get batcher lock");
+                let take = pending.keys.len().min(CACHE_GET_KEYS_MAX);
+                if take == 0 {
+                    pending.senders -= 1;
+                    return;
+                }
+                pending.keys.drain(..take).collect()
+            };
+            let (keys, waiters): (Vec<Vec<u8>>, Vec<GetWaiter>) = batch.into_iter().unzip();
+            match cache.get_routed(&keys, route).await {
+                Ok(values) => {
+                    for (waiter, value) in waiters.into_iter().zip(values) {
+                        let _ = waiter.send(Ok(value));
+                    }
+                }
+                Err(error) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
     }
 }

@@ -57,10 +57,12 @@ impl ClientOptions {
         }
     }
 
-    /// The node this client sends cache requests to, one of the endpoints. Each node keeps its
-    /// own cache, so a client that stays with one node finds its copies there (including those
-    /// of values it wrote). Default: an endpoint picked at random, which spreads many clients
-    /// over the cluster. When the home node fails, the client moves to the next endpoint.
+    /// The node this client sends all cache requests to, one of the endpoints. Each node keeps
+    /// its own cache, so a client that stays with one node finds its copies there (including
+    /// those of values it wrote). Default: none; each key's requests go to the endpoint its hash
+    /// picks, so every node caches its share of the keys and the nodes' caches add up instead of
+    /// holding the same hot keys three times. Either way, when the chosen node fails, the
+    /// client moves on to the next endpoint.
     pub fn home(mut self, endpoint: impl AsRef<str>) -> Self {
         self.home = Some(endpoint.as_ref().to_string());
         self
@@ -134,6 +136,9 @@ struct Inner {
     holds: Mutex<std::collections::HashSet<(u64, String)>>,
     /// Single puts waiting to be sent together, per queue; see [`crate::queue`].
     put_batchers: Mutex<std::collections::HashMap<String, Arc<crate::queue::PutBatcher>>>,
+    /// Cache gets waiting to be sent together, per consistency and target node (the last of
+    /// each consistency's slots: the home node); see [`crate::cache`].
+    get_batchers: Vec<Arc<crate::cache::GetBatcher>>,
 }
 
 /// Gates of background lock releases and withdrawals, by (actor, lock name): held while the
@@ -240,6 +245,7 @@ impl Client {
             }
             None => (seed >> 7) as usize % addresses.len(),
         };
+        let addresses_len = addresses.len();
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoint,
@@ -258,6 +264,7 @@ impl Client {
                 settling: Mutex::new(std::collections::HashMap::new()),
                 holds: Mutex::new(std::collections::HashSet::new()),
                 put_batchers: Mutex::new(std::collections::HashMap::new()),
+                get_batchers: (0..2 * (addresses_len + 1)).map(|_| Arc::default()).collect(),
             }),
         })
     }
@@ -450,6 +457,29 @@ impl Client {
 
     /// Forgets the batcher of `queue` if it is `batcher` and idle, so that a client putting into
     /// many queues keeps only the batchers in use.
+    pub(crate) fn get_batcher(
+        &self,
+        consistency: crate::wire::Consistency,
+        route: Route,
+    ) -> Arc<crate::cache::GetBatcher> {
+        let slots = self.inner.addresses.len() + 1;
+        let target = match route {
+            Route::Owner(index) => index,
+            Route::Home | Route::Leader => slots - 1,
+        };
+        self.inner.get_batchers[usize::from(consistency == crate::wire::Consistency::Local) * slots + target].clone()
+    }
+
+    /// Where cache requests for `key` go: its owner by hash, or the home node when one is set.
+    pub(crate) fn cache_route(&self, key: &[u8]) -> Route {
+        if self.inner.options.home.is_some() {
+            return Route::Home;
+        }
+        // FNV-1a: stable across processes, so every client picks the same owner.
+        let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+        Route::Owner((hash % self.inner.addresses.len() as u64) as usize)
+    }
+
     pub(crate) fn forget_put_batcher(&self, queue: &str, batcher: &Arc<crate::queue::PutBatcher>) {
         let mut batchers = self.inner.put_batchers.lock().expect("batchers lock");
         if batchers.get(queue).is_some_and(|current| Arc::ptr_eq(current, batcher) && current.is_idle()) {
@@ -583,6 +613,8 @@ impl Client {
         let frame = encode_frame(request).map_err(|e| ClientError::InvalidArgument { reason: e.to_string() })?;
         let mut failures: u32 = 0;
         let mut last_failure = String::from("no attempt finished before the deadline");
+        // How many nodes past a key's owner this call has moved after failures.
+        let mut detour = 0;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -591,6 +623,7 @@ impl Client {
             let target = match route {
                 Route::Leader => self.pick_target(),
                 Route::Home => self.home_target(),
+                Route::Owner(owner) => self.inner.addresses[(owner + detour) % self.inner.addresses.len()],
             };
             let budget = (deadline - now).min(attempt_timeout);
             match tokio::time::timeout(budget, self.round_trip(target, &frame)).await {
@@ -612,8 +645,9 @@ impl Client {
                             last_failure = format!("{target}: {error}");
                             self.forget_leader(target);
                             // A home node that keeps failing may be cut off: try another.
-                            if route == Route::Home && failures >= 1 {
+                            if route != Route::Leader && failures >= 1 {
                                 self.leave_home(target);
+                                detour += 1;
                             }
                         }
                         Err(error) => return Err(error.into()),
@@ -624,6 +658,7 @@ impl Client {
                     self.forget_connection(target);
                     self.forget_leader(target);
                     self.leave_home(target);
+                    detour += 1;
                 }
                 Err(_) => {
                     last_failure = format!("{target} did not answer within {budget:?}");
@@ -632,6 +667,7 @@ impl Client {
                     self.forget_connection(target);
                     self.forget_leader(target);
                     self.leave_home(target);
+                    detour += 1;
                 }
             }
             failures += 1;
@@ -720,6 +756,8 @@ pub(crate) enum Route {
     Leader,
     /// To the client's home node, which forwards writes; see [`ClientOptions::home`].
     Home,
+    /// To the endpoint at this index (a cache key's owner), or the next ones after failures.
+    Owner(usize),
 }
 
 /// Keeps the session alive every third of its TTL until the client is dropped or the session

@@ -77,6 +77,39 @@ pub fn metrics(node: &Node) -> String {
     gauge("distsync_kv_keys", "Keys in the replicated register.", status.keys);
     gauge("distsync_locks", "Locks held or awaited.", status.locks);
     gauge("distsync_queues", "Queues, dead-letter queues included.", status.queues);
+    let cache = node.cache_stats();
+    gauge(
+        "distsync_cache_pending_write_backs",
+        "Cache writes waiting for write-back to Redis.",
+        cache.pending_write_backs,
+    );
+    gauge("distsync_cache_bytes", "Bytes held by this node's cache copies.", cache.bytes);
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{node=\"{}\"}} {value}", status.id);
+    };
+    counter("distsync_cache_hits_total", "Cache reads served from this node's copy.", cache.hits);
+    counter("distsync_cache_misses_total", "Cache reads that fetched the value from Redis.", cache.misses);
+    counter("distsync_cache_pending_reads_total", "Cache reads of values pending write-back.", cache.pending_reads);
+    counter(
+        "distsync_cache_invalidations_total",
+        "Copies invalidated by writes, deletions and expiries.",
+        cache.invalidations,
+    );
+    counter("distsync_cache_evictions_total", "Copies evicted to make room.", cache.evictions);
+    counter("distsync_cache_write_backs_total", "Writes this node wrote back to Redis as leader.", cache.write_backs);
+    counter(
+        "distsync_cache_write_back_failures_total",
+        "Failed write-back attempts (retried).",
+        cache.write_back_failures,
+    );
+    counter("distsync_cache_lost_total", "Values Redis no longer held when read.", cache.lost);
+    let _ = writeln!(
+        out,
+        "# HELP distsync_cache_copies This node's cache copies by MESI state.\n# TYPE distsync_cache_copies gauge"
+    );
+    for (state, value) in [("M", cache.modified), ("E", cache.exclusive), ("S", cache.shared), ("I", cache.invalid)] {
+        let _ = writeln!(out, "distsync_cache_copies{{node=\"{}\",state=\"{state}\"}} {value}", status.id);
+    }
     let _ = writeln!(
         out,
         "# HELP distsync_peer_last_heard_seconds Seconds since this node last heard from a peer.\n\

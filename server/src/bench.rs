@@ -552,8 +552,14 @@ pub async fn failover(
 /// Settings of `bench cache`.
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
-    /// Concurrent clients, each its own connection, homed round robin on the nodes.
+    /// Concurrent clients (closed loops).
     pub clients: usize,
+    /// Connections (`Client`s) they share round robin; one connection's concurrent gets are
+    /// merged into shared requests.
+    pub connections: usize,
+    /// Home each connection on one node (round robin) instead of sending each key to the node
+    /// its hash picks.
+    pub homed: bool,
     /// Distinct keys.
     pub keys: usize,
     /// Zipf exponent of key popularity (0: uniform).
@@ -581,6 +587,10 @@ pub struct CacheReport {
     pub consistency: &'static str,
     /// Concurrent clients.
     pub clients: usize,
+    /// Connections they share.
+    pub connections: usize,
+    /// Whether each connection used one home node (else: keys routed by hash).
+    pub homed: bool,
     /// Distinct keys.
     pub keys: usize,
     /// Zipf exponent.
@@ -695,11 +705,20 @@ pub async fn cache(endpoints: &[String], tls: ClientTls, settings: &CacheSetting
         );
         capacity = Some(stats.capacity_entries);
     }
-    let mut clients = Vec::with_capacity(settings.clients);
-    for number in 0..settings.clients {
-        let options = ClientOptions::new(endpoints, tls.clone()).home(&endpoints[number % endpoints.len()]);
-        clients.push(Client::connect_with(options).await?);
+    anyhow::ensure!(
+        (1..=settings.clients).contains(&settings.connections),
+        "--connections must be between 1 and --clients"
+    );
+    let mut connections = Vec::with_capacity(settings.connections);
+    for number in 0..settings.connections {
+        let mut options = ClientOptions::new(endpoints, tls.clone());
+        if settings.homed {
+            options = options.home(&endpoints[number % endpoints.len()]);
+        }
+        connections.push(Client::connect_with(options).await?);
     }
+    let clients: Vec<Client> =
+        (0..settings.clients).map(|number| connections[number % settings.connections].clone()).collect();
     let value = vec![b'v'; settings.value_size];
     // Every key exists, written back to Redis, before the clock starts.
     let fill_start = Instant::now();
@@ -764,7 +783,7 @@ pub async fn cache(endpoints: &[String], tls: ClientTls, settings: &CacheSetting
     }
     let elapsed = start.elapsed().as_secs_f64();
     let after = cache_totals(&admin, endpoints).await?;
-    for client in &clients {
+    for client in &connections {
         client.close().await;
     }
     let (hits, misses, pending) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
@@ -781,6 +800,8 @@ pub async fn cache(endpoints: &[String], tls: ClientTls, settings: &CacheSetting
             distsync::Consistency::Local => "local",
         },
         clients: settings.clients,
+        connections: settings.connections,
+        homed: settings.homed,
         keys: settings.keys,
         zipf: settings.zipf,
         read_ratio: settings.read_ratio,

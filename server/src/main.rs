@@ -211,9 +211,17 @@ enum BenchCommand {
     /// Clients read and write Zipf-popular cache keys; prints ops/s, latency and hit rate, one
     /// JSON line per consistency. Needs nodes with --redis (`distsync dev` starts one).
     Cache {
-        /// Concurrent clients, homed round robin on the endpoints.
+        /// Concurrent clients (closed loops).
         #[arg(long, default_value_t = 32)]
         clients: usize,
+        /// Connections the clients share round robin (default: one each), homed round robin
+        /// on the endpoints; concurrent gets on one connection are merged into one request.
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Home each connection on one node, round robin, instead of routing each key to the
+        /// node its hash picks (the client's default).
+        #[arg(long)]
+        homed: bool,
         /// Distinct keys (all written before measuring).
         #[arg(long, default_value_t = 100_000)]
         keys: usize,
@@ -392,6 +400,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Cache {
             clients,
+            connections,
+            homed,
             keys,
             zipf,
             read_ratio,
@@ -411,6 +421,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
                 let settings = bench::CacheSettings {
                     clients,
+                    connections: connections.unwrap_or(clients),
+                    homed,
                     keys,
                     zipf,
                     read_ratio,

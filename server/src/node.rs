@@ -426,9 +426,46 @@ impl Node {
         self.metrics.borrow().current_leader == Some(self.config.id)
     }
 
-    /// As leader, confirms with a quorum that this node still leads; returns the read index:
-    /// every write acknowledged before the call is at or below it.
+    /// The read index without a round trip, while this leader's lease holds: a quorum accepted
+    /// its AppendEntries sent less than half the shortest election timeout ago. openraft followers
+    /// refuse to vote for anyone for a whole election timeout after accepting one, this node
+    /// refuses votes while its lease holds, and a restarted node refuses them for an election
+    /// timeout (see `handle_peer`); so no other leader can exist yet. It must also have applied an
+    /// entry of its own term, which makes every write acknowledged by earlier leaders applied
+    /// here; its own acknowledged writes are applied before they are acknowledged.
+    fn lease_read_index(&self) -> Option<u64> {
+        let (term, applied) = {
+            let metrics = self.metrics.borrow();
+            if metrics.state != ServerState::Leader || metrics.current_leader != Some(self.config.id) {
+                return None;
+            }
+            (metrics.current_term, metrics.last_applied?)
+        };
+        if applied.leader_id.term != term {
+            return None;
+        }
+        // Half the shortest election timeout: a follower whose ack counts here cannot start an
+        // election before the shortest timeout after receiving it, nor can it get votes from
+        // followers still under their lease; the other half is margin for clocks and scheduling.
+        let lease = Duration::from_millis(self.config.election_timeout_min_ms / 2);
+        let mut acks = self.transport.lease_acks(term);
+        // The other members whose acks, with this node's own vote, make a majority.
+        let needed = self.config.peers.0.len() / 2;
+        if acks.len() < needed {
+            return None;
+        }
+        acks.sort_unstable_by(|a, b| b.cmp(a));
+        let oldest_needed = if needed == 0 { Instant::now() } else { acks[needed - 1] };
+        (oldest_needed.elapsed() < lease)
+            .then(|| applied.index.max(self.state.applied().last_applied.map_or(0, |l| l.index)))
+    }
+
+    /// As leader, confirms that this node still leads (by its lease, or else with a quorum
+    /// round); returns the read index: every write acknowledged before the call is at or below it.
     async fn confirm_leadership(&self) -> Result<u64, ServerError> {
+        if let Some(index) = self.lease_read_index() {
+            return Ok(index);
+        }
         let write_timeout = self.config.write_timeout();
         match tokio::time::timeout(write_timeout, self.raft.get_read_log_id()).await {
             Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
@@ -510,7 +547,16 @@ impl Node {
         self.transport.heard_from(from);
         Some(match request {
             PeerRequest::AppendEntries(request) => PeerResponse::AppendEntries(self.raft.append_entries(request).await),
-            PeerRequest::Vote(request) => PeerResponse::Vote(self.raft.vote(request).await),
+            PeerRequest::Vote(request) => {
+                // Keep the lease promise (see `lease_read_index`): no vote while this node leads
+                // under a lease, nor in a fresh process, which has forgotten when it last heard
+                // from a leader. A candidate sees a lost packet and tries again later.
+                let fresh = self.started.elapsed() < Duration::from_millis(self.config.election_timeout_max_ms);
+                if fresh || self.lease_read_index().is_some() {
+                    return None;
+                }
+                PeerResponse::Vote(self.raft.vote(request).await)
+            }
             PeerRequest::InstallSnapshot(request) => {
                 PeerResponse::InstallSnapshot(self.raft.install_snapshot(request).await)
             }
@@ -521,6 +567,11 @@ impl Node {
                 Err(ServerError::NotLeader { leader: self.leader() })
             }),
         })
+    }
+
+    /// This node's cache counters and contents, for the admin port's `/metrics`.
+    pub fn cache_stats(&self) -> distsync::wire::CacheNodeStats {
+        self.cache.stats(self)
     }
 
     /// This node's own view, for `distsync status` and the admin port's `/status`.

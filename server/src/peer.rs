@@ -131,8 +131,16 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         } else {
             RPCOption::new(option.hard_ttl().max(REPLICATION_TIMEOUT_MIN))
         };
+        let (term, committed, sent) = (request.vote.leader_id.term, request.vote.committed, std::time::Instant::now());
         match self.call(PeerRequest::AppendEntries(request), &option).await? {
             PeerResponse::AppendEntries(result) => {
+                // Any answer but a higher vote means the follower took this leader's vote and
+                // restarted its lease on receipt, which is after `sent`.
+                if committed
+                    && matches!(&result, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
+                {
+                    self.transport.note_lease_ack(self.target, term, sent);
+                }
                 result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             other => Err(self.unexpected(other)),

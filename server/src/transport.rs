@@ -132,6 +132,9 @@ pub struct PeerTransport {
     connections: ConnectionPool<NodeId>,
     dropped: RwLock<HashSet<NodeId>>,
     last_heard: Mutex<HashMap<NodeId, Instant>>,
+    /// Per peer, the term and send time of the latest AppendEntries it accepted from this node
+    /// as leader: the leader's lease (see `Node::lease_read_index`).
+    lease_acks: Mutex<HashMap<NodeId, (u64, Instant)>>,
 }
 
 /// Why a peer RPC failed.
@@ -165,6 +168,7 @@ impl PeerTransport {
             connections: ConnectionPool::default(),
             dropped: RwLock::new(HashSet::new()),
             last_heard: Mutex::new(HashMap::new()),
+            lease_acks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -192,6 +196,22 @@ impl PeerTransport {
     /// Records that `peer` was heard from now.
     pub fn heard_from(&self, peer: NodeId) {
         self.last_heard.lock().expect("last heard lock").insert(peer, Instant::now());
+    }
+
+    /// Records that `peer` accepted an AppendEntries of `term` sent at `sent`: it will refuse to
+    /// vote for anyone else until its leader lease (the election timeout) after receiving it.
+    pub fn note_lease_ack(&self, peer: NodeId, term: u64, sent: Instant) {
+        let mut acks = self.lease_acks.lock().expect("lease acks lock");
+        let ack = acks.entry(peer).or_insert((term, sent));
+        if (term, sent) > *ack {
+            *ack = (term, sent);
+        }
+    }
+
+    /// Send times of the latest AppendEntries each peer accepted in `term`.
+    pub fn lease_acks(&self, term: u64) -> Vec<Instant> {
+        let acks = self.lease_acks.lock().expect("lease acks lock");
+        acks.values().filter(|(t, _)| *t == term).map(|(_, sent)| *sent).collect()
     }
 
     /// How long ago each peer was last heard from.

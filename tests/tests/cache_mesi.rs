@@ -70,6 +70,20 @@ async fn scenario(cluster: &Cluster, redis: &Redis) -> anyhow::Result<()> {
     // Node 2 read the modified value: both share it now, the write-back still pending.
     wait_states(cluster, "user:1", "SS-").await?;
 
+    // The leader's write-back fails and says so (a failed attempt may take up to Redis's 2 s
+    // timeout to report), and the write stays pending.
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let stats: serde_json::Value = serde_json::from_str(&cli_ok(cluster, &["cache", "stats", "--json"]).await?)?;
+        let nodes = stats.as_array().cloned().unwrap_or_default();
+        let failures: u64 = nodes.iter().map(|n| n["write_back_failures"].as_u64().unwrap_or(0)).sum();
+        if failures >= 1 {
+            assert!(nodes.iter().all(|n| n["pending_write_backs"] == 1), "the write waits for Redis: {stats}");
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no failed write-back was reported: {stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Redis back: the pending write is written back, copies stay shared and clean.
     redis.restart().await?;
     let deadline = Instant::now() + SETTLE_TIMEOUT;

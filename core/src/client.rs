@@ -712,11 +712,6 @@ impl Client {
         }
     }
 
-    /// The endpoint cache requests go to now.
-    pub fn home_endpoint(&self) -> SocketAddr {
-        self.home_target()
-    }
-
     async fn note_leader(&self, leader: &LeaderInfo) {
         let address = match leader.address.parse::<SocketAddr>() {
             Ok(address) => Some(address),

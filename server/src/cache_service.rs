@@ -127,11 +127,6 @@ impl CacheService {
         }
     }
 
-    /// Whether values go to Redis (else they stay in the directory).
-    pub fn has_redis(&self) -> bool {
-        self.redis.is_some()
-    }
-
     /// Reads `keys`; see the module documentation. The answer may cover a prefix of the keys
     /// when their values exceed [`CACHE_GET_BYTES_MAX`].
     ///

@@ -410,16 +410,25 @@ impl Node {
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to)))) => {
                 self.forward(Request::Read(query), to.leader_id, origin).await
             }
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))) => Err(ServerError::Unavailable {
-                reason: format!("node {} cannot reach a quorum: {error}", self.config.id),
-            }),
-            Ok(Err(RaftError::Fatal(error))) => {
-                Err(ServerError::Unavailable { reason: format!("node {} is stopping: {error}", self.config.id) })
-            }
-            Err(_) => Err(ServerError::Unavailable {
-                reason: format!("node {} could not confirm its leadership within {write_timeout:?}", self.config.id),
-            }),
+            Ok(Err(error)) => Err(self.unconfirmed(Some(error))),
+            Err(_) => Err(self.unconfirmed(None)),
         }
+    }
+
+    /// Why this node could not confirm its leadership; `None`: not within the write timeout.
+    fn unconfirmed(&self, error: Option<RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>>) -> ServerError {
+        let id = self.config.id;
+        let reason = match error {
+            Some(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                format!("node {id} lost its leadership during a read; retry")
+            }
+            Some(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error))) => {
+                format!("node {id} cannot reach a quorum: {error}")
+            }
+            Some(RaftError::Fatal(error)) => format!("node {id} is stopping: {error}"),
+            None => format!("node {id} could not confirm its leadership within {:?}", self.config.write_timeout()),
+        };
+        ServerError::Unavailable { reason }
     }
 
     fn is_leader(&self) -> bool {
@@ -434,16 +443,13 @@ impl Node {
     /// entry of its own term, which makes every write acknowledged by earlier leaders applied
     /// here; its own acknowledged writes are applied before they are acknowledged.
     fn lease_read_index(&self) -> Option<u64> {
-        let (term, applied) = {
+        let term = {
             let metrics = self.metrics.borrow();
             if metrics.state != ServerState::Leader || metrics.current_leader != Some(self.config.id) {
                 return None;
             }
-            (metrics.current_term, metrics.last_applied?)
+            metrics.current_term
         };
-        if applied.leader_id.term != term {
-            return None;
-        }
         // Half the shortest election timeout: a follower whose ack counts here cannot start an
         // election before the shortest timeout after receiving it, nor can it get votes from
         // followers still under their lease; the other half is margin for clocks and scheduling.
@@ -456,8 +462,11 @@ impl Node {
         }
         acks.sort_unstable_by(|a, b| b.cmp(a));
         let oldest_needed = if needed == 0 { Instant::now() } else { acks[needed - 1] };
-        (oldest_needed.elapsed() < lease)
-            .then(|| applied.index.max(self.state.applied().last_applied.map_or(0, |l| l.index)))
+        if oldest_needed.elapsed() >= lease {
+            return None;
+        }
+        let applied = self.state.applied().last_applied?;
+        (applied.leader_id.term == term).then_some(applied.index)
     }
 
     /// As leader, confirms that this node still leads (by its lease, or else with a quorum
@@ -466,21 +475,10 @@ impl Node {
         if let Some(index) = self.lease_read_index() {
             return Ok(index);
         }
-        let write_timeout = self.config.write_timeout();
-        match tokio::time::timeout(write_timeout, self.raft.get_read_log_id()).await {
+        match tokio::time::timeout(self.config.write_timeout(), self.raft.get_read_log_id()).await {
             Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Err(ServerError::Unavailable {
-                reason: format!("node {} lost its leadership during a read; retry", self.config.id),
-            }),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))) => Err(ServerError::Unavailable {
-                reason: format!("node {} cannot reach a quorum: {error}", self.config.id),
-            }),
-            Ok(Err(RaftError::Fatal(error))) => {
-                Err(ServerError::Unavailable { reason: format!("node {} is stopping: {error}", self.config.id) })
-            }
-            Err(_) => Err(ServerError::Unavailable {
-                reason: format!("node {} could not confirm its leadership within {write_timeout:?}", self.config.id),
-            }),
+            Ok(Err(error)) => Err(self.unconfirmed(Some(error))),
+            Err(_) => Err(self.unconfirmed(None)),
         }
     }
 

@@ -58,6 +58,21 @@ pub fn check(history: &[Operation]) -> Result<(), Violation> {
     Ok(())
 }
 
+/// The operations on `key` in invocation order, one line each: invoked and returned times in ms
+/// since `started` (`?` for an unknown outcome) and what happened. For a failed check's report.
+pub fn timeline(history: &[Operation], key: &[u8], started: Instant) -> String {
+    let mut on_key: Vec<&Operation> = history.iter().filter(|op| op.key == key).collect();
+    on_key.sort_by_key(|op| op.invoked);
+    let since = |at: Instant| format!("{:.3}", (at - started).as_secs_f64() * 1000.0);
+    on_key
+        .iter()
+        .map(|op| {
+            format!("{:>8} .. {:>8} {:?}", since(op.invoked), op.returned.map(since).unwrap_or("?".into()), op.action)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Whether one register's operations can be linearized.
 fn linearizable(operations: &[&Operation]) -> bool {
     let count = operations.len();

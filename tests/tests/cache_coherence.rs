@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distsync::Client;
-use distsync_cluster_tests::linearizability::{check, Action, Operation};
+use distsync_cluster_tests::linearizability::{check, timeline, Action, Operation};
 use distsync_cluster_tests::{Cluster, ClusterOptions, Redis};
 use tokio::sync::Notify;
 
@@ -73,16 +73,7 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
     assert!(hits > 0, "no read was served from a node's copy");
     assert!(misses > 0, "no read went to Redis");
     if let Err(violation) = check(&history) {
-        let mut on_key: Vec<&Operation> = history.iter().filter(|op| op.key == violation.key).collect();
-        on_key.sort_by_key(|op| op.invoked);
-        for op in on_key {
-            eprintln!(
-                "{:>8.3} .. {:>8} {:?}",
-                (op.invoked - started).as_secs_f64() * 1000.0,
-                op.returned.map(|r| format!("{:.3}", (r - started).as_secs_f64() * 1000.0)).unwrap_or("?".into()),
-                op.action
-            );
-        }
+        eprintln!("{}", timeline(&history, &violation.key, started));
         anyhow::bail!("the history of cache key {:?} is not linearizable", String::from_utf8_lossy(&violation.key));
     }
     Ok(())

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distsync::Client;
-use distsync_cluster_tests::linearizability::{check, Action, Operation};
+use distsync_cluster_tests::linearizability::{check, timeline, Action, Operation};
 use distsync_cluster_tests::{Cluster, ClusterOptions};
 use tokio::sync::Notify;
 
@@ -69,16 +69,7 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
     assert!(reads_of_values >= 50, "too few reads saw a value ({reads_of_values}) to test anything");
     assert!(acknowledged_writes >= 50, "too few writes were acknowledged ({acknowledged_writes})");
     if let Err(violation) = check(&history) {
-        let mut on_key: Vec<&Operation> = history.iter().filter(|op| op.key == violation.key).collect();
-        on_key.sort_by_key(|op| op.invoked);
-        for op in on_key {
-            eprintln!(
-                "{:>8.3} .. {:>8} {:?}",
-                (op.invoked - started).as_secs_f64() * 1000.0,
-                op.returned.map(|r| format!("{:.3}", (r - started).as_secs_f64() * 1000.0)).unwrap_or("?".into()),
-                op.action
-            );
-        }
+        eprintln!("{}", timeline(&history, &violation.key, started));
         anyhow::bail!("the history of key {:?} is not linearizable", String::from_utf8_lossy(&violation.key));
     }
     Ok(())

@@ -157,11 +157,6 @@ impl StateMachineStore {
         self.applied_index.subscribe()
     }
 
-    /// This node's cache.
-    pub fn near_cache(&self) -> &Arc<NearCache> {
-        &self.near_cache
-    }
-
     /// Signals per session, fired as entries are applied.
     pub fn signals(&self) -> &SessionSignals {
         &self.signals

@@ -198,10 +198,22 @@ impl Client {
     /// As [`Client::connect`].
     pub async fn connect_with(options: ClientOptions) -> Result<Client, ClientError> {
         let client = Self::new_unconnected(options)?;
-        // One node answering proves addresses and certificates; the leader is found on first use.
-        let deadline = Instant::now() + client.inner.options.request_timeout;
-        client.call(&Request::Status, deadline).await?;
+        client.ping().await?;
         Ok(client)
+    }
+
+    /// Waits until some node answers a status request: one node answering proves the addresses
+    /// and certificates (the leader is found on first use). [`Client::connect`] does this; a
+    /// client made by [`Client::new_unconnected`] can do it later.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unavailable`] when no node answers within the request timeout (wrong
+    /// addresses, a CA that did not sign the nodes' certificates, every node down).
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        let deadline = Instant::now() + self.inner.options.request_timeout;
+        self.call(&Request::Status, deadline).await?;
+        Ok(())
     }
 
     /// Builds a client without contacting any node (used for per-node status, which must work

@@ -241,6 +241,16 @@ pub enum ClientError {
     /// The node reported an error that is neither retryable nor the caller's fault.
     #[error(transparent)]
     Server(ServerError),
+    /// The client was created in another process, which then forked: its connections and
+    /// background tasks stayed in the parent. Create a new client in this process (after the
+    /// fork); see [`crate::blocking::ProcessBound`].
+    #[error("this client was created in process {created_in} and cannot be used in process {used_in} after fork(); create a new client in the child process")]
+    Forked {
+        /// The process that created the client.
+        created_in: u32,
+        /// The process that tried to use it.
+        used_in: u32,
+    },
 }
 
 impl ClientError {

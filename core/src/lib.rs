@@ -24,11 +24,14 @@
 //! - [`lock`]: distributed locks (`client.lock("name").acquire().await`).
 //! - [`queue`]: durable FIFO queues (`client.queue("jobs").put(body).await`).
 //! - [`cache`]: the coherent cache (`client.cache().get("user:1").await`).
+//! - [`blocking`]: one runtime per process and fork-aware values, for synchronous callers and
+//!   language bindings.
 //!
 //! This crate pulls in no Raft, no storage and no Redis: it is what applications link.
 
 #![warn(missing_docs)]
 
+pub mod blocking;
 pub mod cache;
 pub mod client;
 pub mod error;

@@ -3,6 +3,7 @@
 import asyncio
 
 import distsync
+from conftest import REPO
 
 
 def test_the_blocking_example_works_as_written(cluster):
@@ -55,3 +56,20 @@ def test_the_asyncio_example_works_as_written(cluster):
             return await aclient.cache.get("user:2")
 
     assert asyncio.run(main()) == b"Ada"
+
+
+def test_the_worker_pool_example_runs_as_written(cluster, tmp_path):
+    import subprocess
+    import sys
+
+    example = REPO / "examples" / "python" / "worker_pool.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--jobs", "30", "--workers", "3", "--ledger", str(tmp_path / "ledger")],
+        capture_output=True, text=True, timeout=300, env=cluster.env(),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "all 30 jobs in the ledger exactly once" in done.stdout
+    counts = [int(line.split()[2]) for line in done.stdout.splitlines() if line.startswith("worker-")]
+    assert sum(counts) == 30 and len(counts) == 3
+    tokens = [int(line.split()[0]) for line in (tmp_path / "ledger").read_text().splitlines()]
+    assert tokens == sorted(tokens) and len(set(tokens)) == 30

@@ -31,11 +31,11 @@ def test_nack_redelivers_and_a_stale_ack_is_refused(client, unique):
 
 
 def test_an_unacked_message_comes_back_after_its_visibility_timeout(client, unique):
-    jobs = client.queue(unique("slow-jobs"), visibility=0.3)
+    jobs = client.queue(unique("slow-jobs"), visibility=2.0)
     jobs.put(b"job")
     taken = jobs.get(wait=1.0)
     assert jobs.get(wait=0.0) is None, "invisible while in flight"
-    again = jobs.get(wait=5.0)
+    again = jobs.get(wait=15.0)
     assert again is not None and again.id == taken.id and again.attempt == 2
     with pytest.raises(distsync.StaleDelivery):
         taken.ack()

@@ -19,12 +19,12 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::client::{unexpected, Client, Route};
 use crate::error::ClientError;
+use crate::merge::{answer_each, Merger};
 use crate::wire::{
     validate_key, CacheValue, Command, CommandResponse, Consistency, Request, Response, CACHE_GET_KEYS_MAX,
     CACHE_TTL_MS_MAX,
@@ -201,21 +201,12 @@ impl Cache {
 /// a few round trips instead of one each.
 const MERGED_GETS_IN_FLIGHT_MAX: usize = 1;
 
-type GetWaiter = tokio::sync::oneshot::Sender<Result<Option<CacheValue>, ClientError>>;
-
 /// Merges concurrent single-key gets of one client (and one consistency) into shared
 /// [`Request::CacheGet`] requests. Each get still sees a state from after it was called: its
 /// request leaves after it arrived, and the node takes a read index after receiving it.
 #[derive(Default)]
 pub(crate) struct GetBatcher {
-    state: Mutex<PendingGets>,
-}
-
-#[derive(Default)]
-struct PendingGets {
-    /// Sender tasks running.
-    senders: usize,
-    keys: VecDeque<(Vec<u8>, GetWaiter)>,
+    merger: Merger<Vec<u8>, Result<Option<CacheValue>, ClientError>>,
 }
 
 impl GetBatcher {
@@ -226,18 +217,8 @@ impl GetBatcher {
         key: Vec<u8>,
     ) -> Result<Option<CacheValue>, ClientError> {
         let batcher = client.get_batcher(consistency, route);
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let start = {
-            let mut pending = batcher.state.lock().expect("get batcher lock");
-            pending.keys.push_back((key, answer));
-            let start = pending.senders < MERGED_GETS_IN_FLIGHT_MAX;
-            if start {
-                pending.senders += 1;
-            }
-            start
-        };
+        let (answered, start) = batcher.merger.push(key, MERGED_GETS_IN_FLIGHT_MAX);
         if start {
-            // A task of its own, so that a caller that stops waiting does not strand the others.
             tokio::spawn(Self::send_all(batcher, client.clone(), consistency, route));
         }
         answered.await.map_err(|_| ClientError::Unavailable { reason: "the client is shutting down".into() })?
@@ -246,29 +227,9 @@ impl GetBatcher {
     /// Sends what is pending, request after request, until nothing is left.
     async fn send_all(batcher: Arc<GetBatcher>, client: Client, consistency: Consistency, route: Route) {
         let cache = Cache { client, consistency };
-        loop {
-            let batch: Vec<(Vec<u8>, GetWaiter)> = {
-                let mut pending = batcher.state.lock().expect("get batcher lock");
-                let take = pending.keys.len().min(CACHE_GET_KEYS_MAX);
-                if take == 0 {
-                    pending.senders -= 1;
-                    return;
-                }
-                pending.keys.drain(..take).collect()
-            };
-            let (keys, waiters): (Vec<Vec<u8>>, Vec<GetWaiter>) = batch.into_iter().unzip();
-            match cache.get_routed(&keys, route).await {
-                Ok(values) => {
-                    for (waiter, value) in waiters.into_iter().zip(values) {
-                        let _ = waiter.send(Ok(value));
-                    }
-                }
-                Err(error) => {
-                    for waiter in waiters {
-                        let _ = waiter.send(Err(error.clone()));
-                    }
-                }
-            }
+        while let Some(batch) = batcher.merger.next_batch(|taken, _| taken < CACHE_GET_KEYS_MAX) {
+            let (keys, waiters): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().unzip();
+            answer_each(waiters, cache.get_routed(&keys, route).await);
         }
     }
 }

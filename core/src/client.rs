@@ -470,8 +470,7 @@ impl Client {
         batchers.entry(queue.to_string()).or_default().clone()
     }
 
-    /// Forgets the batcher of `queue` if it is `batcher` and idle, so that a client putting into
-    /// many queues keeps only the batchers in use.
+    /// The batcher of single gets of `consistency` sent along `route`.
     pub(crate) fn get_batcher(
         &self,
         consistency: crate::wire::Consistency,
@@ -495,6 +494,8 @@ impl Client {
         Route::Owner((hash % self.inner.addresses.len() as u64) as usize)
     }
 
+    /// Forgets the batcher of `queue` if it is `batcher` and idle, so that a client putting into
+    /// many queues keeps only the batchers in use.
     pub(crate) fn forget_put_batcher(&self, queue: &str, batcher: &Arc<crate::queue::PutBatcher>) {
         let mut batchers = self.inner.put_batchers.lock().expect("batchers lock");
         if batchers.get(queue).is_some_and(|current| Arc::ptr_eq(current, batcher) && current.is_idle()) {

@@ -36,6 +36,7 @@ pub mod cache;
 pub mod client;
 pub mod error;
 pub mod lock;
+mod merge;
 pub mod pool;
 pub mod queue;
 pub mod tls;

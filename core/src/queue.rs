@@ -43,6 +43,7 @@ use thiserror::Error;
 
 use crate::client::{unexpected, Client};
 use crate::error::{ClientError, QueueRefusal, ServerError};
+use crate::merge::{answer_each, Merger};
 use crate::wire::{
     Command, CommandResponse, DeliveryAttempt, PutMessage, PutOutcome, Query, QueryResponse, QueueAwaitOutcome,
     QueueDelivery, QueueOptions, QueueStats, Request, Response, SessionId, QUEUE_BATCH_MAX, QUEUE_WAIT_MS_MAX,
@@ -523,27 +524,18 @@ impl Queue {
 /// Bytes of bodies merged into one request by the [`PutBatcher`]; a larger message goes alone.
 const MERGED_PUT_BYTES_MAX: usize = 1024 * 1024;
 
-type PutWaiter = tokio::sync::oneshot::Sender<Result<PutOutcome, QueueError>>;
-
 /// Requests of merged puts in flight per client and queue: enough to keep the cluster's commit
 /// pipeline busy, few enough that puts arriving meanwhile share the next request.
 const MERGED_PUTS_IN_FLIGHT_MAX: usize = 4;
 
 /// Merges concurrent single puts of one client into one queue into `QueuePut` requests: at most
 /// [`MERGED_PUTS_IN_FLIGHT_MAX`] requests in flight, and whatever arrives meanwhile goes in the
-/// next one. The
-/// cluster already shares an fsync among concurrent writes; this also shares the request, its
-/// session bookkeeping and its stored response, which is what bounds throughput under load.
+/// next one. The cluster already shares an fsync among concurrent writes; this also shares the
+/// request, its session bookkeeping and its stored response, which is what bounds throughput
+/// under load.
 #[derive(Default)]
 pub(crate) struct PutBatcher {
-    state: std::sync::Mutex<Pending>,
-}
-
-#[derive(Default)]
-struct Pending {
-    /// Sender tasks running.
-    senders: usize,
-    messages: VecDeque<(PutMessage, PutWaiter)>,
+    merger: Merger<PutMessage, Result<PutOutcome, QueueError>>,
 }
 
 impl PutBatcher {
@@ -551,18 +543,8 @@ impl PutBatcher {
         // Refuse what the cluster would refuse before it can fail a merged request.
         crate::wire::validate_queue_name(&queue.name).and_then(|()| message.validate()).map_err(ClientError::from)?;
         let batcher = queue.client.put_batcher(&queue.name);
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let start = {
-            let mut pending = batcher.state.lock().expect("batcher lock");
-            pending.messages.push_back((message, answer));
-            let start = pending.senders < MERGED_PUTS_IN_FLIGHT_MAX;
-            if start {
-                pending.senders += 1;
-            }
-            start
-        };
+        let (answered, start) = batcher.merger.push(message, MERGED_PUTS_IN_FLIGHT_MAX);
         if start {
-            // A task of its own, so that a caller that stops waiting does not strand the others.
             tokio::spawn(Self::send_all(batcher, queue.clone()));
         }
         answered.await.map_err(|_| QueueError::Unavailable { reason: "the client is shutting down".into() })?
@@ -570,43 +552,20 @@ impl PutBatcher {
 
     /// Whether no put is pending or being sent.
     pub(crate) fn is_idle(&self) -> bool {
-        let pending = self.state.lock().expect("batcher lock");
-        pending.senders == 0 && pending.messages.is_empty()
+        self.merger.is_idle()
     }
 
     /// Sends what is pending, request after request, until nothing is left (one of the senders).
     async fn send_all(batcher: Arc<PutBatcher>, queue: Queue) {
         loop {
-            let batch: Vec<(PutMessage, PutWaiter)> = {
-                let mut pending = batcher.state.lock().expect("batcher lock");
-                let mut bytes = 0;
-                let mut batch = Vec::new();
-                while let Some((message, _)) = pending.messages.front() {
-                    let size = message.body.len();
-                    if !batch.is_empty() && (batch.len() == QUEUE_BATCH_MAX || bytes + size > MERGED_PUT_BYTES_MAX) {
-                        break;
-                    }
-                    bytes += size;
-                    batch.push(pending.messages.pop_front().expect("checked"));
-                }
-                if batch.is_empty() {
-                    pending.senders -= 1;
-                    let idle = pending.senders == 0;
-                    drop(pending);
-                    if idle {
-                        queue.client.forget_put_batcher(&queue.name, &batcher);
-                    }
-                    return;
-                }
-                batch
-            };
-            let (messages, waiters): (Vec<PutMessage>, Vec<PutWaiter>) = batch.into_iter().unzip();
+            let mut bytes = 0;
+            let batch = batcher.merger.next_batch(|taken, message| {
+                bytes += message.body.len();
+                taken < QUEUE_BATCH_MAX && bytes <= MERGED_PUT_BYTES_MAX
+            });
+            let Some(batch) = batch else { break };
+            let (messages, waiters): (Vec<PutMessage>, Vec<_>) = batch.into_iter().unzip();
             match queue.put_messages(messages.clone()).await {
-                Ok(outcomes) => {
-                    for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
-                        let _ = waiter.send(Ok(outcome));
-                    }
-                }
                 // One message's refusal must not fail the others: send each alone to say whose.
                 Err(QueueError::MessageTooLarge { .. } | QueueError::Full { .. }) if messages.len() > 1 => {
                     for (message, waiter) in messages.into_iter().zip(waiters) {
@@ -614,13 +573,10 @@ impl PutBatcher {
                         let _ = waiter.send(outcome);
                     }
                 }
-                Err(error) => {
-                    for waiter in waiters {
-                        let _ = waiter.send(Err(error.clone()));
-                    }
-                }
+                outcome => answer_each(waiters, outcome),
             }
         }
+        queue.client.forget_put_batcher(&queue.name, &batcher);
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use distsync::blocking::{self, ProcessBound};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 use pyo3::IntoPyObjectExt;
 
 use crate::error::Failure;
@@ -152,7 +152,7 @@ pub fn bytes_of(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     if let Ok(array) = value.cast::<PyByteArray>() {
         return Ok(array.to_vec());
     }
-    if value.hasattr("__buffer__").unwrap_or(false) || value.get_type().name()?.to_cow()? == "memoryview" {
+    if value.is_instance_of::<PyMemoryView>() {
         let copied = value.py().get_type::<PyBytes>().call1((value,))?;
         return Ok(copied.cast::<PyBytes>()?.as_bytes().to_vec());
     }

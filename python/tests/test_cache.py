@@ -59,3 +59,11 @@ def test_bad_cache_arguments_raise_invalid_argument(client):
         client.cache.set("ttl", b"v", ttl=-5)
     with pytest.raises(distsync.InvalidArgument):
         client.cache.get(12)
+
+
+def test_keys_and_values_may_be_bytes_like(client, unique):
+    key = unique("views")
+    client.cache.set(memoryview(key.encode()), bytearray(b"from a bytearray"))
+    assert client.cache.get(key) == b"from a bytearray"
+    client.cache.set(key, memoryview(b"from a memoryview"))
+    assert client.cache.get(key.encode()) == b"from a memoryview"

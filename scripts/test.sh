@@ -2,7 +2,7 @@
 # The project's test command (README "Run the tests"; .ci/run calls it).
 # Formatting and lints first, then every Rust test: unit tests of the state machine and storage,
 # and the cluster tests in tests/ that start real `distsync` processes (and, for the cache, real
-# redis-server processes) on loopback; then the Python SDK's tests.
+# redis-server processes) on loopback; then the Python and Node SDKs' tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +21,19 @@ venv=target/python-venv
 PATH="$PWD/$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" \
   "$venv/bin/python" -m pip install -q --no-build-isolation --force-reinstall ./python
 DISTSYNC_BIN="$PWD/target/debug/distsync" "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests
+
+# The Node SDK: its devDependencies (@napi-rs/cli, TypeScript) from npm; the addon built by the
+# CLI (debug profile, reusing the build above), which also regenerates index.js and index.d.ts:
+# the checked-in copies must be current. Then `npm install ./node` into a scratch project, as a
+# user would, and the node:test suite against real clusters of the binary built above.
+(cd node && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && npx napi build --platform)
+if ! git diff --quiet -- node/index.js node/index.d.ts; then
+  git --no-pager diff --stat -- node/index.js node/index.d.ts
+  echo "node/index.js or node/index.d.ts is not what @napi-rs/cli generates: run 'npm run build' in node/ and commit" >&2
+  exit 1
+fi
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+(cd "$scratch" && npm init -y >/dev/null && npm install --no-audit --no-fund --loglevel=error "$OLDPWD/node" &&
+  node -e "const { Client, DistsyncError } = require('distsync'); if (typeof Client.connect !== 'function' || !DistsyncError) process.exit(1)")
+(cd node && DISTSYNC_BIN="$PWD/../target/debug/distsync" node --test test/*.test.js)

@@ -703,6 +703,11 @@ impl Drop for LockGuard {
             return;
         }
         self.forget();
+        if self.client.session_id() != Some(self.owner.session) {
+            // The session was closed or replaced, and the hold ended with it: a release now
+            // would only open a new session to be told so.
+            return;
+        }
         let command = Command::LockRelease { name: self.name.clone(), actor: self.owner.actor, token: self.token };
         let client = self.client.clone();
         let name = self.name.clone();

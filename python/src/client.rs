@@ -132,7 +132,7 @@ impl Client {
     /// (``with client.lock("x") as lock:``) or call ``acquire`` and ``release``.
     ///
     /// Args:
-    ///     name: the lock's name (1 to 256 bytes).
+    ///     name: the lock's name (1 to 1024 bytes).
     ///     shared: take a shared hold (any number of shared holders, no exclusive one).
     ///     timeout: seconds to wait for the grant before raising ``LockTimeout``; ``None``
     ///         waits until granted.

@@ -1,0 +1,236 @@
+//! Failures of the Rust client as `DistsyncError` objects: each carries a stable `code`, the
+//! Rust error's message (which says what to do) and its fields (`lock`, `cycle`, `session`,
+//! `queue`, `tag`).
+//!
+//! The classes are JavaScript (`distsync.js`), registered once per environment (main thread or
+//! worker) through `registerErrorClasses`; errors are built on the JavaScript thread when a
+//! Promise settles. Without registered classes (the native module used on its own) errors are
+//! plain `Error`s with the same `code` and fields.
+
+use std::collections::HashMap;
+
+use distsync::error::ServerError;
+use distsync::{ClientError, LockError, QueueError};
+use napi::bindgen_prelude::{BigInt, Function, FunctionRef, JsObjectValue, JsValue, Object, Unknown};
+use napi::{Env, JsError};
+use napi_derive::napi;
+
+/// The stable codes, one per error class of `distsync.js`.
+pub const CODES: [&str; 12] = [
+    "LOCK_TIMEOUT",
+    "DEADLOCK",
+    "ALREADY_HELD",
+    "NOT_HELD",
+    "SESSION_EXPIRED",
+    "UNAVAILABLE",
+    "INVALID_ARGUMENT",
+    "NO_SUCH_QUEUE",
+    "STALE_DELIVERY",
+    "LIMIT_REACHED",
+    "CLIENT_CLOSED",
+    "INTERNAL",
+];
+
+/// A failure of a call, converted to a JavaScript error once back on the JavaScript thread.
+#[derive(Debug)]
+pub enum Failure {
+    Client(ClientError),
+    Lock(LockError),
+    Queue(QueueError),
+    /// An argument refused before calling the client.
+    Argument(String),
+    /// `release` or `upgrade` of a `Lock` already released through that object.
+    Released {
+        name: String,
+    },
+    /// The `Client` was closed.
+    Closed,
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Self {
+        Failure::Client(error)
+    }
+}
+
+impl From<LockError> for Failure {
+    fn from(error: LockError) -> Self {
+        Failure::Lock(error)
+    }
+}
+
+impl From<QueueError> for Failure {
+    fn from(error: QueueError) -> Self {
+        Failure::Queue(error)
+    }
+}
+
+/// One link of a deadlock cycle: the owner `(session, actor)` waits for the next link's owner
+/// through `lock`; the last waits for the first.
+#[napi(object)]
+pub struct CycleLink {
+    /// The owner's session.
+    pub session: f64,
+    /// The owner (`Owner.actor` of the owner that took the lock).
+    pub actor: BigInt,
+    /// The lock this owner waits for.
+    pub lock: String,
+}
+
+/// The fields an error object carries besides `code` and `message`.
+#[derive(Default)]
+struct Details {
+    lock: Option<String>,
+    cycle: Option<Vec<CycleLink>>,
+    session: Option<u64>,
+    queue: Option<String>,
+    tag: Option<u64>,
+}
+
+impl Failure {
+    /// The error's code and fields.
+    fn describe(self) -> (&'static str, String, Details) {
+        let message = self.to_string();
+        let details = Details::default();
+        let (code, details) = match self {
+            Failure::Client(error) => return describe_client(error),
+            Failure::Lock(error) => return describe_lock(error),
+            Failure::Queue(error) => return describe_queue(error),
+            Failure::Argument(_) => ("INVALID_ARGUMENT", details),
+            Failure::Released { name } => ("NOT_HELD", Details { lock: Some(name), ..details }),
+            Failure::Closed => ("CLIENT_CLOSED", details),
+        };
+        (code, message, details)
+    }
+
+    /// The JavaScript error for this failure, to reject a Promise or throw.
+    pub fn into_js(self, env: &Env) -> napi::Error {
+        match self.build(env) {
+            Ok(error) => napi::Error::from(error),
+            Err(failed) => failed,
+        }
+    }
+
+    fn build(self, env: &Env) -> napi::Result<Unknown<'_>> {
+        let (code, message, details) = self.describe();
+        let class = env.get_instance_data::<ErrorClasses>()?.and_then(|classes| classes.by_code.get(code));
+        let error: Unknown<'_> = match class {
+            Some(class) => class.borrow_back(env)?.new_instance(message)?,
+            None => JsError::from(napi::Error::from_reason(message)).into_unknown(*env),
+        };
+        let mut object = error.coerce_to_object()?;
+        object.set_named_property("code", code)?;
+        if let Some(lock) = details.lock {
+            object.set_named_property("lock", lock)?;
+        }
+        if let Some(cycle) = details.cycle {
+            object.set_named_property("cycle", cycle)?;
+        }
+        if let Some(session) = details.session {
+            object.set_named_property("session", crate::run::number(session))?;
+        }
+        if let Some(queue) = details.queue {
+            object.set_named_property("queue", queue)?;
+        }
+        if let Some(tag) = details.tag {
+            object.set_named_property("tag", crate::run::number(tag))?;
+        }
+        Ok(object.to_unknown())
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Client(error) => error.fmt(f),
+            Failure::Lock(error) => error.fmt(f),
+            Failure::Queue(error) => error.fmt(f),
+            Failure::Argument(reason) => write!(f, "invalid argument: {reason}"),
+            Failure::Released { name } => {
+                write!(f, "lock {name:?} was already released through this object; acquire it again")
+            }
+            Failure::Closed => write!(f, "the client is closed; connect a new one"),
+        }
+    }
+}
+
+fn describe_client(error: ClientError) -> (&'static str, String, Details) {
+    let message = error.to_string();
+    let details = Details::default();
+    let (code, details) = match error {
+        ClientError::Unavailable { .. } => ("UNAVAILABLE", details),
+        ClientError::SessionExpired { session } => ("SESSION_EXPIRED", Details { session: Some(session), ..details }),
+        ClientError::InvalidArgument { .. } | ClientError::Config { .. } => ("INVALID_ARGUMENT", details),
+        ClientError::Server(ServerError::LimitReached { .. }) => ("LIMIT_REACHED", details),
+        // Refusals nest inside `Server`; the typed errors unwrap them.
+        error @ ClientError::Server(ServerError::Lock(_)) => return describe_lock(LockError::from(error)),
+        error @ ClientError::Server(ServerError::Queue(_)) => return describe_queue(QueueError::from(error)),
+        _ => ("INTERNAL", details),
+    };
+    (code, message, details)
+}
+
+fn describe_lock(error: LockError) -> (&'static str, String, Details) {
+    let message = error.to_string();
+    let details = Details::default();
+    let (code, details) = match error {
+        LockError::Timeout { name } => ("LOCK_TIMEOUT", Details { lock: Some(name), ..details }),
+        LockError::Deadlock { name, cycle } => {
+            let cycle = cycle
+                .into_iter()
+                .map(|(owner, lock)| CycleLink {
+                    session: crate::run::number(owner.session),
+                    actor: BigInt::from(owner.actor),
+                    lock,
+                })
+                .collect();
+            ("DEADLOCK", Details { lock: Some(name), cycle: Some(cycle), ..details })
+        }
+        LockError::AlreadyHeld { name } => ("ALREADY_HELD", Details { lock: Some(name), ..details }),
+        LockError::NotHeld { name, .. } => ("NOT_HELD", Details { lock: Some(name), ..details }),
+        LockError::SessionExpired { session } => ("SESSION_EXPIRED", Details { session: Some(session), ..details }),
+        LockError::Unavailable { .. } => ("UNAVAILABLE", details),
+        LockError::InvalidArgument { .. } | LockError::NotShared { .. } => ("INVALID_ARGUMENT", details),
+        LockError::Client(error) => return describe_client(error),
+        _ => ("INTERNAL", details),
+    };
+    (code, message, details)
+}
+
+fn describe_queue(error: QueueError) -> (&'static str, String, Details) {
+    let message = error.to_string();
+    let details = Details::default();
+    let (code, details) = match error {
+        QueueError::NoSuchQueue { queue } => ("NO_SUCH_QUEUE", Details { queue: Some(queue), ..details }),
+        QueueError::StaleTag { queue, tag } => {
+            ("STALE_DELIVERY", Details { queue: Some(queue), tag: Some(tag), ..details })
+        }
+        QueueError::MessageTooLarge { .. } | QueueError::InvalidArgument { .. } => ("INVALID_ARGUMENT", details),
+        QueueError::Full { queue, .. } => ("LIMIT_REACHED", Details { queue: Some(queue), ..details }),
+        QueueError::SessionExpired { session } => ("SESSION_EXPIRED", Details { session: Some(session), ..details }),
+        QueueError::Unavailable { .. } => ("UNAVAILABLE", details),
+        QueueError::Client(error) => return describe_client(error),
+        _ => ("INTERNAL", details),
+    };
+    (code, message, details)
+}
+
+/// The registered error classes of one JavaScript environment, by code.
+struct ErrorClasses {
+    by_code: HashMap<&'static str, FunctionRef<String, Unknown<'static>>>,
+}
+
+/// Registers the error classes errors are made of: `classes` maps each code (`LOCK_TIMEOUT`,
+/// …) to a constructor taking the message. Called by `distsync.js` when it loads; not for
+/// applications.
+#[napi]
+pub fn register_error_classes(env: Env, classes: Object) -> napi::Result<()> {
+    let mut by_code = HashMap::new();
+    for code in CODES {
+        let class: Option<Function<String, Unknown<'static>>> = classes.get_named_property(code)?;
+        if let Some(class) = class {
+            by_code.insert(code, class.create_ref()?);
+        }
+    }
+    env.set_instance_data(ErrorClasses { by_code }, (), |_| {})
+}

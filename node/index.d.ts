@@ -318,7 +318,7 @@ export interface CacheGetOptions {
 
 /** Options of `Cache.set`. */
 export interface CacheSetOptions {
-  /** Expire the value after this many seconds (up to 30 days). Default: never. */
+  /** Expire the value after this many seconds (up to a year). Default: never. */
   ttlSeconds?: number
 }
 

@@ -2,7 +2,7 @@
 # The project's test command (README "Run the tests"; .ci/run calls it).
 # Formatting and lints first, then every Rust test: unit tests of the state machine and storage,
 # and the cluster tests in tests/ that start real `distsync` processes (and, for the cache, real
-# redis-server processes) on loopback; then the Python and Node SDKs' tests.
+# redis-server processes) on loopback; then the Python, Node and Kotlin SDKs' tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,3 +37,15 @@ trap 'rm -rf "$scratch"' EXIT
 (cd "$scratch" && npm init -y >/dev/null && npm install --no-audit --no-fund --loglevel=error "$OLDPWD/node" &&
   node -e "const { Client, DistsyncError } = require('distsync'); if (typeof Client.connect !== 'function' || !DistsyncError) process.exit(1)")
 (cd node && DISTSYNC_BIN="$PWD/../target/debug/distsync" node --test test/*.test.js)
+
+# The Kotlin and Swift SDKs: regenerated from the library by uniffi-bindgen (the checked-in
+# sources must be current), then the Kotlin JUnit suite with Maven (Kotlin, JNA, JUnit from Maven
+# Central) against real clusters of the binary built above. The Swift package is generated only:
+# there is no Swift toolchain here (bindings/README.md).
+bash bindings/generate.sh
+if [ -n "$(git status --porcelain -- bindings/kotlin/src/main bindings/swift/Sources)" ]; then
+  git status --short -- bindings/kotlin/src/main bindings/swift/Sources
+  echo "the generated Kotlin/Swift sources are not current: run 'bash bindings/generate.sh' and commit" >&2
+  exit 1
+fi
+(cd bindings/kotlin && mvn -B -ntp -q test)

@@ -1,0 +1,154 @@
+package dev.distsync
+
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.async
+import kotlinx.coroutines.runBlocking
+import org.junit.jupiter.api.AfterAll
+import org.junit.jupiter.api.Assertions.assertArrayEquals
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertNotEquals
+import org.junit.jupiter.api.Assertions.assertNull
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.BeforeAll
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.TestInstance
+import org.junit.jupiter.api.assertThrows
+import java.util.UUID
+
+/** The Kotlin SDK against a real cluster: locks, queues and the cache. */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+class DistsyncTest {
+    private lateinit var cluster: Cluster
+    private lateinit var client: Client
+
+    @BeforeAll
+    fun start() {
+        cluster = Cluster()
+        client = Client.connectBlocking(cluster.endpoints, cluster.ca)
+    }
+
+    @AfterAll
+    fun stop() {
+        client.closeSessionBlocking()
+        client.close()
+        cluster.close()
+    }
+
+    private fun unique(base: String) = "$base-${UUID.randomUUID().toString().take(8)}"
+
+    @Test
+    fun `lock and unlock with a fencing token`(): Unit = runBlocking {
+        val name = unique("reports")
+        val first = client.lock(name)
+        assertEquals(name, first.name())
+        assertTrue(first.isHeld())
+        first.release()
+        assertTrue(!first.isHeld())
+        val second = client.lockBlocking(name)
+        assertTrue(second.token() > first.token(), "token ${second.token()} after ${first.token()}")
+        second.releaseBlocking()
+        val again = assertThrows<DistsyncException.NotHeld> { second.releaseBlocking() }
+        assertEquals(name, again.lock)
+    }
+
+    @Test
+    fun `shared holds coexist and exclude a writer, which times out`(): Unit = runBlocking {
+        val name = unique("config")
+        val reader = client.lock(name, shared = true)
+        val another = client.lock(name, shared = true)
+        assertTrue(reader.isShared() && another.isShared())
+        val timeout = assertThrows<DistsyncException.LockTimeout> { client.lockBlocking(name, timeoutMs = 300uL) }
+        assertEquals(name, timeout.lock)
+        assertTrue(timeout.reason.contains("not granted within the timeout"), timeout.reason)
+        another.release()
+        reader.upgrade()
+        assertTrue(!reader.isShared())
+        reader.release()
+    }
+
+    @Test
+    fun `a deadlock throws with the cycle, and the other waiter is then granted`(): Unit = runBlocking {
+        val (a, b) = unique("a") to unique("b")
+        val first = client.owner()
+        val second = client.owner()
+        val holdA = client.lock(a, owner = first)
+        val holdB = client.lock(b, owner = second)
+        val firstWaits = async(Dispatchers.IO) { client.lock(b, owner = first) }
+        val firstActor = "actor 0x${first.actor().toString(16)}"
+        Cluster.waitUntil("the first owner to wait for $b") {
+            val shown = cluster.cli("--endpoints", cluster.endpoints.joinToString(","), "--ca", cluster.ca, "lock", "show", b)
+            shown?.substringAfter("waiters", "")?.contains(firstActor) == true
+        }
+        val deadlock = assertThrows<DistsyncException.Deadlock> { client.lockBlocking(a, owner = second) }
+        assertEquals(a, deadlock.lock)
+        assertEquals(setOf(a, b), deadlock.cycle.map { it.lock }.toSet())
+        assertEquals(setOf(first.actor(), second.actor()), deadlock.cycle.map { it.actor }.toSet())
+        holdB.release()
+        val granted = firstWaits.await()
+        assertTrue(granted.token() > holdB.token())
+        granted.release()
+        holdA.release()
+    }
+
+    @Test
+    fun `queue put, get and ack`(): Unit = runBlocking {
+        val queue = client.queue(unique("jobs"))
+        val id = queue.put("payload".toByteArray(), dedupId = "order-42")
+        assertEquals(id, queue.putBlocking("payload".toByteArray(), dedupId = "order-42"))
+        val message = queue.get(waitMs = 1000uL)!!
+        assertArrayEquals("payload".toByteArray(), message.body())
+        assertEquals(id, message.id())
+        assertEquals(1u, message.attempt())
+        message.ack()
+        assertThrows<DistsyncException.StaleDelivery> { message.ackBlocking() }
+        assertNull(queue.getBlocking(waitMs = 100uL))
+        queue.delete()
+        assertThrows<DistsyncException.NoSuchQueue> { runBlocking { queue.delete() } }
+    }
+
+    @Test
+    fun `cache set and get`(): Unit = runBlocking {
+        val cache = client.cache()
+        val key = unique("user")
+        assertNull(cache.get(key))
+        val version = cache.set(key, "ada".toByteArray(), ttlSeconds = 60uL)
+        assertArrayEquals("ada".toByteArray(), cache.getBlocking(key))
+        assertTrue(cache.setBlocking(key, "grace".toByteArray()) > version)
+        assertArrayEquals("grace".toByteArray(), cache.get(key))
+        assertTrue(cache.delete(key))
+        assertThrows<DistsyncException.InvalidArgument> { cache.getBlocking("") }
+    }
+
+    @Test
+    fun `bad configuration throws InvalidArgument`() {
+        assertThrows<DistsyncException.InvalidArgument> { Client.connectBlocking(cluster.endpoints, "/nonexistent/ca.pem") }
+        assertThrows<DistsyncException.InvalidArgument> { Client.connectBlocking(listOf("not an address"), cluster.ca) }
+    }
+}
+
+/** A leader SIGKILLed while a lock is held: the hold survives and is released. */
+class FailoverTest {
+    @Test
+    fun `the leader SIGKILLed during a held lock`(): Unit = runBlocking {
+        Cluster().use { cluster ->
+            val client = Client.connect(cluster.endpoints, cluster.ca)
+            val other = Client.connect(cluster.endpoints, cluster.ca)
+            val name = "failover-${UUID.randomUUID()}"
+            val lock = client.lock(name)
+            val leader = cluster.waitForLeader()
+            cluster.kill(leader)
+            val next = cluster.waitForLeader(cluster.ids.filter { it != leader })
+            assertNotEquals(leader, next)
+            assertTrue(lock.isHeld())
+            lock.release()
+            // The session lives on, so only the release frees the lock this soon.
+            val after = other.lock(name, timeoutMs = 5000uL)
+            assertTrue(after.token() > lock.token(), "token ${after.token()} after ${lock.token()}")
+            after.release()
+            client.closeSession()
+            other.closeSession()
+            client.close()
+            other.close()
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! uniffi exports of the distsync client, from which `bindings/generate.sh` generates the Kotlin
+//! and Swift SDKs (`bindings/kotlin`, `bindings/swift`).
+//!
+//! Thin by design: every behaviour (leader discovery, retries, sessions, lock ownership) lives
+//! in the Rust client. Each call runs on the client's per-process runtime
+//! ([`distsync::blocking::runtime`]); an async method awaits it from the caller's executor
+//! (Kotlin coroutines, Swift concurrency), and cancelling the caller withdraws the call, as
+//! dropping a Rust future does. The `…Blocking` variants wait on the calling thread, for JVM and
+//! mobile code outside coroutines.
+//!
+//! ```kotlin
+//! val client = Client.connect(listOf("127.0.0.1:7101"), "tls/ca.pem")
+//! val lock = client.lock("reports")
+//! try { write(report, lock.token()) } finally { lock.release() }
+//! ```
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distsync::blocking;
+use distsync::error::ServerError;
+use distsync::wire::LockMode;
+use distsync::{ClientError, ClientOptions, ClientTls, LockError, LockGuard, OwnerHandle, QueueError};
+
+uniffi::setup_scaffolding!();
+
+/// Every failure of a call. Each variant's `reason` says what happened and what to do.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum DistsyncError {
+    /// The lock was not granted within the timeout; nothing is held.
+    #[error("{reason}")]
+    LockTimeout { reason: String, lock: String },
+    /// Waiting would have closed a cycle of owners waiting for each other; nothing changed.
+    /// Release a lock of the cycle and retry, or take locks in one order.
+    #[error("{reason}")]
+    Deadlock { reason: String, lock: String, cycle: Vec<CycleLink> },
+    /// This owner already holds or awaits the lock.
+    #[error("{reason}")]
+    AlreadyHeld { reason: String, lock: String },
+    /// The lock is not held by this owner (released, or lost with the session): whatever it
+    /// protected may have been changed since.
+    #[error("{reason}")]
+    NotHeld { reason: String, lock: String },
+    /// The session expired, so the cluster released its locks and returned its deliveries.
+    #[error("{reason}")]
+    SessionExpired { reason: String, session: u64 },
+    /// No node could serve the request in time (no leader, a partition, nodes down). Safe to
+    /// retry; a queue put is made safe to retry by a dedup id.
+    #[error("{reason}")]
+    Unavailable { reason: String },
+    /// The request is invalid (a bad name, key, value, option or configuration); fix it.
+    #[error("{reason}")]
+    InvalidArgument { reason: String },
+    /// The queue does not exist (ack, nack and delete do not create one).
+    #[error("{reason}")]
+    NoSuchQueue { reason: String, queue: String },
+    /// The delivery is no longer current: the message was or will be delivered again. Do not
+    /// publish its effects.
+    #[error("{reason}")]
+    StaleDelivery { reason: String, queue: String, tag: u64 },
+    /// The cluster is at one of its limits; nothing was changed.
+    #[error("{reason}")]
+    LimitReached { reason: String },
+    /// Any other failure (a protocol mismatch, a server fault).
+    #[error("{reason}")]
+    Internal { reason: String },
+}
+
+/// One link of a deadlock cycle: the owner `(session, actor)` waits for the next link's owner
+/// through `lock`; the last waits for the first.
+#[derive(Debug, uniffi::Record)]
+pub struct CycleLink {
+    pub session: u64,
+    pub actor: u64,
+    pub lock: String,
+}
+
+impl From<ClientError> for DistsyncError {
+    fn from(error: ClientError) -> Self {
+        let reason = error.to_string();
+        match error {
+            ClientError::Unavailable { .. } => DistsyncError::Unavailable { reason },
+            ClientError::SessionExpired { session } => DistsyncError::SessionExpired { reason, session },
+            ClientError::InvalidArgument { .. } | ClientError::Config { .. } => {
+                DistsyncError::InvalidArgument { reason }
+            }
+            ClientError::Server(ServerError::LimitReached { .. }) => DistsyncError::LimitReached { reason },
+            // Refusals nest inside `Server`; the typed errors unwrap them.
+            error @ ClientError::Server(ServerError::Lock(_)) => LockError::from(error).into(),
+            error @ ClientError::Server(ServerError::Queue(_)) => QueueError::from(error).into(),
+            _ => DistsyncError::Internal { reason },
+        }
+    }
+}
+
+impl From<LockError> for DistsyncError {
+    fn from(error: LockError) -> Self {
+        let reason = error.to_string();
+        match error {
+            LockError::Timeout { name } => DistsyncError::LockTimeout { reason, lock: name },
+            LockError::Deadlock { name, cycle } => DistsyncError::Deadlock {
+                reason,
+                lock: name,
+                cycle: cycle
+                    .into_iter()
+                    .map(|(owner, lock)| CycleLink { session: owner.session, actor: owner.actor, lock })
+                    .collect(),
+            },
+            LockError::AlreadyHeld { name } => DistsyncError::AlreadyHeld { reason, lock: name },
+            LockError::NotHeld { name, .. } => DistsyncError::NotHeld { reason, lock: name },
+            LockError::SessionExpired { session } => DistsyncError::SessionExpired { reason, session },
+            LockError::Unavailable { .. } => DistsyncError::Unavailable { reason },
+            LockError::InvalidArgument { .. } | LockError::NotShared { .. } => {
+                DistsyncError::InvalidArgument { reason }
+            }
+            LockError::Client(error) => error.into(),
+            _ => DistsyncError::Internal { reason },
+        }
+    }
+}
+
+impl From<QueueError> for DistsyncError {
+    fn from(error: QueueError) -> Self {
+        let reason = error.to_string();
+        match error {
+            QueueError::NoSuchQueue { queue } => DistsyncError::NoSuchQueue { reason, queue },
+            QueueError::StaleTag { queue, tag } => DistsyncError::StaleDelivery { reason, queue, tag },
+            QueueError::MessageTooLarge { .. } | QueueError::InvalidArgument { .. } => {
+                DistsyncError::InvalidArgument { reason }
+            }
+            QueueError::Full { .. } => DistsyncError::LimitReached { reason },
+            QueueError::SessionExpired { session } => DistsyncError::SessionExpired { reason, session },
+            QueueError::Unavailable { .. } => DistsyncError::Unavailable { reason },
+            QueueError::Client(error) => error.into(),
+            _ => DistsyncError::Internal { reason },
+        }
+    }
+}
+
+type Outcome<T> = Result<T, DistsyncError>;
+
+/// Runs `future` on the client's runtime and awaits it from whatever executor polls this one;
+/// dropping this future (a cancelled coroutine or Task) aborts the work, which withdraws what
+/// it waited for.
+async fn on_runtime<T, F>(future: F) -> Outcome<T>
+where
+    T: Send + 'static,
+    F: Future<Output = Outcome<T>> + Send + 'static,
+{
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(blocking::runtime()?.spawn(future));
+    match (&mut task.0).await {
+        Ok(outcome) => outcome,
+        Err(failed) => Err(DistsyncError::Internal { reason: format!("the call's task failed: {failed}") }),
+    }
+}
+
+/// Runs `future` to completion on the calling thread (which must not be a runtime thread).
+fn block_on<T>(future: impl Future<Output = Outcome<T>>) -> Outcome<T> {
+    blocking::runtime()?.block_on(future)
+}
+
+/// A lock owner: locks taken with one `Owner` belong to one actor. Made by `Client.owner()`.
+/// Each `lock` call without one is its own owner.
+#[derive(uniffi::Object)]
+pub struct Owner {
+    handle: OwnerHandle,
+}
+
+#[uniffi::export]
+impl Owner {
+    /// The actor id the cluster records (shown by `distsync lock show` and in deadlock cycles).
+    pub fn actor(&self) -> u64 {
+        self.handle.actor()
+    }
+}
+
+/// A connection to a distsync cluster; share one per process. Any subset of the nodes will do:
+/// the client finds the leader and follows it across failovers.
+#[derive(uniffi::Object)]
+pub struct Client {
+    client: distsync::Client,
+}
+
+#[uniffi::export]
+impl Client {
+    /// Connects: returns once a node answers (proving the addresses and the CA certificate at
+    /// `ca_path`, `tls/ca.pem` of `distsync dev`). Throws `InvalidArgument` for unusable
+    /// endpoints or CA, `Unavailable` when no node answers.
+    #[uniffi::constructor]
+    pub async fn connect(endpoints: Vec<String>, ca_path: String) -> Outcome<Arc<Self>> {
+        on_runtime(connect(endpoints, ca_path, None)).await
+    }
+
+    /// `connect` with the session TTL (how long the cluster keeps this client's locks after
+    /// it falls silent, 1000 to 3600000 ms) and the request timeout (per call, across retries).
+    #[uniffi::constructor]
+    pub async fn connect_with(
+        endpoints: Vec<String>,
+        ca_path: String,
+        session_ttl_ms: u64,
+        request_timeout_ms: u64,
+    ) -> Outcome<Arc<Self>> {
+        on_runtime(connect(endpoints, ca_path, Some((session_ttl_ms, request_timeout_ms)))).await
+    }
+
+    /// `connect`, waiting on the calling thread.
+    #[uniffi::constructor]
+    pub fn connect_blocking(endpoints: Vec<String>, ca_path: String) -> Outcome<Arc<Self>> {
+        block_on(connect(endpoints, ca_path, None))
+    }
+
+    /// Acquires lock `name`, waiting in line until granted or `timeout_ms` passes. Pass an
+    /// `owner` to tie nested locks of one actor together; without one the call is its own owner.
+    ///
+    /// Throws `LockTimeout`, `Deadlock` (at once, with the cycle), `AlreadyHeld`,
+    /// `SessionExpired`, `Unavailable`, `InvalidArgument`.
+    #[uniffi::method(default(shared = false, timeout_ms = None, owner = None))]
+    pub async fn lock(
+        &self,
+        name: String,
+        shared: bool,
+        timeout_ms: Option<u64>,
+        owner: Option<Arc<Owner>>,
+    ) -> Outcome<Arc<Lock>> {
+        on_runtime(self.acquire(name, shared, timeout_ms, owner)).await
+    }
+
+    /// `lock`, waiting on the calling thread.
+    #[uniffi::method(default(shared = false, timeout_ms = None, owner = None))]
+    pub fn lock_blocking(
+        &self,
+        name: String,
+        shared: bool,
+        timeout_ms: Option<u64>,
+        owner: Option<Arc<Owner>>,
+    ) -> Outcome<Arc<Lock>> {
+        block_on(self.acquire(name, shared, timeout_ms, owner))
+    }
+
+    /// A new lock owner, distinct from every other.
+    pub fn owner(&self) -> Arc<Owner> {
+        Arc::new(Owner { handle: self.client.owner() })
+    }
+
+    /// A durable FIFO queue; nothing is sent until it is used, and a put or get creates it.
+    pub fn queue(&self, name: String) -> Arc<Queue> {
+        Arc::new(Queue { queue: self.client.queue(name) })
+    }
+
+    /// The coherent cache: values in Redis, copies on every node, linearizable reads.
+    pub fn cache(&self) -> Arc<Cache> {
+        Arc::new(Cache { cache: self.client.cache() })
+    }
+
+    /// Ends the session now, releasing its locks and returning its deliveries at once instead
+    /// of at the session TTL. (`close()` of the Kotlin object, or dropping the Swift one, frees
+    /// the client itself.)
+    pub async fn close_session(&self) {
+        let client = self.client.clone();
+        let _ = on_runtime(async move {
+            client.close().await;
+            Ok(())
+        })
+        .await;
+    }
+
+    /// `close_session`, waiting on the calling thread.
+    pub fn close_session_blocking(&self) {
+        let client = self.client.clone();
+        let _ = block_on(async move {
+            client.close().await;
+            Ok(())
+        });
+    }
+}
+
+async fn connect(endpoints: Vec<String>, ca_path: String, timing: Option<(u64, u64)>) -> Outcome<Arc<Client>> {
+    let tls = ClientTls::from_ca_file(&ca_path)?;
+    let mut options = ClientOptions::new(endpoints, tls);
+    if let Some((session_ttl_ms, request_timeout_ms)) = timing {
+        options = options
+            .session_ttl(Duration::from_millis(session_ttl_ms))
+            .request_timeout(Duration::from_millis(request_timeout_ms));
+    }
+    Ok(Arc::new(Client { client: distsync::Client::connect_with(options).await? }))
+}
+
+impl Client {
+    fn acquire(
+        &self,
+        name: String,
+        shared: bool,
+        timeout_ms: Option<u64>,
+        owner: Option<Arc<Owner>>,
+    ) -> impl Future<Output = Outcome<Arc<Lock>>> + Send + 'static {
+        let owner = owner.map(|owner| owner.handle).unwrap_or_else(|| self.client.owner());
+        let mut request = self.client.lock(name).owner(&owner);
+        if shared {
+            request = request.shared();
+        }
+        if let Some(timeout_ms) = timeout_ms {
+            request = request.timeout(Duration::from_millis(timeout_ms));
+        }
+        async move { Ok(Lock::new(request.acquire().await?, owner)) }
+    }
+}
+
+/// A held lock. Pass `token()` with every write to the protected resource, and have the
+/// resource refuse a token lower than the highest it has seen.
+#[derive(uniffi::Object)]
+pub struct Lock {
+    name: String,
+    owner: OwnerHandle,
+    hold: Mutex<Hold>,
+}
+
+struct Hold {
+    guard: Option<LockGuard>,
+    token: u64,
+    shared: bool,
+}
+
+impl Lock {
+    fn new(guard: LockGuard, owner: OwnerHandle) -> Arc<Self> {
+        let hold = Hold { token: guard.token(), shared: guard.mode() == LockMode::Shared, guard: None };
+        let name = guard.name().to_string();
+        Arc::new(Lock { name, owner, hold: Mutex::new(Hold { guard: Some(guard), ..hold }) })
+    }
+
+    fn take(&self) -> Outcome<LockGuard> {
+        self.hold.lock().expect("lock hold").guard.take().ok_or_else(|| DistsyncError::NotHeld {
+            reason: format!("lock {:?} was already released through this object; acquire it again", self.name),
+            lock: self.name.clone(),
+        })
+    }
+
+    fn release_future(&self) -> impl Future<Output = Outcome<()>> + Send + 'static {
+        let guard = self.take();
+        async move { Ok(guard?.release().await?) }
+    }
+
+    async fn upgrade_future(self: Arc<Self>) -> Outcome<()> {
+        let mut guard = self.take()?;
+        let outcome = guard.upgrade().await;
+        let mut hold = self.hold.lock().expect("lock hold");
+        hold.token = guard.token();
+        hold.shared = guard.mode() == LockMode::Shared;
+        hold.guard = Some(guard);
+        Ok(outcome?)
+    }
+}
+
+#[uniffi::export]
+impl Lock {
+    /// The lock's name.
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// The fencing token: strictly increasing per lock across holders and leader changes.
+    pub fn token(&self) -> u64 {
+        self.hold.lock().expect("lock hold").token
+    }
+
+    /// Whether this is a shared hold.
+    pub fn is_shared(&self) -> bool {
+        self.hold.lock().expect("lock hold").shared
+    }
+
+    /// Whether the lock may still be treated as held (not released, session lease current).
+    pub fn is_held(&self) -> bool {
+        self.hold.lock().expect("lock hold").guard.as_ref().is_some_and(LockGuard::is_held)
+    }
+
+    /// The owner holding it; pass it to nested `lock` calls of the same actor.
+    pub fn owner(&self) -> Arc<Owner> {
+        Arc::new(Owner { handle: self.owner })
+    }
+
+    /// Releases the lock. Throws `NotHeld` or `SessionExpired` when the hold was already lost
+    /// or released (whatever it protected may have been changed since), `Unavailable`.
+    pub async fn release(&self) -> Outcome<()> {
+        on_runtime(self.release_future()).await
+    }
+
+    /// `release`, waiting on the calling thread.
+    pub fn release_blocking(&self) -> Outcome<()> {
+        block_on(self.release_future())
+    }
+
+    /// Upgrades a shared hold to exclusive; `token()` is then the new, higher token. Throws
+    /// `Deadlock` when another shared holder upgrades too, `LockTimeout` (the shared hold is
+    /// kept), `InvalidArgument` when not shared.
+    pub async fn upgrade(self: Arc<Self>) -> Outcome<()> {
+        on_runtime(self.upgrade_future()).await
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let guard = self.hold.get_mut().expect("lock hold").guard.take();
+        // Released in the background, which needs the runtime's context.
+        if let (Some(guard), Ok(runtime)) = (guard, blocking::runtime()) {
+            let _context = runtime.enter();
+            drop(guard);
+        }
+    }
+}
+
+/// A durable FIFO queue. Nothing is lost once `put` returns; a message is delivered again
+/// until acked; an ack succeeds at most once.
+#[derive(uniffi::Object)]
+pub struct Queue {
+    queue: distsync::Queue,
+}
+
+impl Queue {
+    fn put_future(
+        &self,
+        body: Vec<u8>,
+        dedup_id: Option<String>,
+    ) -> impl Future<Output = Outcome<u64>> + Send + 'static {
+        let queue = self.queue.clone();
+        async move {
+            Ok(match dedup_id {
+                Some(dedup) => queue.put_with_dedup(body, dedup).await?,
+                None => queue.put(body).await?,
+            })
+        }
+    }
+
+    fn get_future(&self, wait_ms: u64) -> impl Future<Output = Outcome<Option<Arc<Delivery>>>> + Send + 'static {
+        let queue = self.queue.clone();
+        async move {
+            let delivery = queue.get(Duration::from_millis(wait_ms)).await?;
+            Ok(delivery.map(|delivery| Arc::new(Delivery { delivery })))
+        }
+    }
+}
+
+#[uniffi::export]
+impl Queue {
+    /// The queue's name.
+    pub fn name(&self) -> String {
+        self.queue.name().to_string()
+    }
+
+    /// Enqueues `body` once a majority has it on disk; returns its id. A put with a `dedup_id`
+    /// seen in the queue's dedup window enqueues nothing and returns the first put's id, so
+    /// retrying after `Unavailable` with the same id enqueues exactly once.
+    #[uniffi::method(default(dedup_id = None))]
+    pub async fn put(&self, body: Vec<u8>, dedup_id: Option<String>) -> Outcome<u64> {
+        on_runtime(self.put_future(body, dedup_id)).await
+    }
+
+    /// `put`, waiting on the calling thread.
+    #[uniffi::method(default(dedup_id = None))]
+    pub fn put_blocking(&self, body: Vec<u8>, dedup_id: Option<String>) -> Outcome<u64> {
+        block_on(self.put_future(body, dedup_id))
+    }
+
+    /// The oldest deliverable message, waiting up to `wait_ms` for one; null when none arrived.
+    #[uniffi::method(default(wait_ms = 0))]
+    pub async fn get(&self, wait_ms: u64) -> Outcome<Option<Arc<Delivery>>> {
+        on_runtime(self.get_future(wait_ms)).await
+    }
+
+    /// `get`, waiting on the calling thread.
+    #[uniffi::method(default(wait_ms = 0))]
+    pub fn get_blocking(&self, wait_ms: u64) -> Outcome<Option<Arc<Delivery>>> {
+        block_on(self.get_future(wait_ms))
+    }
+
+    /// Deletes the queue and every message in it; returns how many it held.
+    pub async fn delete(&self) -> Outcome<u64> {
+        let queue = self.queue.clone();
+        on_runtime(async move { Ok(queue.delete().await?) }).await
+    }
+}
+
+/// A delivered message: process it, then `ack()` it. Unacked, it is delivered again after its
+/// visibility timeout or when the session ends.
+#[derive(uniffi::Object)]
+pub struct Delivery {
+    delivery: distsync::Delivery,
+}
+
+#[uniffi::export]
+impl Delivery {
+    /// The payload.
+    pub fn body(&self) -> Vec<u8> {
+        self.delivery.body.clone()
+    }
+
+    /// The message id: unique, increasing in enqueue order.
+    pub fn id(&self) -> u64 {
+        self.delivery.id
+    }
+
+    /// The tag of this delivery attempt.
+    pub fn tag(&self) -> u64 {
+        self.delivery.tag
+    }
+
+    /// The attempt number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.delivery.attempt
+    }
+
+    /// Deletes the message for good. Throws `StaleDelivery` when this delivery is no longer
+    /// current (the message was or will be delivered again).
+    pub async fn ack(&self) -> Outcome<()> {
+        let delivery = self.delivery.clone();
+        on_runtime(async move { Ok(delivery.ack().await?) }).await
+    }
+
+    /// `ack`, waiting on the calling thread.
+    pub fn ack_blocking(&self) -> Outcome<()> {
+        let delivery = self.delivery.clone();
+        block_on(async move { Ok(delivery.ack().await?) })
+    }
+
+    /// Makes the message deliverable again at once (or dead-letters it after its last attempt).
+    pub async fn nack(&self) -> Outcome<()> {
+        let delivery = self.delivery.clone();
+        on_runtime(async move { Ok(delivery.nack().await?) }).await
+    }
+}
+
+/// The coherent cache: values in Redis, a coherent copy on every node, linearizable reads.
+#[derive(uniffi::Object)]
+pub struct Cache {
+    cache: distsync::Cache,
+}
+
+impl Cache {
+    fn get_future(&self, key: String) -> impl Future<Output = Outcome<Option<Vec<u8>>>> + Send + 'static {
+        let cache = self.cache.clone();
+        async move { Ok(cache.get(key).await?) }
+    }
+
+    fn set_future(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl_seconds: Option<u64>,
+    ) -> impl Future<Output = Outcome<u64>> + Send + 'static {
+        let cache = self.cache.clone();
+        async move {
+            Ok(match ttl_seconds {
+                Some(ttl) => cache.set_with_ttl(key, value, Duration::from_secs(ttl)).await?,
+                None => cache.set(key, value).await?,
+            })
+        }
+    }
+}
+
+#[uniffi::export]
+impl Cache {
+    /// The value of `key`, or null when it has none (linearizable).
+    pub async fn get(&self, key: String) -> Outcome<Option<Vec<u8>>> {
+        on_runtime(self.get_future(key)).await
+    }
+
+    /// `get`, waiting on the calling thread.
+    pub fn get_blocking(&self, key: String) -> Outcome<Option<Vec<u8>>> {
+        block_on(self.get_future(key))
+    }
+
+    /// Sets `key` to `value`, expiring after `ttl_seconds` if given; returns the write's version.
+    #[uniffi::method(default(ttl_seconds = None))]
+    pub async fn set(&self, key: String, value: Vec<u8>, ttl_seconds: Option<u64>) -> Outcome<u64> {
+        on_runtime(self.set_future(key, value, ttl_seconds)).await
+    }
+
+    /// `set`, waiting on the calling thread.
+    #[uniffi::method(default(ttl_seconds = None))]
+    pub fn set_blocking(&self, key: String, value: Vec<u8>, ttl_seconds: Option<u64>) -> Outcome<u64> {
+        block_on(self.set_future(key, value, ttl_seconds))
+    }
+
+    /// Deletes `key`; returns whether it had a value.
+    pub async fn delete(&self, key: String) -> Outcome<bool> {
+        let cache = self.cache.clone();
+        on_runtime(async move { Ok(cache.delete(key).await?) }).await
+    }
+}

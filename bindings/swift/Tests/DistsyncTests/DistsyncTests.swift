@@ -1,0 +1,266 @@
+// The cases of bindings/kotlin's JUnit suite, against a real cluster: three nodes of the
+// `distsync` binary ($DISTSYNC_BIN, default ../../target/release/distsync) and a redis-server.
+import Foundation
+import XCTest
+
+@testable import Distsync
+
+final class Cluster {
+    let binary: String
+    let directory: URL
+    let ids = [1, 2, 3]
+    var addresses: [Int: String] = [:]
+    var processes: [Int: Process] = [:]
+    var redis: Process!
+    let redisPort: Int
+
+    init() throws {
+        binary = ProcessInfo.processInfo.environment["DISTSYNC_BIN"] ?? "../../target/release/distsync"
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("distsync-swift-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let ports = Cluster.freePorts(count: 4)
+        for id in ids { addresses[id] = "127.0.0.1:\(ports[id - 1])" }
+        redisPort = ports[3]
+        _ = try cli(["certs", "init", "--dir", directory.appendingPathComponent("tls").path, "--nodes", "3"])
+        redis = try spawn("/usr/bin/env", ["redis-server", "--bind", "127.0.0.1", "--port", "\(redisPort)", "--save", "",
+                                          "--appendonly", "no", "--dir", directory.path], log: "redis.log")
+        for id in ids { try start(id) }
+        _ = try waitForLeader()
+    }
+
+    var endpoints: [String] { ids.compactMap { addresses[$0] } }
+    var ca: String { directory.appendingPathComponent("tls/ca.pem").path }
+
+    func start(_ id: Int) throws {
+        let peers = addresses.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        processes[id] = try spawn(binary, ["serve", "--id", "\(id)", "--listen", addresses[id]!, "--peers", peers,
+                                           "--data-dir", directory.appendingPathComponent("node-\(id)").path,
+                                           "--tls-dir", directory.appendingPathComponent("tls").path,
+                                           "--redis", "redis://127.0.0.1:\(redisPort)"], log: "node-\(id).log")
+    }
+
+    /// SIGKILLs node `id`.
+    func kill(_ id: Int) {
+        guard let process = processes.removeValue(forKey: id) else { return }
+        Darwin.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Waits until one of `among` leads and the others agree; returns its id.
+    func waitForLeader(among: [Int]? = nil) throws -> Int {
+        let nodes = among ?? processes.keys.sorted()
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let statuses = nodes.map { id in (id, status(id)) }
+            if statuses.allSatisfy({ $0.1 != nil }) {
+                let leaders = statuses.filter { $0.1!.role == "leader" }.map { $0.0 }
+                if leaders.count == 1, statuses.allSatisfy({ $0.1!.leader == leaders[0] }) { return leaders[0] }
+            }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        throw NSError(domain: "Cluster", code: 1, userInfo: [NSLocalizedDescriptionKey: "no leader among \(nodes)"])
+    }
+
+    func status(_ id: Int) -> (role: String, leader: Int?)? {
+        guard let out = try? cli(["--endpoints", addresses[id]!, "--ca", ca, "status", "--json"]),
+              let json = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]],
+              let first = json.first, let role = first["role"] as? String else { return nil }
+        return (role, first["leader"] as? Int)
+    }
+
+    func cli(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let out = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw NSError(domain: "Cluster", code: Int(process.terminationStatus))
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    func stop() {
+        for id in processes.keys { kill(id) }
+        redis.terminate()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func spawn(_ executable: String, _ arguments: [String], log: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let logURL = directory.appendingPathComponent(log)
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: logURL)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return process
+    }
+
+    static func freePorts(count: Int) -> [Int] {
+        (0..<count).map { _ in
+            let socket = Darwin.socket(AF_INET, SOCK_DGRAM, 0)
+            defer { close(socket) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    _ = bind(socket, $0, length)
+                    _ = getsockname(socket, $0, &length)
+                }
+            }
+            return Int(UInt16(bigEndian: address.sin_port))
+        }
+    }
+}
+
+final class DistsyncTests: XCTestCase {
+    static var cluster: Cluster!
+    var client: Client!
+
+    override class func setUp() {
+        cluster = try! Cluster()
+    }
+
+    override class func tearDown() {
+        cluster.stop()
+    }
+
+    override func setUp() async throws {
+        client = try await Client.connect(endpoints: Self.cluster.endpoints, caPath: Self.cluster.ca)
+    }
+
+    override func tearDown() async throws {
+        await client.closeSession()
+    }
+
+    func unique(_ base: String) -> String { "\(base)-\(UUID().uuidString.prefix(8))" }
+
+    func testLockAndUnlockWithFencingToken() async throws {
+        let name = unique("reports")
+        let first = try await client.lock(name: name)
+        XCTAssertEqual(first.name(), name)
+        XCTAssertTrue(first.isHeld())
+        try await first.release()
+        let second = try client.lockBlocking(name: name)
+        XCTAssertGreaterThan(second.token(), first.token())
+        try await second.release()
+        do {
+            try await second.release()
+            XCTFail("a second release succeeded")
+        } catch DistsyncError.NotHeld(_, let lock) {
+            XCTAssertEqual(lock, name)
+        }
+    }
+
+    func testSharedHoldsExcludeAWriterWhichTimesOut() async throws {
+        let name = unique("config")
+        let reader = try await client.lock(name: name, shared: true)
+        let another = try await client.lock(name: name, shared: true)
+        XCTAssertTrue(reader.isShared() && another.isShared())
+        do {
+            _ = try await client.lock(name: name, timeoutMs: 300)
+            XCTFail("an exclusive hold beside shared ones")
+        } catch DistsyncError.LockTimeout(let reason, let lock) {
+            XCTAssertEqual(lock, name)
+            XCTAssertTrue(reason.contains("not granted within the timeout"))
+        }
+        try await another.release()
+        try await reader.upgrade()
+        XCTAssertFalse(reader.isShared())
+        try await reader.release()
+    }
+
+    func testDeadlockThrowsWithTheCycle() async throws {
+        let (a, b) = (unique("a"), unique("b"))
+        let first = client.owner()
+        let second = client.owner()
+        let holdA = try await client.lock(name: a, owner: first)
+        let holdB = try await client.lock(name: b, owner: second)
+        let client = self.client!
+        let firstWaits = Task { try await client.lock(name: b, owner: first) }
+        let firstActor = "actor 0x" + String(first.actor(), radix: 16)
+        let deadline = Date().addingTimeInterval(30)
+        while !((try? Self.cluster.cli(["--endpoints", Self.cluster.endpoints.joined(separator: ","), "--ca", Self.cluster.ca,
+                                         "lock", "show", b]))?.components(separatedBy: "waiters").last?.contains(firstActor) ?? false) {
+            XCTAssertLessThan(Date(), deadline, "the first owner never waited")
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        do {
+            _ = try await client.lock(name: a, owner: second)
+            XCTFail("a deadlock was granted")
+        } catch DistsyncError.Deadlock(_, let lock, let cycle) {
+            XCTAssertEqual(lock, a)
+            XCTAssertEqual(Set(cycle.map { $0.lock }), [a, b])
+            XCTAssertEqual(Set(cycle.map { $0.actor }), [first.actor(), second.actor()])
+        }
+        try await holdB.release()
+        let granted = try await firstWaits.value
+        XCTAssertGreaterThan(granted.token(), holdB.token())
+        try await granted.release()
+        try await holdA.release()
+    }
+
+    func testQueuePutGetAck() async throws {
+        let queue = client.queue(name: unique("jobs"))
+        let id = try await queue.put(body: Data("payload".utf8), dedupId: "order-42")
+        XCTAssertEqual(try queue.putBlocking(body: Data("payload".utf8), dedupId: "order-42"), id)
+        let message = try await queue.get(waitMs: 1000)
+        XCTAssertEqual(message?.body(), Data("payload".utf8))
+        XCTAssertEqual(message?.id(), id)
+        XCTAssertEqual(message?.attempt(), 1)
+        try await message!.ack()
+        do {
+            try await message!.ack()
+            XCTFail("a second ack succeeded")
+        } catch DistsyncError.StaleDelivery {}
+        let empty = try await queue.get(waitMs: 100)
+        XCTAssertNil(empty)
+        _ = try await queue.delete()
+    }
+
+    func testCacheSetGet() async throws {
+        let cache = client.cache()
+        let key = unique("user")
+        let missing = try await cache.get(key: key)
+        XCTAssertNil(missing)
+        let version = try await cache.set(key: key, value: Data("ada".utf8), ttlSeconds: 60)
+        XCTAssertEqual(try cache.getBlocking(key: key), Data("ada".utf8))
+        XCTAssertGreaterThan(try cache.setBlocking(key: key, value: Data("grace".utf8)), version)
+        let deleted = try await cache.delete(key: key)
+        XCTAssertTrue(deleted)
+        do {
+            _ = try await cache.get(key: "")
+            XCTFail("an empty key was accepted")
+        } catch DistsyncError.InvalidArgument {}
+    }
+
+    func testLeaderKilledDuringAHeldLock() async throws {
+        let cluster = try Cluster()
+        defer { cluster.stop() }
+        let client = try await Client.connect(endpoints: cluster.endpoints, caPath: cluster.ca)
+        let other = try await Client.connect(endpoints: cluster.endpoints, caPath: cluster.ca)
+        let name = unique("failover")
+        let lock = try await client.lock(name: name)
+        let leader = try cluster.waitForLeader()
+        cluster.kill(leader)
+        let next = try cluster.waitForLeader(among: cluster.ids.filter { $0 != leader })
+        XCTAssertNotEqual(next, leader)
+        XCTAssertTrue(lock.isHeld())
+        try await lock.release()
+        // The session lives on, so only the release frees the lock this soon.
+        let after = try await other.lock(name: name, timeoutMs: 5000)
+        XCTAssertGreaterThan(after.token(), lock.token())
+        try await after.release()
+        await client.closeSession()
+        await other.closeSession()
+    }
+}

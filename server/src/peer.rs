@@ -1,7 +1,7 @@
 //! The peer protocol (Raft RPCs and forwarded client requests) and openraft's network over it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use distsync::wire::FRAME_BYTES_MAX;
 use distsync::wire::{Reply, Request};
@@ -9,12 +9,12 @@ use distsync::{NodeId, ServerError};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, LogId, LogIdOptionExt, Vote};
 use serde::{Deserialize, Serialize};
 
 use crate::raft_types::TypeConfig;
@@ -68,14 +68,66 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
-        PeerNetwork { target, transport: self.transport.clone() }
+        PeerNetwork { target, transport: self.transport.clone(), append: None }
     }
 }
 
-/// openraft's connection to one peer.
+/// openraft's connection to one peer, for one replication stream.
 pub struct PeerNetwork {
     target: NodeId,
     transport: Arc<PeerTransport>,
+    /// The latest AppendEntries carrying entries, from its sending until its answer is used (see
+    /// [`PeerNetwork::append_entries`]).
+    append: Option<Append>,
+}
+
+/// An AppendEntries carrying entries, sent by a task of its own; dropping it aborts the task.
+struct Append {
+    range: Range,
+    sent: Instant,
+    task: tokio::task::JoinHandle<Result<PeerResponse, PeerError>>,
+}
+
+impl Append {
+    fn start(transport: &Arc<PeerTransport>, target: NodeId, request: AppendEntriesRequest<TypeConfig>) -> Self {
+        let (range, sent, transport) = (Range::of(&request), Instant::now(), transport.clone());
+        let task =
+            tokio::spawn(
+                async move { transport.call(target, &PeerRequest::AppendEntries(request), APPEND_TIMEOUT).await },
+            );
+        Self { range, sent, task }
+    }
+}
+
+impl Drop for Append {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What an AppendEntries asks of the follower: accept the leader's `vote`, and after `prev`
+/// the entries up to `last` (`last == prev` for a heartbeat).
+#[derive(Clone, Debug, PartialEq)]
+struct Range {
+    vote: Vote<u64>,
+    prev: Option<LogId<u64>>,
+    last: Option<LogId<u64>>,
+}
+
+impl Range {
+    fn of(request: &AppendEntriesRequest<TypeConfig>) -> Self {
+        let last = request.entries.last().map(|entry| entry.log_id).or(request.prev_log_id);
+        Self { vote: request.vote, prev: request.prev_log_id, last }
+    }
+
+    /// Whether a follower matching the leader's log up to `matching` has the part of this range
+    /// up to there: openraft's condition for a `PartialSuccess`.
+    fn reaches(&self, matching: &Option<LogId<u64>>) -> bool {
+        *matching >= self.prev
+            && *matching <= self.last
+            && matching.index() >= self.prev.index()
+            && matching.index() <= self.last.index()
+    }
 }
 
 type RpcError<E = openraft::error::Infallible> = RPCError<u64, BasicNode, RaftError<u64, E>>;
@@ -86,16 +138,80 @@ impl PeerNetwork {
         request: PeerRequest,
         option: &RPCOption,
     ) -> Result<PeerResponse, RPCError<u64, BasicNode, RaftError<u64, E>>> {
+        let action = match request {
+            PeerRequest::Vote(_) => RPCTypes::Vote,
+            PeerRequest::InstallSnapshot(_) => RPCTypes::InstallSnapshot,
+            _ => RPCTypes::AppendEntries,
+        };
         let timeout = option.hard_ttl();
-        self.transport.call(self.target, &request, timeout).await.map_err(|error| match error {
-            PeerError::Timeout { .. } => RPCError::Timeout(Timeout {
-                action: openraft::network::RPCTypes::AppendEntries,
-                id: self.transport.id(),
-                target: self.target,
-                timeout,
-            }),
+        self.transport.call(self.target, &request, timeout).await.map_err(|error| self.failed(action, timeout, error))
+    }
+
+    fn failed<E: std::error::Error>(
+        &self,
+        action: RPCTypes,
+        timeout: Duration,
+        error: PeerError,
+    ) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
+        match error {
+            PeerError::Timeout { .. } => {
+                RPCError::Timeout(Timeout { action, id: self.transport.id(), target: self.target, timeout })
+            }
             PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&error)),
-        })
+        }
+    }
+
+    /// Any answer but a higher vote means the follower took this leader's vote and restarted
+    /// its lease on receipt, which is after `sent`.
+    fn note_lease_ack(&self, range: &Range, sent: Instant, response: &AppendEntriesResponse<u64>) {
+        if range.vote.committed && !matches!(response, AppendEntriesResponse::HigherVote(_)) {
+            self.transport.note_lease_ack(self.target, range.vote.leader_id.term, sent);
+        }
+    }
+
+    /// What the finished `append` tells about a request for `wanted`. Its own answer when
+    /// `wanted` is the same range; for another range of the same leader, a success that reaches
+    /// into it, the same conflict, or a higher vote. `None` when `wanted` must be sent.
+    fn settle(
+        &self,
+        append: &Append,
+        outcome: Result<Result<PeerResponse, PeerError>, tokio::task::JoinError>,
+        wanted: &Range,
+    ) -> Option<Result<AppendEntriesResponse<u64>, RpcError>> {
+        let same = append.range == *wanted;
+        let response = match outcome {
+            Ok(Ok(PeerResponse::AppendEntries(Ok(response)))) => response,
+            _ if !same => return None,
+            Ok(Ok(PeerResponse::AppendEntries(Err(error)))) => {
+                return Some(Err(RPCError::RemoteError(RemoteError::new(self.target, error))))
+            }
+            Ok(Ok(other)) => return Some(Err(self.unexpected(other))),
+            Ok(Err(error)) => return Some(Err(self.failed(RPCTypes::AppendEntries, APPEND_TIMEOUT, error))),
+            Err(error) => return Some(Err(RPCError::Unreachable(Unreachable::new(&error)))),
+        };
+        self.note_lease_ack(&append.range, append.sent, &response);
+        if same {
+            return Some(Ok(response));
+        }
+        if append.range.vote != wanted.vote {
+            return None;
+        }
+        let matching = match response {
+            AppendEntriesResponse::Success => append.range.last,
+            AppendEntriesResponse::PartialSuccess(matching) => matching,
+            AppendEntriesResponse::Conflict => {
+                return (append.range.prev == wanted.prev).then_some(Ok(AppendEntriesResponse::Conflict))
+            }
+            higher @ AppendEntriesResponse::HigherVote(_) => return Some(Ok(higher)),
+        };
+        if !wanted.reaches(&matching) {
+            return None;
+        }
+        Some(Ok(if matching == wanted.last {
+            AppendEntriesResponse::Success
+        } else {
+            AppendEntriesResponse::PartialSuccess(matching)
+        }))
     }
 
     fn unexpected<E: std::error::Error>(&self, response: PeerResponse) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
@@ -108,14 +224,21 @@ impl PeerNetwork {
 struct UnexpectedResponse(String);
 
 impl RaftNetwork<TypeConfig> for PeerNetwork {
+    /// openraft waits only the heartbeat interval (50 ms) for any AppendEntries, then drops the
+    /// call and asks for the range again. A frame of entries may need longer to cross the network
+    /// and be fsynced by the follower; cutting it off every time would resend it forever and the
+    /// follower would never catch up (seen with one 300 KiB entry on a loaded machine). So
+    /// entries travel in a task of their own that outlives openraft's wait; the next call waits
+    /// for that task again rather than sending anew, and its answer serves whichever range is
+    /// asked for next: a success that reaches into the range answers it as far as it reaches
+    /// (openraft's `PartialSuccess`), and openraft sends only the rest. Heartbeats go straight
+    /// out beside it, so a long transfer does not hold up the follower's election timer or the
+    /// leader's lease.
     async fn append_entries(
         &mut self,
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcError> {
-        // openraft gives every AppendEntries the heartbeat interval (50 ms) to complete. That suits
-        // heartbeats, but a catch-up batch of a thousand entries needs an fsync on a possibly
-        // busy follower; timing it out would only resend the same batch forever.
         // openraft bounds batches by entry count only; keep frames under the limit by asking it
         // for fewer entries (it retries with the hint).
         let entry_count = request.entries.len();
@@ -126,24 +249,34 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting as u64)));
             }
         }
-        let option = if request.entries.is_empty() {
-            option
-        } else {
-            RPCOption::new(option.hard_ttl().max(REPLICATION_TIMEOUT_MIN))
-        };
-        let (term, committed, sent) = (request.vote.leader_id.term, request.vote.committed, std::time::Instant::now());
-        match self.call(PeerRequest::AppendEntries(request), &option).await? {
-            PeerResponse::AppendEntries(result) => {
-                // Any answer but a higher vote means the follower took this leader's vote and
-                // restarted its lease on receipt, which is after `sent`.
-                if committed
-                    && matches!(&result, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
-                {
-                    self.transport.note_lease_ack(self.target, term, sent);
+        let wanted = Range::of(&request);
+        if request.entries.is_empty() {
+            let sent = Instant::now();
+            let response = match self.call(PeerRequest::AppendEntries(request), &option).await? {
+                PeerResponse::AppendEntries(result) => {
+                    result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))?
                 }
-                result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+                other => return Err(self.unexpected(other)),
+            };
+            self.note_lease_ack(&wanted, sent, &response);
+            return Ok(response);
+        }
+        let mut request = Some(request);
+        loop {
+            if self.append.is_none() {
+                // Only a previous append's answer can fail to serve this request, so this runs
+                // once at most.
+                let Some(request) = request.take() else { unreachable!("an append's own answer serves it") };
+                self.append = Some(Append::start(&self.transport, self.target, request));
             }
-            other => Err(self.unexpected(other)),
+            let append = self.append.as_mut().expect("an append is being sent");
+            // Cancel-safe: when openraft gives up here, the task goes on and the next call waits
+            // for it again.
+            let outcome = (&mut append.task).await;
+            let append = self.append.take().expect("an append is being sent");
+            if let Some(answer) = self.settle(&append, outcome, &wanted) {
+                return answer;
+            }
         }
     }
 
@@ -182,8 +315,10 @@ fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
     }
 }
 
-/// Least time an AppendEntries carrying entries gets to complete.
-const REPLICATION_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+/// How long an AppendEntries carrying entries may take to be delivered, stored and answered
+/// before it is sent again: ample for a full frame, while entries lost to a dead connection or
+/// a partition are sent again soon after.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a forwarded client request may take: the write timeout plus a margin for the hop.
 pub fn forward_timeout(write_timeout: Duration) -> Duration {

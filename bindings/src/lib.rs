@@ -19,9 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distsync::blocking;
-use distsync::error::ServerError;
 use distsync::wire::LockMode;
-use distsync::{ClientError, ClientOptions, ClientTls, LockError, LockGuard, OwnerHandle, QueueError};
+use distsync::{ClientError, ClientOptions, ClientTls, ErrorKind, LockError, LockGuard, OwnerHandle, QueueError};
 
 uniffi::setup_scaffolding!();
 
@@ -59,9 +58,9 @@ pub enum DistsyncError {
     /// publish its effects.
     #[error("{reason}")]
     StaleDelivery { reason: String, queue: String, tag: u64 },
-    /// The cluster is at one of its limits; nothing was changed.
+    /// The cluster is at one of its limits (`queue`, when a queue is full); nothing was changed.
     #[error("{reason}")]
-    LimitReached { reason: String },
+    LimitReached { reason: String, queue: Option<String> },
     /// Any other failure (a protocol mismatch, a server fault).
     #[error("{reason}")]
     Internal { reason: String },
@@ -76,65 +75,47 @@ pub struct CycleLink {
     pub lock: String,
 }
 
-impl From<ClientError> for DistsyncError {
-    fn from(error: ClientError) -> Self {
-        let reason = error.to_string();
-        match error {
-            ClientError::Unavailable { .. } => DistsyncError::Unavailable { reason },
-            ClientError::SessionExpired { session } => DistsyncError::SessionExpired { reason, session },
-            ClientError::InvalidArgument { .. } | ClientError::Config { .. } => {
-                DistsyncError::InvalidArgument { reason }
-            }
-            ClientError::Server(ServerError::LimitReached { .. }) => DistsyncError::LimitReached { reason },
-            // Refusals nest inside `Server`; the typed errors unwrap them.
-            error @ ClientError::Server(ServerError::Lock(_)) => LockError::from(error).into(),
-            error @ ClientError::Server(ServerError::Queue(_)) => QueueError::from(error).into(),
-            _ => DistsyncError::Internal { reason },
-        }
-    }
-}
-
-impl From<LockError> for DistsyncError {
-    fn from(error: LockError) -> Self {
-        let reason = error.to_string();
-        match error {
-            LockError::Timeout { name } => DistsyncError::LockTimeout { reason, lock: name },
-            LockError::Deadlock { name, cycle } => DistsyncError::Deadlock {
+impl DistsyncError {
+    /// The variant for a client error, from the classification the bindings share.
+    fn of(reason: String, kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::LockTimeout { lock } => DistsyncError::LockTimeout { reason, lock },
+            ErrorKind::Deadlock { lock, cycle } => DistsyncError::Deadlock {
                 reason,
-                lock: name,
+                lock,
                 cycle: cycle
                     .into_iter()
                     .map(|(owner, lock)| CycleLink { session: owner.session, actor: owner.actor, lock })
                     .collect(),
             },
-            LockError::AlreadyHeld { name } => DistsyncError::AlreadyHeld { reason, lock: name },
-            LockError::NotHeld { name, .. } => DistsyncError::NotHeld { reason, lock: name },
-            LockError::SessionExpired { session } => DistsyncError::SessionExpired { reason, session },
-            LockError::Unavailable { .. } => DistsyncError::Unavailable { reason },
-            LockError::InvalidArgument { .. } | LockError::NotShared { .. } => {
-                DistsyncError::InvalidArgument { reason }
-            }
-            LockError::Client(error) => error.into(),
+            ErrorKind::AlreadyHeld { lock } => DistsyncError::AlreadyHeld { reason, lock },
+            ErrorKind::NotHeld { lock } => DistsyncError::NotHeld { reason, lock },
+            ErrorKind::SessionExpired { session } => DistsyncError::SessionExpired { reason, session },
+            ErrorKind::Unavailable => DistsyncError::Unavailable { reason },
+            ErrorKind::InvalidArgument => DistsyncError::InvalidArgument { reason },
+            ErrorKind::NoSuchQueue { queue } => DistsyncError::NoSuchQueue { reason, queue },
+            ErrorKind::StaleDelivery { queue, tag } => DistsyncError::StaleDelivery { reason, queue, tag },
+            ErrorKind::LimitReached { queue } => DistsyncError::LimitReached { reason, queue },
             _ => DistsyncError::Internal { reason },
         }
     }
 }
 
+impl From<ClientError> for DistsyncError {
+    fn from(error: ClientError) -> Self {
+        Self::of(error.to_string(), error.kind())
+    }
+}
+
+impl From<LockError> for DistsyncError {
+    fn from(error: LockError) -> Self {
+        Self::of(error.to_string(), error.kind())
+    }
+}
+
 impl From<QueueError> for DistsyncError {
     fn from(error: QueueError) -> Self {
-        let reason = error.to_string();
-        match error {
-            QueueError::NoSuchQueue { queue } => DistsyncError::NoSuchQueue { reason, queue },
-            QueueError::StaleTag { queue, tag } => DistsyncError::StaleDelivery { reason, queue, tag },
-            QueueError::MessageTooLarge { .. } | QueueError::InvalidArgument { .. } => {
-                DistsyncError::InvalidArgument { reason }
-            }
-            QueueError::Full { .. } => DistsyncError::LimitReached { reason },
-            QueueError::SessionExpired { session } => DistsyncError::SessionExpired { reason, session },
-            QueueError::Unavailable { .. } => DistsyncError::Unavailable { reason },
-            QueueError::Client(error) => error.into(),
-            _ => DistsyncError::Internal { reason },
-        }
+        Self::of(error.to_string(), error.kind())
     }
 }
 

@@ -260,6 +260,131 @@ impl ClientError {
     }
 }
 
+/// What kind of failure an error is, with the fields a caller acts on: one classification of
+/// [`ClientError`], [`LockError`](crate::LockError) and [`QueueError`](crate::QueueError) for
+/// every language binding, which turns it into its stable error codes or exception classes.
+///
+/// ```
+/// use distsync::{ErrorKind, LockError};
+///
+/// let error = LockError::Timeout { name: "reports".into() };
+/// assert_eq!(error.kind(), ErrorKind::LockTimeout { lock: "reports".into() });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The lock was not granted within the caller's timeout (for a try-lock: at once).
+    LockTimeout {
+        /// The lock's name.
+        lock: String,
+    },
+    /// Waiting for `lock` would close a wait-for cycle: each owner in `cycle` waits for the lock
+    /// named beside it, held by the next owner; the last waits for the first.
+    Deadlock {
+        /// The lock whose wait was refused.
+        lock: String,
+        /// The cycle.
+        cycle: Vec<(Owner, String)>,
+    },
+    /// The owner already holds or awaits the lock.
+    AlreadyHeld {
+        /// The lock's name.
+        lock: String,
+    },
+    /// The owner does not hold the lock (any more) with that token.
+    NotHeld {
+        /// The lock's name.
+        lock: String,
+    },
+    /// The session expired; what it held was released.
+    SessionExpired {
+        /// The expired session.
+        session: SessionId,
+    },
+    /// No leader could be reached in time; the call may or may not have taken effect.
+    Unavailable,
+    /// The call was refused as invalid (bad name or value, option out of range, unusable
+    /// configuration); retrying it will not help.
+    InvalidArgument,
+    /// The queue does not exist.
+    NoSuchQueue {
+        /// The queue's name.
+        queue: String,
+    },
+    /// The delivery tag is not current: the message was or will be delivered again.
+    StaleDelivery {
+        /// The queue's name.
+        queue: String,
+        /// The stale tag.
+        tag: u64,
+    },
+    /// The cluster is at one of its limits; nothing was changed.
+    LimitReached {
+        /// The full queue, when a queue's limit was reached.
+        queue: Option<String>,
+    },
+    /// A client used in a process forked from the one that created it.
+    Forked,
+    /// Anything else: a protocol mismatch or a fault on a node.
+    Internal,
+}
+
+impl ServerError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ServerError::NotLeader { .. } | ServerError::Unavailable { .. } => ErrorKind::Unavailable,
+            ServerError::SessionExpired { session } => ErrorKind::SessionExpired { session: *session },
+            ServerError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            ServerError::Lock(refusal) => refusal.kind(),
+            ServerError::Queue(refusal) => refusal.kind(),
+            ServerError::LimitReached { .. } => ErrorKind::LimitReached { queue: None },
+            ServerError::StaleSequence { .. } | ServerError::FaultInjectionDisabled | ServerError::Internal { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
+impl LockRefusal {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LockRefusal::WouldBlock { name } => ErrorKind::LockTimeout { lock: name.clone() },
+            LockRefusal::AlreadyHeld { name } => ErrorKind::AlreadyHeld { lock: name.clone() },
+            LockRefusal::Deadlock { name, cycle } => ErrorKind::Deadlock { lock: name.clone(), cycle: cycle.clone() },
+            LockRefusal::NotHeld { name, .. } => ErrorKind::NotHeld { lock: name.clone() },
+            LockRefusal::NotShared { .. } => ErrorKind::InvalidArgument,
+        }
+    }
+}
+
+impl QueueRefusal {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            QueueRefusal::NoSuchQueue { queue } => ErrorKind::NoSuchQueue { queue: queue.clone() },
+            QueueRefusal::StaleTag { queue, tag } => ErrorKind::StaleDelivery { queue: queue.clone(), tag: *tag },
+            QueueRefusal::MessageTooLarge { .. } => ErrorKind::InvalidArgument,
+            QueueRefusal::Full { queue, .. } => ErrorKind::LimitReached { queue: Some(queue.clone()) },
+        }
+    }
+}
+
+impl ClientError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Unavailable { .. } => ErrorKind::Unavailable,
+            ClientError::SessionExpired { session } => ErrorKind::SessionExpired { session: *session },
+            ClientError::InvalidArgument { .. } | ClientError::Config { .. } => ErrorKind::InvalidArgument,
+            ClientError::Protocol { .. } => ErrorKind::Internal,
+            ClientError::Server(error) => error.kind(),
+            ClientError::Forked { .. } => ErrorKind::Forked,
+        }
+    }
+}
+
 impl From<ServerError> for ClientError {
     fn from(error: ServerError) -> Self {
         match error {
@@ -270,5 +395,63 @@ impl From<ServerError> for ClientError {
             ServerError::InvalidArgument { reason } => ClientError::InvalidArgument { reason },
             other => ClientError::Server(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LockError, QueueError};
+
+    /// A refusal has one kind however it reaches the caller: nested in a `ClientError` (as a
+    /// cache or kv call returns it) or unwrapped into the typed lock or queue error.
+    #[test]
+    fn a_refusal_has_one_kind_whichever_error_carries_it() {
+        let owner = Owner { session: 7, actor: 9 };
+        let locks = [
+            LockRefusal::WouldBlock { name: "a".into() },
+            LockRefusal::AlreadyHeld { name: "a".into() },
+            LockRefusal::Deadlock { name: "a".into(), cycle: vec![(owner, "b".into())] },
+            LockRefusal::NotHeld { name: "a".into(), token: 3 },
+            LockRefusal::NotShared { name: "a".into() },
+        ];
+        for refusal in locks {
+            let nested = ClientError::Server(ServerError::Lock(refusal.clone()));
+            assert_eq!(nested.kind(), refusal.kind());
+            assert_eq!(LockError::from(nested.clone()).kind(), refusal.kind(), "{refusal:?}");
+            assert_eq!(QueueError::from(nested).kind(), refusal.kind(), "{refusal:?}");
+        }
+        let queues = [
+            QueueRefusal::NoSuchQueue { queue: "q".into() },
+            QueueRefusal::StaleTag { queue: "q".into(), tag: 4 },
+            QueueRefusal::MessageTooLarge { queue: "q".into(), bytes: 9, max: 8 },
+            QueueRefusal::Full { queue: "q".into(), reason: "too many bytes".into() },
+        ];
+        for refusal in queues {
+            let nested = ClientError::Server(ServerError::Queue(refusal.clone()));
+            assert_eq!(nested.kind(), refusal.kind());
+            assert_eq!(QueueError::from(nested.clone()).kind(), refusal.kind(), "{refusal:?}");
+            assert_eq!(LockError::from(nested).kind(), refusal.kind(), "{refusal:?}");
+        }
+    }
+
+    #[test]
+    fn kinds_carry_the_fields_callers_act_on() {
+        let cycle = vec![(Owner { session: 1, actor: 2 }, "b".to_string())];
+        let deadlock = LockRefusal::Deadlock { name: "a".into(), cycle: cycle.clone() };
+        assert_eq!(deadlock.kind(), ErrorKind::Deadlock { lock: "a".into(), cycle });
+        let full = QueueRefusal::Full { queue: "q".into(), reason: "r".into() };
+        assert_eq!(full.kind(), ErrorKind::LimitReached { queue: Some("q".into()) });
+        let limit = ServerError::LimitReached { reason: "r".into() };
+        assert_eq!(limit.kind(), ErrorKind::LimitReached { queue: None });
+        // A server-side refusal as invalid reaches the caller as `InvalidArgument`, not `Internal`.
+        let invalid = ClientError::from(ServerError::InvalidArgument { reason: "r".into() });
+        assert_eq!(invalid.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(ClientError::Config { reason: "r".into() }.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(ClientError::Forked { created_in: 1, used_in: 2 }.kind(), ErrorKind::Forked);
+        assert_eq!(ClientError::from(ServerError::NotLeader { leader: None }).kind(), ErrorKind::Unavailable);
+        let expired = LockError::SessionExpired { session: 5 };
+        assert_eq!(expired.kind(), ErrorKind::SessionExpired { session: 5 });
+        assert_eq!(LockError::Timeout { name: "a".into() }.kind(), ErrorKind::LockTimeout { lock: "a".into() });
     }
 }

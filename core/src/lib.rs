@@ -44,7 +44,7 @@ pub mod wire;
 
 pub use cache::Cache;
 pub use client::{Client, ClientOptions, Kv};
-pub use error::{ClientError, FrameError, LockRefusal, QueueRefusal, ServerError};
+pub use error::{ClientError, ErrorKind, FrameError, LockRefusal, QueueRefusal, ServerError};
 pub use lock::{LockBuilder, LockError, LockGuard, OwnerHandle};
 pub use queue::{Consumer, Delivery, Queue, QueueError};
 pub use tls::ClientTls;

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::client::{unexpected, Client};
-use crate::error::{describe_cycle, ClientError, LockRefusal, ServerError};
+use crate::error::{describe_cycle, ClientError, ErrorKind, LockRefusal, ServerError};
 use crate::wire::{
     Command, CommandResponse, LockAwaitOutcome, LockInfo, LockMode, LockWait, Owner, Query, QueryResponse, Request,
     Response, SessionId, LOCK_WAIT_MS_MAX,
@@ -117,6 +117,24 @@ pub enum LockError {
     /// Any other client failure.
     #[error(transparent)]
     Client(ClientError),
+}
+
+impl LockError {
+    /// What kind of failure this is: the classification the language bindings share.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LockError::Timeout { name } | LockError::WouldBlock { name } => {
+                ErrorKind::LockTimeout { lock: name.clone() }
+            }
+            LockError::Deadlock { name, cycle } => ErrorKind::Deadlock { lock: name.clone(), cycle: cycle.clone() },
+            LockError::AlreadyHeld { name } => ErrorKind::AlreadyHeld { lock: name.clone() },
+            LockError::NotHeld { name, .. } => ErrorKind::NotHeld { lock: name.clone() },
+            LockError::NotShared { .. } | LockError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            LockError::SessionExpired { session } => ErrorKind::SessionExpired { session: *session },
+            LockError::Unavailable { .. } => ErrorKind::Unavailable,
+            LockError::Client(error) => error.kind(),
+        }
+    }
 }
 
 impl From<ClientError> for LockError {

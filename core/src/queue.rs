@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::client::{unexpected, Client};
-use crate::error::{ClientError, QueueRefusal, ServerError};
+use crate::error::{ClientError, ErrorKind, QueueRefusal, ServerError};
 use crate::merge::{answer_each, Merger};
 use crate::wire::{
     Command, CommandResponse, DeliveryAttempt, PutMessage, PutOutcome, Query, QueryResponse, QueueAwaitOutcome,
@@ -121,6 +121,21 @@ pub enum QueueError {
     /// Any other client failure.
     #[error(transparent)]
     Client(ClientError),
+}
+
+impl QueueError {
+    /// What kind of failure this is: the classification the language bindings share.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            QueueError::NoSuchQueue { queue } => ErrorKind::NoSuchQueue { queue: queue.clone() },
+            QueueError::StaleTag { queue, tag } => ErrorKind::StaleDelivery { queue: queue.clone(), tag: *tag },
+            QueueError::MessageTooLarge { .. } | QueueError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            QueueError::Full { queue, .. } => ErrorKind::LimitReached { queue: Some(queue.clone()) },
+            QueueError::SessionExpired { session } => ErrorKind::SessionExpired { session: *session },
+            QueueError::Unavailable { .. } => ErrorKind::Unavailable,
+            QueueError::Client(error) => error.kind(),
+        }
+    }
 }
 
 impl From<ClientError> for QueueError {

@@ -9,8 +9,7 @@
 
 use std::collections::HashMap;
 
-use distsync::error::ServerError;
-use distsync::{ClientError, LockError, QueueError};
+use distsync::{ClientError, ErrorKind, LockError, QueueError};
 use napi::bindgen_prelude::{BigInt, Function, FunctionRef, JsObjectValue, JsValue, Object, Unknown};
 use napi::{Env, JsError};
 use napi_derive::napi;
@@ -93,9 +92,9 @@ impl Failure {
         let message = self.to_string();
         let details = Details::default();
         let (code, details) = match self {
-            Failure::Client(error) => return describe_client(error),
-            Failure::Lock(error) => return describe_lock(error),
-            Failure::Queue(error) => return describe_queue(error),
+            Failure::Client(error) => describe_kind(error.kind()),
+            Failure::Lock(error) => describe_kind(error.kind()),
+            Failure::Queue(error) => describe_kind(error.kind()),
             Failure::Argument(_) => ("INVALID_ARGUMENT", details),
             Failure::Released { name } => ("NOT_HELD", Details { lock: Some(name), ..details }),
             Failure::Closed => ("CLIENT_CLOSED", details),
@@ -154,28 +153,12 @@ impl std::fmt::Display for Failure {
     }
 }
 
-fn describe_client(error: ClientError) -> (&'static str, String, Details) {
-    let message = error.to_string();
+/// The code and fields of a client error, from the classification the bindings share.
+fn describe_kind(kind: ErrorKind) -> (&'static str, Details) {
     let details = Details::default();
-    let (code, details) = match error {
-        ClientError::Unavailable { .. } => ("UNAVAILABLE", details),
-        ClientError::SessionExpired { session } => ("SESSION_EXPIRED", Details { session: Some(session), ..details }),
-        ClientError::InvalidArgument { .. } | ClientError::Config { .. } => ("INVALID_ARGUMENT", details),
-        ClientError::Server(ServerError::LimitReached { .. }) => ("LIMIT_REACHED", details),
-        // Refusals nest inside `Server`; the typed errors unwrap them.
-        error @ ClientError::Server(ServerError::Lock(_)) => return describe_lock(LockError::from(error)),
-        error @ ClientError::Server(ServerError::Queue(_)) => return describe_queue(QueueError::from(error)),
-        _ => ("INTERNAL", details),
-    };
-    (code, message, details)
-}
-
-fn describe_lock(error: LockError) -> (&'static str, String, Details) {
-    let message = error.to_string();
-    let details = Details::default();
-    let (code, details) = match error {
-        LockError::Timeout { name } => ("LOCK_TIMEOUT", Details { lock: Some(name), ..details }),
-        LockError::Deadlock { name, cycle } => {
+    match kind {
+        ErrorKind::LockTimeout { lock } => ("LOCK_TIMEOUT", Details { lock: Some(lock), ..details }),
+        ErrorKind::Deadlock { lock, cycle } => {
             let cycle = cycle
                 .into_iter()
                 .map(|(owner, lock)| CycleLink {
@@ -184,35 +167,20 @@ fn describe_lock(error: LockError) -> (&'static str, String, Details) {
                     lock,
                 })
                 .collect();
-            ("DEADLOCK", Details { lock: Some(name), cycle: Some(cycle), ..details })
+            ("DEADLOCK", Details { lock: Some(lock), cycle: Some(cycle), ..details })
         }
-        LockError::AlreadyHeld { name } => ("ALREADY_HELD", Details { lock: Some(name), ..details }),
-        LockError::NotHeld { name, .. } => ("NOT_HELD", Details { lock: Some(name), ..details }),
-        LockError::SessionExpired { session } => ("SESSION_EXPIRED", Details { session: Some(session), ..details }),
-        LockError::Unavailable { .. } => ("UNAVAILABLE", details),
-        LockError::InvalidArgument { .. } | LockError::NotShared { .. } => ("INVALID_ARGUMENT", details),
-        LockError::Client(error) => return describe_client(error),
-        _ => ("INTERNAL", details),
-    };
-    (code, message, details)
-}
-
-fn describe_queue(error: QueueError) -> (&'static str, String, Details) {
-    let message = error.to_string();
-    let details = Details::default();
-    let (code, details) = match error {
-        QueueError::NoSuchQueue { queue } => ("NO_SUCH_QUEUE", Details { queue: Some(queue), ..details }),
-        QueueError::StaleTag { queue, tag } => {
+        ErrorKind::AlreadyHeld { lock } => ("ALREADY_HELD", Details { lock: Some(lock), ..details }),
+        ErrorKind::NotHeld { lock } => ("NOT_HELD", Details { lock: Some(lock), ..details }),
+        ErrorKind::SessionExpired { session } => ("SESSION_EXPIRED", Details { session: Some(session), ..details }),
+        ErrorKind::Unavailable => ("UNAVAILABLE", details),
+        ErrorKind::InvalidArgument => ("INVALID_ARGUMENT", details),
+        ErrorKind::NoSuchQueue { queue } => ("NO_SUCH_QUEUE", Details { queue: Some(queue), ..details }),
+        ErrorKind::StaleDelivery { queue, tag } => {
             ("STALE_DELIVERY", Details { queue: Some(queue), tag: Some(tag), ..details })
         }
-        QueueError::MessageTooLarge { .. } | QueueError::InvalidArgument { .. } => ("INVALID_ARGUMENT", details),
-        QueueError::Full { queue, .. } => ("LIMIT_REACHED", Details { queue: Some(queue), ..details }),
-        QueueError::SessionExpired { session } => ("SESSION_EXPIRED", Details { session: Some(session), ..details }),
-        QueueError::Unavailable { .. } => ("UNAVAILABLE", details),
-        QueueError::Client(error) => return describe_client(error),
+        ErrorKind::LimitReached { queue } => ("LIMIT_REACHED", Details { queue, ..details }),
         _ => ("INTERNAL", details),
-    };
-    (code, message, details)
+    }
 }
 
 /// The registered error classes of one JavaScript environment, by code.

@@ -1,8 +1,7 @@
 //! The exception tree: every failure of the Rust client becomes a subclass of `distsync.Error`,
 //! carrying the Rust error's message (which says what to do) and its fields as attributes.
 
-use distsync::error::ServerError;
-use distsync::{ClientError, LockError, QueueError};
+use distsync::{ClientError, ErrorKind, LockError, QueueError};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
@@ -133,9 +132,9 @@ impl Failure {
     fn into_exception(self, py: Python<'_>) -> PyErr {
         let message = self.to_string();
         let (error, attributes): (PyErr, Vec<(&str, Py<PyAny>)>) = match self {
-            Failure::Client(error) => return client_exception(py, error),
-            Failure::Lock(error) => return lock_exception(py, error),
-            Failure::Queue(error) => return queue_exception(py, error),
+            Failure::Client(error) => return exception(py, message, error.kind()),
+            Failure::Lock(error) => return exception(py, message, error.kind()),
+            Failure::Queue(error) => return exception(py, message, error.kind()),
             Failure::NotAcquired { name } => (NotHeld::new_err(message), vec![("name", text(py, &name))]),
             Failure::Argument(_) => (InvalidArgument::new_err(message), Vec::new()),
         };
@@ -175,67 +174,32 @@ fn with_attributes(py: Python<'_>, error: PyErr, attributes: Vec<(&str, Py<PyAny
     error
 }
 
-fn client_exception(py: Python<'_>, error: ClientError) -> PyErr {
-    let message = error.to_string();
-    let (error, attributes) = match error {
-        ClientError::Unavailable { .. } => (Unavailable::new_err(message), Vec::new()),
-        ClientError::SessionExpired { session } => {
-            (SessionExpired::new_err(message), vec![("session", number(py, session))])
-        }
-        ClientError::InvalidArgument { .. } | ClientError::Config { .. } => {
-            (InvalidArgument::new_err(message), Vec::new())
-        }
-        ClientError::Forked { .. } => (ForkError::new_err(message), Vec::new()),
-        ClientError::Server(ServerError::LimitReached { .. }) => (LimitReached::new_err(message), Vec::new()),
-        // Refusals nest inside `Server`; the typed errors unwrap them.
-        error @ ClientError::Server(ServerError::Lock(_)) => return lock_exception(py, LockError::from(error)),
-        error @ ClientError::Server(ServerError::Queue(_)) => return queue_exception(py, QueueError::from(error)),
-        _ => (Error::new_err(message), Vec::new()),
-    };
-    with_attributes(py, error, attributes)
-}
-
-fn lock_exception(py: Python<'_>, error: LockError) -> PyErr {
-    let message = error.to_string();
-    let (error, attributes) = match error {
-        LockError::Timeout { name } => (LockTimeout::new_err(message), vec![("name", text(py, &name))]),
-        LockError::Deadlock { name, cycle } => {
+/// The exception for a client error, from the classification the bindings share.
+fn exception(py: Python<'_>, message: String, kind: ErrorKind) -> PyErr {
+    let (error, attributes) = match kind {
+        ErrorKind::LockTimeout { lock } => (LockTimeout::new_err(message), vec![("name", text(py, &lock))]),
+        ErrorKind::Deadlock { lock, cycle } => {
             let cycle: Vec<(u64, u64, String)> =
                 cycle.into_iter().map(|(owner, lock)| (owner.session, owner.actor, lock)).collect();
             let cycle = cycle.into_pyobject(py).expect("a list converts").into_any().unbind();
-            (DeadlockError::new_err(message), vec![("name", text(py, &name)), ("cycle", cycle)])
+            (DeadlockError::new_err(message), vec![("name", text(py, &lock)), ("cycle", cycle)])
         }
-        LockError::AlreadyHeld { name } => (AlreadyHeld::new_err(message), vec![("name", text(py, &name))]),
-        LockError::NotHeld { name, .. } => (NotHeld::new_err(message), vec![("name", text(py, &name))]),
-        LockError::SessionExpired { session } => {
+        ErrorKind::AlreadyHeld { lock } => (AlreadyHeld::new_err(message), vec![("name", text(py, &lock))]),
+        ErrorKind::NotHeld { lock } => (NotHeld::new_err(message), vec![("name", text(py, &lock))]),
+        ErrorKind::SessionExpired { session } => {
             (SessionExpired::new_err(message), vec![("session", number(py, session))])
         }
-        LockError::Unavailable { .. } => (Unavailable::new_err(message), Vec::new()),
-        LockError::InvalidArgument { .. } | LockError::NotShared { .. } => {
-            (InvalidArgument::new_err(message), Vec::new())
-        }
-        LockError::Client(error) => return client_exception(py, error),
-        _ => (Error::new_err(message), Vec::new()),
-    };
-    with_attributes(py, error, attributes)
-}
-
-fn queue_exception(py: Python<'_>, error: QueueError) -> PyErr {
-    let message = error.to_string();
-    let (error, attributes) = match error {
-        QueueError::NoSuchQueue { queue } => (NoSuchQueue::new_err(message), vec![("queue", text(py, &queue))]),
-        QueueError::StaleTag { queue, tag } => {
+        ErrorKind::Unavailable => (Unavailable::new_err(message), Vec::new()),
+        ErrorKind::InvalidArgument => (InvalidArgument::new_err(message), Vec::new()),
+        ErrorKind::NoSuchQueue { queue } => (NoSuchQueue::new_err(message), vec![("queue", text(py, &queue))]),
+        ErrorKind::StaleDelivery { queue, tag } => {
             (StaleDelivery::new_err(message), vec![("queue", text(py, &queue)), ("tag", number(py, tag))])
         }
-        QueueError::MessageTooLarge { .. } | QueueError::InvalidArgument { .. } => {
-            (InvalidArgument::new_err(message), Vec::new())
+        ErrorKind::LimitReached { queue: Some(queue) } => {
+            (LimitReached::new_err(message), vec![("queue", text(py, &queue))])
         }
-        QueueError::Full { queue, .. } => (LimitReached::new_err(message), vec![("queue", text(py, &queue))]),
-        QueueError::SessionExpired { session } => {
-            (SessionExpired::new_err(message), vec![("session", number(py, session))])
-        }
-        QueueError::Unavailable { .. } => (Unavailable::new_err(message), Vec::new()),
-        QueueError::Client(error) => return client_exception(py, error),
+        ErrorKind::LimitReached { queue: None } => (LimitReached::new_err(message), Vec::new()),
+        ErrorKind::Forked => (ForkError::new_err(message), Vec::new()),
         _ => (Error::new_err(message), Vec::new()),
     };
     with_attributes(py, error, attributes)

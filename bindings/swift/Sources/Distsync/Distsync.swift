@@ -2133,9 +2133,9 @@ enum DistsyncError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError 
     case StaleDelivery(reason: String, queue: String, tag: UInt64
     )
     /**
-     * The cluster is at one of its limits; nothing was changed.
+     * The cluster is at one of its limits (`queue`, when a queue is full); nothing was changed.
      */
-    case LimitReached(reason: String
+    case LimitReached(reason: String, queue: String?
     )
     /**
      * Any other failure (a protocol mismatch, a server fault).
@@ -2208,7 +2208,8 @@ public struct FfiConverterTypeDistsyncError: FfiConverterRustBuffer {
             tag: try FfiConverterUInt64.read(from: &buf)
             )
         case 10: return .LimitReached(
-            reason: try FfiConverterString.read(from: &buf)
+            reason: try FfiConverterString.read(from: &buf), 
+            queue: try FfiConverterOptionString.read(from: &buf)
             )
         case 11: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
@@ -2279,9 +2280,10 @@ public struct FfiConverterTypeDistsyncError: FfiConverterRustBuffer {
             FfiConverterUInt64.write(tag, into: &buf)
             
         
-        case let .LimitReached(reason):
+        case let .LimitReached(reason,queue):
             writeInt(&buf, Int32(10))
             FfiConverterString.write(reason, into: &buf)
+            FfiConverterOptionString.write(queue, into: &buf)
             
         
         case let .Internal(reason):

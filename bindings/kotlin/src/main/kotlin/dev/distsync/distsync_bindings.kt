@@ -4038,14 +4038,16 @@ sealed class DistsyncException: kotlin.Exception() {
     }
     
     /**
-     * The cluster is at one of its limits; nothing was changed.
+     * The cluster is at one of its limits (`queue`, when a queue is full); nothing was changed.
      */
     class LimitReached(
         
-        val `reason`: kotlin.String
+        val `reason`: kotlin.String, 
+        
+        val `queue`: kotlin.String?
         ) : DistsyncException() {
         override val message
-            get() = "reason=${ `reason` }"
+            get() = "reason=${ `reason` }, queue=${ `queue` }"
     }
     
     /**
@@ -4116,6 +4118,7 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
                 )
             10 -> DistsyncException.LimitReached(
                 FfiConverterString.read(buf),
+                FfiConverterOptionalString.read(buf),
                 )
             11 -> DistsyncException.Internal(
                 FfiConverterString.read(buf),
@@ -4184,6 +4187,7 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterOptionalString.allocationSize(value.`queue`)
             )
             is DistsyncException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -4252,6 +4256,7 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
             is DistsyncException.LimitReached -> {
                 buf.putInt(10)
                 FfiConverterString.write(value.`reason`, buf)
+                FfiConverterOptionalString.write(value.`queue`, buf)
                 Unit
             }
             is DistsyncException.Internal -> {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distsync::blocking;
-use distsync::wire::LockMode;
+use distsync::wire::{LockMode, QueueOptions};
 use distsync::{ClientError, ClientOptions, ClientTls, ErrorKind, LockError, LockGuard, OwnerHandle, QueueError};
 
 uniffi::setup_scaffolding!();
@@ -459,11 +459,85 @@ impl Queue {
         block_on(self.get_future(wait_ms))
     }
 
+    /// Creates the queue with these options, or sets the options of the existing queue; returns
+    /// whether it was created. A null option takes its default (5 attempts, 30 s visibility,
+    /// 256 KiB messages, 2 min dedup window). A put or get creates a queue with the defaults.
+    /// Messages past `maxAttempts` deliveries move to the queue `<name>.dlq`.
+    #[uniffi::method(default(
+        max_attempts = None,
+        visibility_ms = None,
+        max_message_bytes = None,
+        dedup_window_ms = None
+    ))]
+    pub async fn create(
+        &self,
+        max_attempts: Option<u32>,
+        visibility_ms: Option<u64>,
+        max_message_bytes: Option<u32>,
+        dedup_window_ms: Option<u64>,
+    ) -> Outcome<bool> {
+        let defaults = QueueOptions::default();
+        let options = QueueOptions {
+            max_attempts: max_attempts.unwrap_or(defaults.max_attempts),
+            visibility_ms: visibility_ms.unwrap_or(defaults.visibility_ms),
+            max_message_bytes: max_message_bytes.unwrap_or(defaults.max_message_bytes),
+            dedup_window_ms: dedup_window_ms.unwrap_or(defaults.dedup_window_ms),
+        };
+        let queue = self.queue.clone();
+        on_runtime(async move { Ok(queue.create(options).await?) }).await
+    }
+
+    /// The queue's counters. Throws `NoSuchQueue` when it does not exist.
+    pub async fn stats(&self) -> Outcome<QueueStats> {
+        let queue = self.queue.clone();
+        on_runtime(async move {
+            let stats = queue.stats().await?;
+            Ok(QueueStats {
+                depth: stats.depth,
+                in_flight: stats.in_flight,
+                waiting_consumers: stats.waiting_consumers,
+                dead_lettered: stats.dead_lettered,
+                put_total: stats.put_total,
+                acked_total: stats.acked_total,
+                bytes: stats.bytes,
+                oldest_age_ms: stats.oldest_age_ms,
+                max_attempts: stats.options.max_attempts,
+                visibility_ms: stats.options.visibility_ms,
+            })
+        })
+        .await
+    }
+
     /// Deletes the queue and every message in it; returns how many it held.
     pub async fn delete(&self) -> Outcome<u64> {
         let queue = self.queue.clone();
         on_runtime(async move { Ok(queue.delete().await?) }).await
     }
+}
+
+/// A queue's counters, from `Queue.stats()`.
+#[derive(Debug, uniffi::Record)]
+pub struct QueueStats {
+    /// Messages ready for delivery.
+    pub depth: u64,
+    /// Messages delivered and neither acked nor returned yet.
+    pub in_flight: u64,
+    /// Gets waiting for a message.
+    pub waiting_consumers: u64,
+    /// Messages moved to the dead-letter queue since the queue was created.
+    pub dead_lettered: u64,
+    /// Messages enqueued since the queue was created (duplicates excluded).
+    pub put_total: u64,
+    /// Messages acked since the queue was created.
+    pub acked_total: u64,
+    /// Bytes of message bodies held.
+    pub bytes: u64,
+    /// Age of the oldest message not yet acked, in ms; null when there is none.
+    pub oldest_age_ms: Option<u64>,
+    /// Deliveries of a message before it is dead-lettered.
+    pub max_attempts: u32,
+    /// How long a delivery stays invisible to other consumers, in ms.
+    pub visibility_ms: u64,
 }
 
 /// A delivered message: process it, then `ack()` it. Unacked, it is delivered again after its
@@ -512,6 +586,19 @@ impl Delivery {
     pub async fn nack(&self) -> Outcome<()> {
         let delivery = self.delivery.clone();
         on_runtime(async move { Ok(delivery.nack().await?) }).await
+    }
+
+    /// `nack`, waiting on the calling thread.
+    pub fn nack_blocking(&self) -> Outcome<()> {
+        let delivery = self.delivery.clone();
+        block_on(async move { Ok(delivery.nack().await?) })
+    }
+
+    /// Keeps the message invisible to other consumers for `visibility_ms` from now, for work
+    /// that outlasts the visibility timeout. Throws `StaleDelivery` when no longer current.
+    pub async fn extend(&self, visibility_ms: u64) -> Outcome<()> {
+        let mut delivery = self.delivery.clone();
+        on_runtime(async move { Ok(delivery.extend(Duration::from_millis(visibility_ms)).await?) }).await
     }
 }
 

@@ -1151,6 +1151,12 @@ public protocol DeliveryProtocol: AnyObject, Sendable {
     func body()  -> Data
     
     /**
+     * Keeps the message invisible to other consumers for `visibility_ms` from now, for work
+     * that outlasts the visibility timeout. Throws `StaleDelivery` when no longer current.
+     */
+    func extend(visibilityMs: UInt64) async throws 
+    
+    /**
      * The message id: unique, increasing in enqueue order.
      */
     func id()  -> UInt64
@@ -1159,6 +1165,11 @@ public protocol DeliveryProtocol: AnyObject, Sendable {
      * Makes the message deliverable again at once (or dead-letters it after its last attempt).
      */
     func nack() async throws 
+    
+    /**
+     * `nack`, waiting on the calling thread.
+     */
+    func nackBlocking() throws 
     
     /**
      * The tag of this delivery attempt.
@@ -1279,6 +1290,26 @@ open func body() -> Data  {
 }
     
     /**
+     * Keeps the message invisible to other consumers for `visibility_ms` from now, for work
+     * that outlasts the visibility timeout. Throws `StaleDelivery` when no longer current.
+     */
+open func extend(visibilityMs: UInt64)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_distsync_bindings_fn_method_delivery_extend(
+                        self.uniffiCloneHandle(),FfiConverterUInt64.lower(visibilityMs)
+                )
+            },
+            pollFunc: ffi_distsync_bindings_rust_future_poll_void,
+            completeFunc: ffi_distsync_bindings_rust_future_complete_void,
+            freeFunc: ffi_distsync_bindings_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeDistsyncError_lift
+        )
+}
+    
+    /**
      * The message id: unique, increasing in enqueue order.
      */
 open func id() -> UInt64  {
@@ -1307,6 +1338,17 @@ open func nack()async throws   {
             liftFunc: { $0 },
             errorHandler: FfiConverterTypeDistsyncError_lift
         )
+}
+    
+    /**
+     * `nack`, waiting on the calling thread.
+     */
+open func nackBlocking()throws   {try rustCallWithError(FfiConverterTypeDistsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_distsync_bindings_fn_method_delivery_nack_blocking(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
 }
     
     /**
@@ -1778,6 +1820,14 @@ public func FfiConverterTypeOwner_lower(_ value: Owner) -> UInt64 {
 public protocol QueueProtocol: AnyObject, Sendable {
     
     /**
+     * Creates the queue with these options, or sets the options of the existing queue; returns
+     * whether it was created. A null option takes its default (5 attempts, 30 s visibility,
+     * 256 KiB messages, 2 min dedup window). A put or get creates a queue with the defaults.
+     * Messages past `maxAttempts` deliveries move to the queue `<name>.dlq`.
+     */
+    func create(maxAttempts: UInt32?, visibilityMs: UInt64?, maxMessageBytes: UInt32?, dedupWindowMs: UInt64?) async throws  -> Bool
+    
+    /**
      * Deletes the queue and every message in it; returns how many it held.
      */
     func delete() async throws  -> UInt64
@@ -1808,6 +1858,11 @@ public protocol QueueProtocol: AnyObject, Sendable {
      * `put`, waiting on the calling thread.
      */
     func putBlocking(body: Data, dedupId: String?) throws  -> UInt64
+    
+    /**
+     * The queue's counters. Throws `NoSuchQueue` when it does not exist.
+     */
+    func stats() async throws  -> QueueStats
     
 }
 /**
@@ -1866,6 +1921,28 @@ open class Queue: QueueProtocol, @unchecked Sendable {
 
     
 
+    
+    /**
+     * Creates the queue with these options, or sets the options of the existing queue; returns
+     * whether it was created. A null option takes its default (5 attempts, 30 s visibility,
+     * 256 KiB messages, 2 min dedup window). A put or get creates a queue with the defaults.
+     * Messages past `maxAttempts` deliveries move to the queue `<name>.dlq`.
+     */
+open func create(maxAttempts: UInt32? = nil, visibilityMs: UInt64? = nil, maxMessageBytes: UInt32? = nil, dedupWindowMs: UInt64? = nil)async throws  -> Bool  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_distsync_bindings_fn_method_queue_create(
+                        self.uniffiCloneHandle(),FfiConverterOptionUInt32.lower(maxAttempts),FfiConverterOptionUInt64.lower(visibilityMs),FfiConverterOptionUInt32.lower(maxMessageBytes),FfiConverterOptionUInt64.lower(dedupWindowMs)
+                )
+            },
+            pollFunc: ffi_distsync_bindings_rust_future_poll_i8,
+            completeFunc: ffi_distsync_bindings_rust_future_complete_i8,
+            freeFunc: ffi_distsync_bindings_rust_future_free_i8,
+            liftFunc: FfiConverterBool.lift,
+            errorHandler: FfiConverterTypeDistsyncError_lift
+        )
+}
     
     /**
      * Deletes the queue and every message in it; returns how many it held.
@@ -1963,6 +2040,25 @@ open func putBlocking(body: Data, dedupId: String? = nil)throws  -> UInt64  {
         FfiConverterOptionString.lower(dedupId),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * The queue's counters. Throws `NoSuchQueue` when it does not exist.
+     */
+open func stats()async throws  -> QueueStats  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_distsync_bindings_fn_method_queue_stats(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_distsync_bindings_rust_future_poll_rust_buffer,
+            completeFunc: ffi_distsync_bindings_rust_future_complete_rust_buffer,
+            freeFunc: ffi_distsync_bindings_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeQueueStats_lift,
+            errorHandler: FfiConverterTypeDistsyncError_lift
+        )
 }
     
 
@@ -2072,6 +2168,155 @@ public func FfiConverterTypeCycleLink_lift(_ buf: RustBuffer) throws -> CycleLin
 #endif
 public func FfiConverterTypeCycleLink_lower(_ value: CycleLink) -> RustBuffer {
     return FfiConverterTypeCycleLink.lower(value)
+}
+
+
+/**
+ * A queue's counters, from `Queue.stats()`.
+ */
+public struct QueueStats: Equatable, Hashable {
+    /**
+     * Messages ready for delivery.
+     */
+    public var depth: UInt64
+    /**
+     * Messages delivered and neither acked nor returned yet.
+     */
+    public var inFlight: UInt64
+    /**
+     * Gets waiting for a message.
+     */
+    public var waitingConsumers: UInt64
+    /**
+     * Messages moved to the dead-letter queue since the queue was created.
+     */
+    public var deadLettered: UInt64
+    /**
+     * Messages enqueued since the queue was created (duplicates excluded).
+     */
+    public var putTotal: UInt64
+    /**
+     * Messages acked since the queue was created.
+     */
+    public var ackedTotal: UInt64
+    /**
+     * Bytes of message bodies held.
+     */
+    public var bytes: UInt64
+    /**
+     * Age of the oldest message not yet acked, in ms; null when there is none.
+     */
+    public var oldestAgeMs: UInt64?
+    /**
+     * Deliveries of a message before it is dead-lettered.
+     */
+    public var maxAttempts: UInt32
+    /**
+     * How long a delivery stays invisible to other consumers, in ms.
+     */
+    public var visibilityMs: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Messages ready for delivery.
+         */depth: UInt64, 
+        /**
+         * Messages delivered and neither acked nor returned yet.
+         */inFlight: UInt64, 
+        /**
+         * Gets waiting for a message.
+         */waitingConsumers: UInt64, 
+        /**
+         * Messages moved to the dead-letter queue since the queue was created.
+         */deadLettered: UInt64, 
+        /**
+         * Messages enqueued since the queue was created (duplicates excluded).
+         */putTotal: UInt64, 
+        /**
+         * Messages acked since the queue was created.
+         */ackedTotal: UInt64, 
+        /**
+         * Bytes of message bodies held.
+         */bytes: UInt64, 
+        /**
+         * Age of the oldest message not yet acked, in ms; null when there is none.
+         */oldestAgeMs: UInt64?, 
+        /**
+         * Deliveries of a message before it is dead-lettered.
+         */maxAttempts: UInt32, 
+        /**
+         * How long a delivery stays invisible to other consumers, in ms.
+         */visibilityMs: UInt64) {
+        self.depth = depth
+        self.inFlight = inFlight
+        self.waitingConsumers = waitingConsumers
+        self.deadLettered = deadLettered
+        self.putTotal = putTotal
+        self.ackedTotal = ackedTotal
+        self.bytes = bytes
+        self.oldestAgeMs = oldestAgeMs
+        self.maxAttempts = maxAttempts
+        self.visibilityMs = visibilityMs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension QueueStats: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQueueStats: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QueueStats {
+        return
+            try QueueStats(
+                depth: FfiConverterUInt64.read(from: &buf), 
+                inFlight: FfiConverterUInt64.read(from: &buf), 
+                waitingConsumers: FfiConverterUInt64.read(from: &buf), 
+                deadLettered: FfiConverterUInt64.read(from: &buf), 
+                putTotal: FfiConverterUInt64.read(from: &buf), 
+                ackedTotal: FfiConverterUInt64.read(from: &buf), 
+                bytes: FfiConverterUInt64.read(from: &buf), 
+                oldestAgeMs: FfiConverterOptionUInt64.read(from: &buf), 
+                maxAttempts: FfiConverterUInt32.read(from: &buf), 
+                visibilityMs: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: QueueStats, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.depth, into: &buf)
+        FfiConverterUInt64.write(value.inFlight, into: &buf)
+        FfiConverterUInt64.write(value.waitingConsumers, into: &buf)
+        FfiConverterUInt64.write(value.deadLettered, into: &buf)
+        FfiConverterUInt64.write(value.putTotal, into: &buf)
+        FfiConverterUInt64.write(value.ackedTotal, into: &buf)
+        FfiConverterUInt64.write(value.bytes, into: &buf)
+        FfiConverterOptionUInt64.write(value.oldestAgeMs, into: &buf)
+        FfiConverterUInt32.write(value.maxAttempts, into: &buf)
+        FfiConverterUInt64.write(value.visibilityMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQueueStats_lift(_ buf: RustBuffer) throws -> QueueStats {
+    return try FfiConverterTypeQueueStats.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQueueStats_lower(_ value: QueueStats) -> RustBuffer {
+    return FfiConverterTypeQueueStats.lower(value)
 }
 
 
@@ -2307,6 +2552,30 @@ public func FfiConverterTypeDistsyncError_lift(_ buf: RustBuffer) throws -> Dist
 #endif
 public func FfiConverterTypeDistsyncError_lower(_ value: DistsyncError) -> RustBuffer {
     return FfiConverterTypeDistsyncError.lower(value)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
 }
 
 #if swift(>=5.8)
@@ -2590,10 +2859,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_distsync_bindings_checksum_method_delivery_body() != 61819) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_distsync_bindings_checksum_method_delivery_extend() != 11092) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_distsync_bindings_checksum_method_delivery_id() != 61974) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_distsync_bindings_checksum_method_delivery_nack() != 47016) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_distsync_bindings_checksum_method_delivery_nack_blocking() != 52751) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_distsync_bindings_checksum_method_delivery_tag() != 29908) {
@@ -2626,6 +2901,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_distsync_bindings_checksum_method_owner_actor() != 12255) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_distsync_bindings_checksum_method_queue_create() != 489) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_distsync_bindings_checksum_method_queue_delete() != 65037) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -2642,6 +2920,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_distsync_bindings_checksum_method_queue_put_blocking() != 813) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_distsync_bindings_checksum_method_queue_stats() != 37929) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_distsync_bindings_checksum_constructor_client_connect() != 11250) {

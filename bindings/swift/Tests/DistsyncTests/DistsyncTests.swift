@@ -227,6 +227,43 @@ final class DistsyncTests: XCTestCase {
         _ = try await queue.delete()
     }
 
+    func testNackedMessagesComeBackThenGoToTheDeadLetterQueue() async throws {
+        let queue = client.queue(name: unique("poison"))
+        let created = try await queue.create(maxAttempts: 2, visibilityMs: 60_000)
+        XCTAssertTrue(created)
+        // A second create sets the options of the existing queue.
+        let again = try await queue.create(maxAttempts: 2, visibilityMs: 60_000)
+        XCTAssertFalse(again)
+        _ = try await queue.put(body: Data("poison".utf8))
+        let first = try await queue.get(waitMs: 1000)!
+        try await first.extend(visibilityMs: 120_000)
+        try await first.nack()
+        do {
+            try await first.extend(visibilityMs: 1000)
+            XCTFail("a nacked delivery was extended")
+        } catch DistsyncError.StaleDelivery {}
+        let second = try queue.getBlocking(waitMs: 1000)!
+        XCTAssertEqual(second.id(), first.id())
+        XCTAssertEqual(second.attempt(), 2)
+        try second.nackBlocking()
+        let none = try await queue.get()
+        XCTAssertNil(none)
+        let dead = try await client.queue(name: queue.name() + ".dlq").get(waitMs: 1000)!
+        XCTAssertEqual(dead.body(), Data("poison".utf8))
+        try await dead.ack()
+        let stats = try await queue.stats()
+        XCTAssertEqual(stats.maxAttempts, 2)
+        XCTAssertEqual(stats.visibilityMs, 60_000)
+        XCTAssertEqual(stats.putTotal, 1)
+        XCTAssertEqual(stats.deadLettered, 1)
+        XCTAssertEqual(stats.depth, 0)
+        XCTAssertEqual(stats.inFlight, 0)
+        do {
+            _ = try await client.queue(name: unique("missing")).stats()
+            XCTFail("stats of a missing queue")
+        } catch DistsyncError.NoSuchQueue {}
+    }
+
     func testCacheSetGet() async throws {
         let cache = client.cache()
         let key = unique("user")

@@ -368,6 +368,11 @@ uint32_t uniffi_distsync_bindings_fn_method_delivery_attempt(uint64_t ptr, RustC
 RustBuffer uniffi_distsync_bindings_fn_method_delivery_body(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_DELIVERY_EXTEND
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_DELIVERY_EXTEND
+uint64_t uniffi_distsync_bindings_fn_method_delivery_extend(uint64_t ptr, uint64_t visibility_ms
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_DELIVERY_ID
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_DELIVERY_ID
 uint64_t uniffi_distsync_bindings_fn_method_delivery_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -376,6 +381,11 @@ uint64_t uniffi_distsync_bindings_fn_method_delivery_id(uint64_t ptr, RustCallSt
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_DELIVERY_NACK
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_DELIVERY_NACK
 uint64_t uniffi_distsync_bindings_fn_method_delivery_nack(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_DELIVERY_NACK_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_DELIVERY_NACK_BLOCKING
+void uniffi_distsync_bindings_fn_method_delivery_nack_blocking(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_DELIVERY_TAG
@@ -458,6 +468,11 @@ uint64_t uniffi_distsync_bindings_fn_clone_queue(uint64_t handle, RustCallStatus
 void uniffi_distsync_bindings_fn_free_queue(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_CREATE
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_CREATE
+uint64_t uniffi_distsync_bindings_fn_method_queue_create(uint64_t ptr, RustBuffer max_attempts, RustBuffer visibility_ms, RustBuffer max_message_bytes, RustBuffer dedup_window_ms
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_DELETE
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_DELETE
 uint64_t uniffi_distsync_bindings_fn_method_queue_delete(uint64_t ptr
@@ -486,6 +501,11 @@ uint64_t uniffi_distsync_bindings_fn_method_queue_put(uint64_t ptr, RustBuffer b
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_PUT_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_PUT_BLOCKING
 uint64_t uniffi_distsync_bindings_fn_method_queue_put_blocking(uint64_t ptr, RustBuffer body, RustBuffer dedup_id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_STATS
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_STATS
+uint64_t uniffi_distsync_bindings_fn_method_queue_stats(uint64_t ptr
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_DISTSYNC_BINDINGS_RUSTBUFFER_ALLOC
@@ -844,6 +864,12 @@ uint16_t uniffi_distsync_bindings_checksum_method_delivery_body(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_EXTEND
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_EXTEND
+uint16_t uniffi_distsync_bindings_checksum_method_delivery_extend(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_ID
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_ID
 uint16_t uniffi_distsync_bindings_checksum_method_delivery_id(void
@@ -853,6 +879,12 @@ uint16_t uniffi_distsync_bindings_checksum_method_delivery_id(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_NACK
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_NACK
 uint16_t uniffi_distsync_bindings_checksum_method_delivery_nack(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_NACK_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_NACK_BLOCKING
+uint16_t uniffi_distsync_bindings_checksum_method_delivery_nack_blocking(void
     
 );
 #endif
@@ -916,6 +948,12 @@ uint16_t uniffi_distsync_bindings_checksum_method_owner_actor(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_CREATE
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_CREATE
+uint16_t uniffi_distsync_bindings_checksum_method_queue_create(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_DELETE
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_DELETE
 uint16_t uniffi_distsync_bindings_checksum_method_queue_delete(void
@@ -949,6 +987,12 @@ uint16_t uniffi_distsync_bindings_checksum_method_queue_put(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_PUT_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_PUT_BLOCKING
 uint16_t uniffi_distsync_bindings_checksum_method_queue_put_blocking(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_STATS
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_STATS
+uint16_t uniffi_distsync_bindings_checksum_method_queue_stats(void
     
 );
 #endif

@@ -714,9 +714,13 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_delivery_body(
     ): Int
+    external fun uniffi_distsync_bindings_checksum_method_delivery_extend(
+    ): Int
     external fun uniffi_distsync_bindings_checksum_method_delivery_id(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_delivery_nack(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_delivery_nack_blocking(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_delivery_tag(
     ): Int
@@ -738,6 +742,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_owner_actor(
     ): Int
+    external fun uniffi_distsync_bindings_checksum_method_queue_create(
+    ): Int
     external fun uniffi_distsync_bindings_checksum_method_queue_delete(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_queue_get(
@@ -749,6 +755,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_distsync_bindings_checksum_method_queue_put(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_queue_put_blocking(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_queue_stats(
     ): Int
     external fun uniffi_distsync_bindings_checksum_constructor_client_connect(
     ): Int
@@ -826,10 +834,14 @@ internal object UniffiLib {
     ): Int
     external fun uniffi_distsync_bindings_fn_method_delivery_body(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_distsync_bindings_fn_method_delivery_extend(`ptr`: Long,`visibilityMs`: Long,
+    ): Long
     external fun uniffi_distsync_bindings_fn_method_delivery_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_distsync_bindings_fn_method_delivery_nack(`ptr`: Long,
     ): Long
+    external fun uniffi_distsync_bindings_fn_method_delivery_nack_blocking(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_distsync_bindings_fn_method_delivery_tag(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_distsync_bindings_fn_clone_lock(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -862,6 +874,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_distsync_bindings_fn_free_queue(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_distsync_bindings_fn_method_queue_create(`ptr`: Long,`maxAttempts`: RustBuffer.ByValue,`visibilityMs`: RustBuffer.ByValue,`maxMessageBytes`: RustBuffer.ByValue,`dedupWindowMs`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_distsync_bindings_fn_method_queue_delete(`ptr`: Long,
     ): Long
     external fun uniffi_distsync_bindings_fn_method_queue_get(`ptr`: Long,`waitMs`: Long,
@@ -873,6 +887,8 @@ internal object UniffiLib {
     external fun uniffi_distsync_bindings_fn_method_queue_put(`ptr`: Long,`body`: RustBuffer.ByValue,`dedupId`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_distsync_bindings_fn_method_queue_put_blocking(`ptr`: Long,`body`: RustBuffer.ByValue,`dedupId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_distsync_bindings_fn_method_queue_stats(`ptr`: Long,
     ): Long
     external fun ffi_distsync_bindings_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1041,10 +1057,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_distsync_bindings_checksum_method_delivery_body() and 0xFFFF) != 61819) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_extend() and 0xFFFF) != 11092) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_distsync_bindings_checksum_method_delivery_id() and 0xFFFF) != 61974) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_distsync_bindings_checksum_method_delivery_nack() and 0xFFFF) != 47016) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_nack_blocking() and 0xFFFF) != 52751) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_distsync_bindings_checksum_method_delivery_tag() and 0xFFFF) != 29908) {
@@ -1077,6 +1099,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_distsync_bindings_checksum_method_owner_actor() and 0xFFFF) != 12255) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_create() and 0xFFFF) != 489) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_distsync_bindings_checksum_method_queue_delete() and 0xFFFF) != 65037) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1093,6 +1118,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_distsync_bindings_checksum_method_queue_put_blocking() and 0xFFFF) != 813) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_stats() and 0xFFFF) != 37929) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect() and 0xFFFF) != 11250) {
@@ -2450,6 +2478,12 @@ public interface DeliveryInterface {
     fun `body`(): kotlin.ByteArray
     
     /**
+     * Keeps the message invisible to other consumers for `visibility_ms` from now, for work
+     * that outlasts the visibility timeout. Throws `StaleDelivery` when no longer current.
+     */
+    suspend fun `extend`(`visibilityMs`: kotlin.ULong)
+    
+    /**
      * The message id: unique, increasing in enqueue order.
      */
     fun `id`(): kotlin.ULong
@@ -2458,6 +2492,11 @@ public interface DeliveryInterface {
      * Makes the message deliverable again at once (or dead-letters it after its last attempt).
      */
     suspend fun `nack`()
+    
+    /**
+     * `nack`, waiting on the calling thread.
+     */
+    fun `nackBlocking`()
     
     /**
      * The tag of this delivery attempt.
@@ -2648,6 +2687,33 @@ open class Delivery: Disposable, AutoCloseable, DeliveryInterface
 
     
     /**
+     * Keeps the message invisible to other consumers for `visibility_ms` from now, for work
+     * that outlasts the visibility timeout. Throws `StaleDelivery` when no longer current.
+     */
+    @Throws(DistsyncException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `extend`(`visibilityMs`: kotlin.ULong) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_distsync_bindings_fn_method_delivery_extend(
+                uniffiHandle,
+                
+        FfiConverterULong.lower(`visibilityMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        DistsyncException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * The message id: unique, increasing in enqueue order.
      */override fun `id`(): kotlin.ULong {
             return FfiConverterULong.lift(
@@ -2686,6 +2752,22 @@ open class Delivery: Disposable, AutoCloseable, DeliveryInterface
         DistsyncException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * `nack`, waiting on the calling thread.
+     */
+    @Throws(DistsyncException::class)override fun `nackBlocking`()
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DistsyncException) { _status ->
+    UniffiLib.uniffi_distsync_bindings_fn_method_delivery_nack_blocking(
+        it,
+        _status)
+}
+    }
+    
+    
 
     
     /**
@@ -3553,6 +3635,14 @@ public object FfiConverterTypeOwner: FfiConverter<Owner, Long> {
 public interface QueueInterface {
     
     /**
+     * Creates the queue with these options, or sets the options of the existing queue; returns
+     * whether it was created. A null option takes its default (5 attempts, 30 s visibility,
+     * 256 KiB messages, 2 min dedup window). A put or get creates a queue with the defaults.
+     * Messages past `maxAttempts` deliveries move to the queue `<name>.dlq`.
+     */
+    suspend fun `create`(`maxAttempts`: kotlin.UInt? = null, `visibilityMs`: kotlin.ULong? = null, `maxMessageBytes`: kotlin.UInt? = null, `dedupWindowMs`: kotlin.ULong? = null): kotlin.Boolean
+    
+    /**
      * Deletes the queue and every message in it; returns how many it held.
      */
     suspend fun `delete`(): kotlin.ULong
@@ -3583,6 +3673,11 @@ public interface QueueInterface {
      * `put`, waiting on the calling thread.
      */
     fun `putBlocking`(`body`: kotlin.ByteArray, `dedupId`: kotlin.String? = null): kotlin.ULong
+    
+    /**
+     * The queue's counters. Throws `NoSuchQueue` when it does not exist.
+     */
+    suspend fun `stats`(): QueueStats
     
     companion object
 }
@@ -3690,6 +3785,37 @@ open class Queue: Disposable, AutoCloseable, QueueInterface
         return uniffiRustCall() { status ->
             UniffiLib.uniffi_distsync_bindings_fn_clone_queue(handle, status)
         }
+    }
+
+    
+    /**
+     * Creates the queue with these options, or sets the options of the existing queue; returns
+     * whether it was created. A null option takes its default (5 attempts, 30 s visibility,
+     * 256 KiB messages, 2 min dedup window). A put or get creates a queue with the defaults.
+     * Messages past `maxAttempts` deliveries move to the queue `<name>.dlq`.
+     */
+    @Throws(DistsyncException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `create`(`maxAttempts`: kotlin.UInt?, `visibilityMs`: kotlin.ULong?, `maxMessageBytes`: kotlin.UInt?, `dedupWindowMs`: kotlin.ULong?) : kotlin.Boolean {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_distsync_bindings_fn_method_queue_create(
+                uniffiHandle,
+                
+        FfiConverterOptionalUInt.lower(`maxAttempts`),
+        FfiConverterOptionalULong.lower(`visibilityMs`),
+        FfiConverterOptionalUInt.lower(`maxMessageBytes`),
+        FfiConverterOptionalULong.lower(`dedupWindowMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_i8(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_complete_i8(future, continuation) },
+        { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_i8(future) },
+        // lift function
+        { FfiConverterBoolean.lift(it) },
+        // Error FFI converter
+        DistsyncException.ErrorHandler,
+    )
     }
 
     
@@ -3823,6 +3949,30 @@ open class Queue: Disposable, AutoCloseable, QueueInterface
     
 
     
+    /**
+     * The queue's counters. Throws `NoSuchQueue` when it does not exist.
+     */
+    @Throws(DistsyncException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `stats`() : QueueStats {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_distsync_bindings_fn_method_queue_stats(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeQueueStats.lift(it) },
+        // Error FFI converter
+        DistsyncException.ErrorHandler,
+    )
+    }
+
+    
 
     
 
@@ -3904,6 +4054,117 @@ public object FfiConverterTypeCycleLink: FfiConverterRustBuffer<CycleLink> {
             FfiConverterULong.write(value.`session`, buf)
             FfiConverterULong.write(value.`actor`, buf)
             FfiConverterString.write(value.`lock`, buf)
+    }
+}
+
+
+
+/**
+ * A queue's counters, from `Queue.stats()`.
+ */
+data class QueueStats (
+    /**
+     * Messages ready for delivery.
+     */
+    var `depth`: kotlin.ULong
+    , 
+    /**
+     * Messages delivered and neither acked nor returned yet.
+     */
+    var `inFlight`: kotlin.ULong
+    , 
+    /**
+     * Gets waiting for a message.
+     */
+    var `waitingConsumers`: kotlin.ULong
+    , 
+    /**
+     * Messages moved to the dead-letter queue since the queue was created.
+     */
+    var `deadLettered`: kotlin.ULong
+    , 
+    /**
+     * Messages enqueued since the queue was created (duplicates excluded).
+     */
+    var `putTotal`: kotlin.ULong
+    , 
+    /**
+     * Messages acked since the queue was created.
+     */
+    var `ackedTotal`: kotlin.ULong
+    , 
+    /**
+     * Bytes of message bodies held.
+     */
+    var `bytes`: kotlin.ULong
+    , 
+    /**
+     * Age of the oldest message not yet acked, in ms; null when there is none.
+     */
+    var `oldestAgeMs`: kotlin.ULong?
+    , 
+    /**
+     * Deliveries of a message before it is dead-lettered.
+     */
+    var `maxAttempts`: kotlin.UInt
+    , 
+    /**
+     * How long a delivery stays invisible to other consumers, in ms.
+     */
+    var `visibilityMs`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeQueueStats: FfiConverterRustBuffer<QueueStats> {
+    override fun read(buf: ByteBuffer): QueueStats {
+        return QueueStats(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: QueueStats) = (
+            FfiConverterULong.allocationSize(value.`depth`) +
+            FfiConverterULong.allocationSize(value.`inFlight`) +
+            FfiConverterULong.allocationSize(value.`waitingConsumers`) +
+            FfiConverterULong.allocationSize(value.`deadLettered`) +
+            FfiConverterULong.allocationSize(value.`putTotal`) +
+            FfiConverterULong.allocationSize(value.`ackedTotal`) +
+            FfiConverterULong.allocationSize(value.`bytes`) +
+            FfiConverterOptionalULong.allocationSize(value.`oldestAgeMs`) +
+            FfiConverterUInt.allocationSize(value.`maxAttempts`) +
+            FfiConverterULong.allocationSize(value.`visibilityMs`)
+    )
+
+    override fun write(value: QueueStats, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`depth`, buf)
+            FfiConverterULong.write(value.`inFlight`, buf)
+            FfiConverterULong.write(value.`waitingConsumers`, buf)
+            FfiConverterULong.write(value.`deadLettered`, buf)
+            FfiConverterULong.write(value.`putTotal`, buf)
+            FfiConverterULong.write(value.`ackedTotal`, buf)
+            FfiConverterULong.write(value.`bytes`, buf)
+            FfiConverterOptionalULong.write(value.`oldestAgeMs`, buf)
+            FfiConverterUInt.write(value.`maxAttempts`, buf)
+            FfiConverterULong.write(value.`visibilityMs`, buf)
     }
 }
 
@@ -4267,6 +4528,38 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
     }
 
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
+    override fun read(buf: ByteBuffer): kotlin.UInt? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UInt?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUInt.write(value, buf)
+        }
+    }
 }
 
 

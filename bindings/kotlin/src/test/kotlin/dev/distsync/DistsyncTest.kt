@@ -6,6 +6,7 @@ import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertArrayEquals
 import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertNotEquals
 import org.junit.jupiter.api.Assertions.assertNull
 import org.junit.jupiter.api.Assertions.assertTrue
@@ -104,6 +105,35 @@ class DistsyncTest {
         assertNull(queue.getBlocking(waitMs = 100uL))
         queue.delete()
         assertThrows<DistsyncException.NoSuchQueue> { runBlocking { queue.delete() } }
+    }
+
+    @Test
+    fun `nacked messages come back, then go to the dead-letter queue, and stats count them`(): Unit = runBlocking {
+        val queue = client.queue(unique("poison"))
+        assertTrue(queue.create(maxAttempts = 2u, visibilityMs = 60_000uL))
+        // A second create sets the options of the existing queue.
+        assertFalse(queue.create(maxAttempts = 2u, visibilityMs = 60_000uL))
+        queue.put("poison".toByteArray())
+        val first = queue.get(waitMs = 1000uL)!!
+        first.extend(120_000uL)
+        first.nack()
+        assertThrows<DistsyncException.StaleDelivery> { runBlocking { first.extend(1000uL) } }
+        val second = queue.getBlocking(waitMs = 1000uL)!!
+        assertEquals(first.id(), second.id())
+        assertEquals(2u, second.attempt())
+        second.nackBlocking()
+        assertNull(queue.get())
+        val dead = client.queue("${queue.name()}.dlq").get(waitMs = 1000uL)!!
+        assertArrayEquals("poison".toByteArray(), dead.body())
+        dead.ack()
+        val stats = queue.stats()
+        assertEquals(2u, stats.maxAttempts)
+        assertEquals(60_000uL, stats.visibilityMs)
+        assertEquals(1uL, stats.putTotal)
+        assertEquals(1uL, stats.deadLettered)
+        assertEquals(0uL, stats.depth)
+        assertEquals(0uL, stats.inFlight)
+        assertThrows<DistsyncException.NoSuchQueue> { runBlocking { client.queue(unique("missing")).stats() } }
     }
 
     @Test

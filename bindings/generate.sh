@@ -19,16 +19,18 @@ case "$(uname -s)" in
   *) library="$dir/libdistsync_bindings.so" ;;
 esac
 
-# Kotlin: one file, package dev.distsync (bindings/uniffi.toml).
+# Kotlin: one file, package dev.distsync (bindings/uniffi.toml), beside the hand-written
+# Deliveries.kt.
 kotlin=bindings/kotlin/src/main/kotlin
-rm -rf "$kotlin"
+rm -f "$kotlin/dev/distsync/distsync_bindings.kt"
 "$dir/uniffi-bindgen" generate --library "$library" --language kotlin --out-dir "$kotlin" --no-format
 
 # Swift: the Swift module and, for SwiftPM, a C target with the FFI header and its modulemap.
 swift_out=$(mktemp -d)
 trap 'rm -rf "$swift_out"' EXIT
 "$dir/uniffi-bindgen" generate --library "$library" --language swift --out-dir "$swift_out" --no-format
-rm -rf bindings/swift/Sources/Distsync bindings/swift/Sources/DistsyncFFI
+# Sources/Distsync also holds the hand-written Deliveries.swift.
+rm -rf bindings/swift/Sources/Distsync/Distsync.swift bindings/swift/Sources/DistsyncFFI
 mkdir -p bindings/swift/Sources/Distsync bindings/swift/Sources/DistsyncFFI/include
 mv "$swift_out"/*.swift bindings/swift/Sources/Distsync/
 mv "$swift_out"/DistsyncFFI.h bindings/swift/Sources/DistsyncFFI/include/

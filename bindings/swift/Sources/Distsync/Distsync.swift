@@ -1124,6 +1124,194 @@ public func FfiConverterTypeClient_lower(_ value: Client) -> UInt64 {
 
 
 /**
+ * An endless stream of deliveries from one queue, from `Queue.consume()`: call `next()` until
+ * `stop()`. One `next()` at a time.
+ */
+public protocol ConsumerProtocol: AnyObject, Sendable {
+    
+    /**
+     * The next delivery, waiting as long as it takes; null once the consumer is stopped.
+     * Throws `Unavailable` while the cluster cannot be reached (call again to keep waiting),
+     * `NoSuchQueue` if the queue is deleted.
+     */
+    func next() async throws  -> Delivery?
+    
+    /**
+     * `next`, waiting on the calling thread.
+     */
+    func nextBlocking() throws  -> Delivery?
+    
+    /**
+     * Stops: a waiting `next` returns null, and the messages fetched ahead and not taken go back
+     * to the queue at once (not at their visibility timeout). Taken deliveries stay yours to
+     * ack or nack.
+     */
+    func stop() async 
+    
+}
+/**
+ * An endless stream of deliveries from one queue, from `Queue.consume()`: call `next()` until
+ * `stop()`. One `next()` at a time.
+ */
+open class Consumer: ConsumerProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_distsync_bindings_fn_clone_consumer(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_distsync_bindings_fn_free_consumer(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * The next delivery, waiting as long as it takes; null once the consumer is stopped.
+     * Throws `Unavailable` while the cluster cannot be reached (call again to keep waiting),
+     * `NoSuchQueue` if the queue is deleted.
+     */
+open func next()async throws  -> Delivery?  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_distsync_bindings_fn_method_consumer_next(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_distsync_bindings_rust_future_poll_rust_buffer,
+            completeFunc: ffi_distsync_bindings_rust_future_complete_rust_buffer,
+            freeFunc: ffi_distsync_bindings_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypeDelivery.lift,
+            errorHandler: FfiConverterTypeDistsyncError_lift
+        )
+}
+    
+    /**
+     * `next`, waiting on the calling thread.
+     */
+open func nextBlocking()throws  -> Delivery?  {
+    return try  FfiConverterOptionTypeDelivery.lift(try rustCallWithError(FfiConverterTypeDistsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_distsync_bindings_fn_method_consumer_next_blocking(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Stops: a waiting `next` returns null, and the messages fetched ahead and not taken go back
+     * to the queue at once (not at their visibility timeout). Taken deliveries stay yours to
+     * ack or nack.
+     */
+open func stop()async   {
+    return
+        try!  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_distsync_bindings_fn_method_consumer_stop(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_distsync_bindings_rust_future_poll_void,
+            completeFunc: ffi_distsync_bindings_rust_future_complete_void,
+            freeFunc: ffi_distsync_bindings_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: nil
+            
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConsumer: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = Consumer
+
+    public static func lift(_ handle: UInt64) throws -> Consumer {
+        return Consumer(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: Consumer) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Consumer {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: Consumer, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConsumer_lift(_ handle: UInt64) throws -> Consumer {
+    return try FfiConverterTypeConsumer.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConsumer_lower(_ value: Consumer) -> UInt64 {
+    return FfiConverterTypeConsumer.lower(value)
+}
+
+
+
+
+
+
+/**
  * A delivered message: process it, then `ack()` it. Unacked, it is delivered again after its
  * visibility timeout or when the session ends.
  */
@@ -1820,6 +2008,14 @@ public func FfiConverterTypeOwner_lower(_ value: Owner) -> UInt64 {
 public protocol QueueProtocol: AnyObject, Sendable {
     
     /**
+     * An endless stream of this queue's messages, fetched `prefetch` at a time (1 to 1000;
+     * more saves round trips, and the fetched messages stay invisible to other consumers until
+     * taken and acked). Kotlin's `queue.deliveries()` is a `Flow` over it, Swift's an
+     * `AsyncThrowingStream`.
+     */
+    func consume(prefetch: UInt32)  -> Consumer
+    
+    /**
      * Creates the queue with these options, or sets the options of the existing queue; returns
      * whether it was created. A null option takes its default (5 attempts, 30 s visibility,
      * 256 KiB messages, 2 min dedup window). A put or get creates a queue with the defaults.
@@ -1921,6 +2117,22 @@ open class Queue: QueueProtocol, @unchecked Sendable {
 
     
 
+    
+    /**
+     * An endless stream of this queue's messages, fetched `prefetch` at a time (1 to 1000;
+     * more saves round trips, and the fetched messages stay invisible to other consumers until
+     * taken and acked). Kotlin's `queue.deliveries()` is a `Flow` over it, Swift's an
+     * `AsyncThrowingStream`.
+     */
+open func consume(prefetch: UInt32 = UInt32(1)) -> Consumer  {
+    return try!  FfiConverterTypeConsumer_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_distsync_bindings_fn_method_queue_consume(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt32.lower(prefetch),uniffiCallStatus
+    )
+})
+}
     
     /**
      * Creates the queue with these options, or sets the options of the existing queue; returns
@@ -2847,6 +3059,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_distsync_bindings_checksum_method_client_queue() != 63348) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_distsync_bindings_checksum_method_consumer_next() != 14890) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_distsync_bindings_checksum_method_consumer_next_blocking() != 50707) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_distsync_bindings_checksum_method_consumer_stop() != 46803) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_distsync_bindings_checksum_method_delivery_ack() != 33565) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -2899,6 +3120,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_distsync_bindings_checksum_method_owner_actor() != 12255) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_distsync_bindings_checksum_method_queue_consume() != 50839) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_distsync_bindings_checksum_method_queue_create() != 489) {

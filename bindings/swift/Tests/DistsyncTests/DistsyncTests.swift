@@ -264,6 +264,49 @@ final class DistsyncTests: XCTestCase {
         } catch DistsyncError.NoSuchQueue {}
     }
 
+    func testDeliveriesAsAnAsyncSequenceReturnPrefetchedMessagesWhenReleased() async throws {
+        let queue = client.queue(name: unique("flow"))
+        // A visibility timeout far beyond the test: only the consumer's end returns messages.
+        _ = try await queue.create(visibilityMs: 600_000)
+        let bodies = (0..<10).map { "m\($0)" }
+        for body in bodies {
+            _ = try await queue.put(body: Data(body.utf8))
+        }
+        var taken: [Delivery] = []
+        do {
+            for try await message in queue.deliveries(prefetch: 5) {
+                taken.append(message)
+                if taken.count == 3 { break }
+            }
+        }
+        XCTAssertEqual(taken.map { String(decoding: $0.body(), as: UTF8.self) }, Array(bodies.prefix(3)))
+        for message in taken {
+            try await message.ack()
+        }
+        // The other two fetched with them are back at once, not in ten minutes.
+        let deadline = Date().addingTimeInterval(10)
+        while try await queue.stats().inFlight != 0 {
+            XCTAssertLessThan(Date(), deadline, "the prefetched messages never returned")
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        let consumer = queue.consume()
+        var rest: [String] = []
+        for _ in 3..<10 {
+            let message = try consumer.nextBlocking()!
+            rest.append(String(decoding: message.body(), as: UTF8.self))
+            try message.ackBlocking()
+        }
+        XCTAssertEqual(rest, Array(bodies.dropFirst(3)))
+        // stop() ends a next() that waits on the empty queue.
+        let waiting = Task { try await consumer.next() }
+        while try await queue.stats().waitingConsumers != 1 {
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        await consumer.stop()
+        let ended = try await waiting.value
+        XCTAssertNil(ended)
+    }
+
     func testCacheSetGet() async throws {
         let cache = client.cache()
         let key = unique("user")

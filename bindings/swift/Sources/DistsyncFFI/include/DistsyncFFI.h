@@ -338,6 +338,31 @@ uint64_t uniffi_distsync_bindings_fn_method_client_owner(uint64_t ptr, RustCallS
 uint64_t uniffi_distsync_bindings_fn_method_client_queue(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_CONSUMER
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_CONSUMER
+uint64_t uniffi_distsync_bindings_fn_clone_consumer(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_CONSUMER
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_CONSUMER
+void uniffi_distsync_bindings_fn_free_consumer(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CONSUMER_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CONSUMER_NEXT
+uint64_t uniffi_distsync_bindings_fn_method_consumer_next(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CONSUMER_NEXT_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CONSUMER_NEXT_BLOCKING
+RustBuffer uniffi_distsync_bindings_fn_method_consumer_next_blocking(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CONSUMER_STOP
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CONSUMER_STOP
+uint64_t uniffi_distsync_bindings_fn_method_consumer_stop(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_DELIVERY
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_DELIVERY
 uint64_t uniffi_distsync_bindings_fn_clone_delivery(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -466,6 +491,11 @@ uint64_t uniffi_distsync_bindings_fn_clone_queue(uint64_t handle, RustCallStatus
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_QUEUE
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_QUEUE
 void uniffi_distsync_bindings_fn_free_queue(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_CONSUME
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_CONSUME
+uint64_t uniffi_distsync_bindings_fn_method_queue_consume(uint64_t ptr, uint32_t prefetch, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_CREATE
@@ -840,6 +870,24 @@ uint16_t uniffi_distsync_bindings_checksum_method_client_queue(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CONSUMER_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CONSUMER_NEXT
+uint16_t uniffi_distsync_bindings_checksum_method_consumer_next(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CONSUMER_NEXT_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CONSUMER_NEXT_BLOCKING
+uint16_t uniffi_distsync_bindings_checksum_method_consumer_next_blocking(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CONSUMER_STOP
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CONSUMER_STOP
+uint16_t uniffi_distsync_bindings_checksum_method_consumer_stop(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_ACK
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_ACK
 uint16_t uniffi_distsync_bindings_checksum_method_delivery_ack(void
@@ -945,6 +993,12 @@ uint16_t uniffi_distsync_bindings_checksum_method_lock_upgrade(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_OWNER_ACTOR
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_OWNER_ACTOR
 uint16_t uniffi_distsync_bindings_checksum_method_owner_actor(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_CONSUME
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_CONSUME
+uint16_t uniffi_distsync_bindings_checksum_method_queue_consume(void
     
 );
 #endif

@@ -706,6 +706,12 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_client_queue(
     ): Int
+    external fun uniffi_distsync_bindings_checksum_method_consumer_next(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_consumer_next_blocking(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_consumer_stop(
+    ): Int
     external fun uniffi_distsync_bindings_checksum_method_delivery_ack(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_delivery_ack_blocking(
@@ -741,6 +747,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_distsync_bindings_checksum_method_lock_upgrade(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_owner_actor(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_queue_consume(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_queue_create(
     ): Int
@@ -822,6 +830,16 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_distsync_bindings_fn_method_client_queue(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_distsync_bindings_fn_clone_consumer(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_distsync_bindings_fn_free_consumer(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_distsync_bindings_fn_method_consumer_next(`ptr`: Long,
+    ): Long
+    external fun uniffi_distsync_bindings_fn_method_consumer_next_blocking(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_distsync_bindings_fn_method_consumer_stop(`ptr`: Long,
+    ): Long
     external fun uniffi_distsync_bindings_fn_clone_delivery(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_distsync_bindings_fn_free_delivery(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -874,6 +892,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_distsync_bindings_fn_free_queue(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_distsync_bindings_fn_method_queue_consume(`ptr`: Long,`prefetch`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_distsync_bindings_fn_method_queue_create(`ptr`: Long,`maxAttempts`: RustBuffer.ByValue,`visibilityMs`: RustBuffer.ByValue,`maxMessageBytes`: RustBuffer.ByValue,`dedupWindowMs`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_distsync_bindings_fn_method_queue_delete(`ptr`: Long,
@@ -1045,6 +1065,15 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_distsync_bindings_checksum_method_client_queue() and 0xFFFF) != 63348) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_distsync_bindings_checksum_method_consumer_next() and 0xFFFF) != 14890) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_distsync_bindings_checksum_method_consumer_next_blocking() and 0xFFFF) != 50707) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_distsync_bindings_checksum_method_consumer_stop() and 0xFFFF) != 46803) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_distsync_bindings_checksum_method_delivery_ack() and 0xFFFF) != 33565) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1097,6 +1126,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_distsync_bindings_checksum_method_owner_actor() and 0xFFFF) != 12255) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_consume() and 0xFFFF) != 50839) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_distsync_bindings_checksum_method_queue_create() and 0xFFFF) != 489) {
@@ -2451,6 +2483,342 @@ public object FfiConverterTypeClient: FfiConverter<Client, Long> {
 
 
 /**
+ * An endless stream of deliveries from one queue, from `Queue.consume()`: call `next()` until
+ * `stop()`. One `next()` at a time.
+ */
+public interface ConsumerInterface {
+    
+    /**
+     * The next delivery, waiting as long as it takes; null once the consumer is stopped.
+     * Throws `Unavailable` while the cluster cannot be reached (call again to keep waiting),
+     * `NoSuchQueue` if the queue is deleted.
+     */
+    suspend fun `next`(): Delivery?
+    
+    /**
+     * `next`, waiting on the calling thread.
+     */
+    fun `nextBlocking`(): Delivery?
+    
+    /**
+     * Stops: a waiting `next` returns null, and the messages fetched ahead and not taken go back
+     * to the queue at once (not at their visibility timeout). Taken deliveries stay yours to
+     * ack or nack.
+     */
+    suspend fun `stop`()
+    
+    companion object
+}
+
+/**
+ * An endless stream of deliveries from one queue, from `Queue.consume()`: call `next()` until
+ * `stop()`. One `next()` at a time.
+ */
+open class Consumer: Disposable, AutoCloseable, ConsumerInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_distsync_bindings_fn_free_consumer(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_distsync_bindings_fn_clone_consumer(handle, status)
+        }
+    }
+
+    
+    /**
+     * The next delivery, waiting as long as it takes; null once the consumer is stopped.
+     * Throws `Unavailable` while the cluster cannot be reached (call again to keep waiting),
+     * `NoSuchQueue` if the queue is deleted.
+     */
+    @Throws(DistsyncException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `next`() : Delivery? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_distsync_bindings_fn_method_consumer_next(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypeDelivery.lift(it) },
+        // Error FFI converter
+        DistsyncException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * `next`, waiting on the calling thread.
+     */
+    @Throws(DistsyncException::class)override fun `nextBlocking`(): Delivery? {
+            return FfiConverterOptionalTypeDelivery.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DistsyncException) { _status ->
+    UniffiLib.uniffi_distsync_bindings_fn_method_consumer_next_blocking(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Stops: a waiting `next` returns null, and the messages fetched ahead and not taken go back
+     * to the queue at once (not at their visibility timeout). Taken deliveries stay yours to
+     * ack or nack.
+     */
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `stop`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_distsync_bindings_fn_method_consumer_stop(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        UniffiNullRustCallStatusErrorHandler,
+    )
+    }
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConsumer: FfiConverter<Consumer, Long> {
+    override fun lower(value: Consumer): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): Consumer {
+        return Consumer(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): Consumer {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: Consumer) = 8UL
+
+    override fun write(value: Consumer, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * A delivered message: process it, then `ack()` it. Unacked, it is delivered again after its
  * visibility timeout or when the session ends.
  */
@@ -3635,6 +4003,14 @@ public object FfiConverterTypeOwner: FfiConverter<Owner, Long> {
 public interface QueueInterface {
     
     /**
+     * An endless stream of this queue's messages, fetched `prefetch` at a time (1 to 1000;
+     * more saves round trips, and the fetched messages stay invisible to other consumers until
+     * taken and acked). Kotlin's `queue.deliveries()` is a `Flow` over it, Swift's an
+     * `AsyncThrowingStream`.
+     */
+    fun `consume`(`prefetch`: kotlin.UInt = 1u): Consumer
+    
+    /**
      * Creates the queue with these options, or sets the options of the existing queue; returns
      * whether it was created. A null option takes its default (5 attempts, 30 s visibility,
      * 256 KiB messages, 2 min dedup window). A put or get creates a queue with the defaults.
@@ -3786,6 +4162,26 @@ open class Queue: Disposable, AutoCloseable, QueueInterface
             UniffiLib.uniffi_distsync_bindings_fn_clone_queue(handle, status)
         }
     }
+
+    
+    /**
+     * An endless stream of this queue's messages, fetched `prefetch` at a time (1 to 1000;
+     * more saves round trips, and the fetched messages stay invisible to other consumers until
+     * taken and acked). Kotlin's `queue.deliveries()` is a `Flow` over it, Swift's an
+     * `AsyncThrowingStream`.
+     */override fun `consume`(`prefetch`: kotlin.UInt): Consumer {
+            return FfiConverterTypeConsumer.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_distsync_bindings_fn_method_queue_consume(
+        it,
+        
+        FfiConverterUInt.lower(`prefetch`),_status)
+}
+    }
+    )
+    }
+    
 
     
     /**

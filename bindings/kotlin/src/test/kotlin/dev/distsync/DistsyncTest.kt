@@ -2,6 +2,8 @@ package dev.distsync
 
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
+import kotlinx.coroutines.flow.take
+import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertArrayEquals
@@ -134,6 +136,34 @@ class DistsyncTest {
         assertEquals(0uL, stats.depth)
         assertEquals(0uL, stats.inFlight)
         assertThrows<DistsyncException.NoSuchQueue> { runBlocking { client.queue(unique("missing")).stats() } }
+    }
+
+    @Test
+    fun `deliveries as a Flow, and the prefetched messages go back when it stops`(): Unit = runBlocking {
+        val queue = client.queue(unique("flow"))
+        // A visibility timeout far beyond the test: only the consumer's stop returns messages.
+        queue.create(visibilityMs = 600_000uL)
+        val bodies = (0 until 10).map { "m$it" }
+        bodies.forEach { queue.put(it.toByteArray()) }
+        val taken = queue.deliveries(prefetch = 5u).take(3).toList()
+        assertEquals(bodies.take(3), taken.map { String(it.body()) })
+        taken.forEach { it.ack() }
+        // The other two fetched with them are back at once, not in ten minutes.
+        Cluster.waitUntil("the prefetched messages to return", 10_000) {
+            runBlocking { queue.stats() }.inFlight == 0uL
+        }
+        val consumer = queue.consume()
+        val rest = (3 until 10).map { consumer.nextBlocking()!! }
+        assertEquals(bodies.drop(3), rest.map { String(it.body()) })
+        rest.forEach { it.ackBlocking() }
+        // stop() ends a next() that waits on the empty queue.
+        val waiting = async(Dispatchers.IO) { consumer.next() }
+        Cluster.waitUntil("the consumer to wait", 10_000) { runBlocking { queue.stats() }.waitingConsumers == 1uL }
+        consumer.stop()
+        assertNull(waiting.await())
+        assertNull(consumer.next())
+        consumer.close()
+        assertEquals(0uL, queue.stats().depth)
     }
 
     @Test

@@ -696,9 +696,9 @@ impl Client {
         let connection = self
             .inner
             .connections
-            .get_or_connect(address, || async {
-                let connecting = self.inner.endpoint.connect(address, SERVER_NAME).map_err(|e| e.to_string())?;
-                connecting.await.map_err(|e| format!("cannot connect: {e}"))
+            .get_or_connect(address, || {
+                let connecting = self.inner.endpoint.connect(address, SERVER_NAME);
+                async move { connecting.map_err(|e| e.to_string())?.await.map_err(|e| format!("cannot connect: {e}")) }
             })
             .await?;
         exchange(&connection, frame).await

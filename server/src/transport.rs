@@ -267,22 +267,25 @@ impl PeerTransport {
         let address = self.members.get(&peer).ok_or_else(|| format!("node {peer} is not a member"))?;
         let connection = self
             .connections
-            .get_or_connect(peer, || async {
-                let socket: SocketAddr = match address.parse() {
-                    Ok(socket) => socket,
-                    Err(_) => tokio::net::lookup_host(address)
+            .get_or_connect(peer, || {
+                let (address, endpoint) = (address.clone(), self.endpoint.clone());
+                async move {
+                    let socket: SocketAddr = match address.parse() {
+                        Ok(socket) => socket,
+                        Err(_) => tokio::net::lookup_host(address.as_str())
+                            .await
+                            .map_err(|e| format!("cannot resolve {address}: {e}"))?
+                            .next()
+                            .ok_or_else(|| format!("{address} resolves to nothing"))?,
+                    };
+                    // Verifying the peer's certificate against `node-N.distsync` proves we reached
+                    // node N and not some other member listening at a stale address.
+                    endpoint
+                        .connect(socket, &node_name(peer))
+                        .map_err(|e| e.to_string())?
                         .await
-                        .map_err(|e| format!("cannot resolve {address}: {e}"))?
-                        .next()
-                        .ok_or_else(|| format!("{address} resolves to nothing"))?,
-                };
-                // Verifying the peer's certificate against `node-N.distsync` proves we reached
-                // node N and not some other member listening at a stale address.
-                self.endpoint
-                    .connect(socket, &node_name(peer))
-                    .map_err(|e| e.to_string())?
-                    .await
-                    .map_err(|e| format!("cannot connect to {address}: {e}"))
+                        .map_err(|e| format!("cannot connect to {address}: {e}"))
+                }
             })
             .await?;
         exchange(&connection, frame).await

@@ -1,6 +1,9 @@
 //! The peer protocol (Raft RPCs and forwarded client requests) and openraft's network over it.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use distsync::wire::FRAME_BYTES_MAX;
@@ -81,27 +84,89 @@ pub struct PeerNetwork {
     append: Option<Append>,
 }
 
-/// An AppendEntries carrying entries, sent by a task of its own; dropping it aborts the task.
+/// An AppendEntries carrying entries, in flight.
 struct Append {
     range: Range,
     sent: Instant,
-    task: tokio::task::JoinHandle<Result<PeerResponse, PeerError>>,
+    call: Call,
 }
 
 impl Append {
     fn start(transport: &Arc<PeerTransport>, target: NodeId, request: AppendEntriesRequest<TypeConfig>) -> Self {
         let (range, sent, transport) = (Range::of(&request), Instant::now(), transport.clone());
-        let task =
-            tokio::spawn(
-                async move { transport.call(target, &PeerRequest::AppendEntries(request), APPEND_TIMEOUT).await },
-            );
-        Self { range, sent, task }
+        let call =
+            Box::pin(async move { transport.call(target, &PeerRequest::AppendEntries(request), APPEND_TIMEOUT).await });
+        Self { range, sent, call: Call::Inline(Mutex::new(call)) }
     }
 }
 
-impl Drop for Append {
+type CallFuture = Pin<Box<dyn Future<Output = Result<PeerResponse, PeerError>> + Send>>;
+
+/// How an append is being sent: polled by the `append_entries` call waiting for it (no task
+/// hop on the common path, where it ends within openraft's wait), or, once openraft gave up on
+/// that call, by a task of its own, so that it goes on between openraft's calls. Dropping it
+/// ends it either way. (The mutex is never locked, only reached through `&mut`: it makes the
+/// network `Sync`, as openraft requires.)
+enum Call {
+    Inline(Mutex<CallFuture>),
+    Detached(Task<Result<PeerResponse, PeerError>>),
+}
+
+impl Call {
+    /// Moves an inline call into a task of its own (outside a runtime, which is shutting down,
+    /// it stays put and ends with the network).
+    fn detach(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        if let Call::Inline(call) = self {
+            let pending: CallFuture = Box::pin(std::future::pending());
+            let call = std::mem::replace(call.get_mut().unwrap_or_else(PoisonError::into_inner), pending);
+            *self = Call::Detached(Task(runtime.spawn(call)));
+        }
+    }
+}
+
+impl Future for Call {
+    type Output = Result<Result<PeerResponse, PeerError>, tokio::task::JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Call::Inline(call) => call.get_mut().unwrap_or_else(PoisonError::into_inner).as_mut().poll(cx).map(Ok),
+            Call::Detached(Task(task)) => Pin::new(task).poll(cx),
+        }
+    }
+}
+
+/// A task aborted when dropped.
+struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Task<T> {
     fn drop(&mut self) {
-        self.task.abort();
+        self.0.abort();
+    }
+}
+
+/// Waits for a [`Call`]; dropped before it ends (openraft's timeout), detaches it.
+struct Wait<'a> {
+    call: &'a mut Call,
+    done: bool,
+}
+
+impl Future for Wait<'_> {
+    type Output = Result<Result<PeerResponse, PeerError>, tokio::task::JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let wait = self.get_mut();
+        let outcome = Pin::new(&mut *wait.call).poll(cx);
+        wait.done = outcome.is_ready();
+        outcome
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.call.detach();
+        }
     }
 }
 
@@ -227,9 +292,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     /// openraft waits only the heartbeat interval (50 ms) for any AppendEntries, then drops the
     /// call and asks for the range again. A frame of entries may need longer to cross the network
     /// and be fsynced by the follower; cutting it off every time would resend it forever and the
-    /// follower would never catch up (seen with one 300 KiB entry on a loaded machine). So
-    /// entries travel in a task of their own that outlives openraft's wait; the next call waits
-    /// for that task again rather than sending anew, and its answer serves whichever range is
+    /// follower would never catch up (seen with one 300 KiB entry on a loaded machine). So an
+    /// append that outlives openraft's wait moves into a task of its own ([`Call`]); the next
+    /// call waits for it again rather than sending anew, and its answer serves whichever range is
     /// asked for next: a success that reaches into the range answers it as far as it reaches
     /// (openraft's `PartialSuccess`), and openraft sends only the rest. Heartbeats go straight
     /// out beside it, so a long transfer does not hold up the follower's election timer or the
@@ -270,9 +335,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 self.append = Some(Append::start(&self.transport, self.target, request));
             }
             let append = self.append.as_mut().expect("an append is being sent");
-            // Cancel-safe: when openraft gives up here, the task goes on and the next call waits
-            // for it again.
-            let outcome = (&mut append.task).await;
+            // Cancel-safe: when openraft gives up here, the append goes on in a task of its own
+            // and the next call waits for it again.
+            let outcome = Wait { call: &mut append.call, done: false }.await;
             let append = self.append.take().expect("an append is being sent");
             if let Some(answer) = self.settle(&append, outcome, &wanted) {
                 return answer;

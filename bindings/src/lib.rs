@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distsync::blocking;
-use distsync::wire::{LockMode, QueueOptions};
+use distsync::wire::{Consistency, LockMode, QueueOptions};
 use distsync::{ClientError, ClientOptions, ClientTls, ErrorKind, LockError, LockGuard, OwnerHandle, QueueError};
 
 uniffi::setup_scaffolding!();
@@ -225,6 +225,58 @@ impl Client {
         block_on(self.acquire(name, shared, timeout_ms, owner))
     }
 
+    /// Takes lock `name` if it is free right now and nobody waits for it; null at once when it
+    /// is taken (nothing is left waiting). Owners as for `lock`.
+    #[uniffi::method(default(shared = false, owner = None))]
+    pub async fn try_lock(&self, name: String, shared: bool, owner: Option<Arc<Owner>>) -> Outcome<Option<Arc<Lock>>> {
+        let owner = owner.map(|owner| owner.handle).unwrap_or_else(|| self.client.owner());
+        let mut request = self.client.lock(name).owner(&owner);
+        if shared {
+            request = request.shared();
+        }
+        on_runtime(async move {
+            match request.try_acquire().await {
+                Ok(guard) => Ok(Some(Lock::new(guard, owner))),
+                Err(LockError::WouldBlock { .. }) => Ok(None),
+                Err(error) => Err(error.into()),
+            }
+        })
+        .await
+    }
+
+    /// Holders and waiters of lock `name` (read linearizably); null when nobody holds or awaits
+    /// it.
+    pub async fn lock_info(&self, name: String) -> Outcome<Option<LockInfo>> {
+        let client = self.client.clone();
+        on_runtime(async move {
+            let info = client.lock_show(&name).await?;
+            Ok(info.map(|info| LockInfo {
+                name: info.name,
+                holders: info
+                    .holders
+                    .into_iter()
+                    .map(|holder| LockHolder {
+                        session: holder.owner.session,
+                        actor: holder.owner.actor,
+                        shared: holder.mode == LockMode::Shared,
+                        token: holder.token,
+                    })
+                    .collect(),
+                waiters: info
+                    .waiters
+                    .into_iter()
+                    .map(|waiter| LockWaiter {
+                        session: waiter.owner.session,
+                        actor: waiter.owner.actor,
+                        shared: waiter.mode == LockMode::Shared,
+                        upgrade: waiter.upgrade,
+                    })
+                    .collect(),
+            }))
+        })
+        .await
+    }
+
     /// A new lock owner, distinct from every other.
     pub fn owner(&self) -> Arc<Owner> {
         Arc::new(Owner { handle: self.client.owner() })
@@ -291,6 +343,35 @@ impl Client {
         }
         async move { Ok(Lock::new(request.acquire().await?, owner)) }
     }
+}
+
+/// Who holds and who awaits a lock, from `Client.lockInfo`.
+#[derive(Debug, uniffi::Record)]
+pub struct LockInfo {
+    pub name: String,
+    /// One exclusive holder, or any number of shared ones.
+    pub holders: Vec<LockHolder>,
+    /// In the order they will be served.
+    pub waiters: Vec<LockWaiter>,
+}
+
+/// A holder of a lock: the owner `(session, actor)` and its fencing token.
+#[derive(Debug, uniffi::Record)]
+pub struct LockHolder {
+    pub session: u64,
+    pub actor: u64,
+    pub shared: bool,
+    pub token: u64,
+}
+
+/// A waiter for a lock: the owner `(session, actor)`; `upgrade` when a shared holder waits to
+/// become exclusive.
+#[derive(Debug, uniffi::Record)]
+pub struct LockWaiter {
+    pub session: u64,
+    pub actor: u64,
+    pub shared: bool,
+    pub upgrade: bool,
 }
 
 /// A held lock. Pass `token()` with every write to the protected resource, and have the
@@ -445,6 +526,24 @@ impl Queue {
     #[uniffi::method(default(dedup_id = None))]
     pub fn put_blocking(&self, body: Vec<u8>, dedup_id: Option<String>) -> Outcome<u64> {
         block_on(self.put_future(body, dedup_id))
+    }
+
+    /// Enqueues `bodies` in this order, all or nothing, in one request; returns their ids.
+    pub async fn put_batch(&self, bodies: Vec<Vec<u8>>) -> Outcome<Vec<u64>> {
+        let queue = self.queue.clone();
+        on_runtime(async move { Ok(queue.put_batch(bodies).await?) }).await
+    }
+
+    /// Up to `max` (1 to 1000) of the oldest deliverable messages in one request, waiting up to
+    /// `wait_ms` for the first; empty when none arrived.
+    #[uniffi::method(default(wait_ms = 0))]
+    pub async fn get_batch(&self, max: u32, wait_ms: u64) -> Outcome<Vec<Arc<Delivery>>> {
+        let queue = self.queue.clone();
+        on_runtime(async move {
+            let deliveries = queue.get_batch(max as usize, Duration::from_millis(wait_ms)).await?;
+            Ok(deliveries.into_iter().map(|delivery| Arc::new(Delivery { delivery })).collect())
+        })
+        .await
     }
 
     /// The oldest deliverable message, waiting up to `wait_ms` for one; null when none arrived.
@@ -691,8 +790,8 @@ pub struct Cache {
 }
 
 impl Cache {
-    fn get_future(&self, key: String) -> impl Future<Output = Outcome<Option<Vec<u8>>>> + Send + 'static {
-        let cache = self.cache.clone();
+    fn get_future(&self, key: String, local: bool) -> impl Future<Output = Outcome<Option<Vec<u8>>>> + Send + 'static {
+        let cache = if local { self.cache.clone().consistency(Consistency::Local) } else { self.cache.clone() };
         async move { Ok(cache.get(key).await?) }
     }
 
@@ -714,14 +813,19 @@ impl Cache {
 
 #[uniffi::export]
 impl Cache {
-    /// The value of `key`, or null when it has none (linearizable).
-    pub async fn get(&self, key: String) -> Outcome<Option<Vec<u8>>> {
-        on_runtime(self.get_future(key)).await
+    /// The value of `key`, or null when it has none. Linearizable: it reflects every write
+    /// acknowledged before the call. With `local`, the home node answers from what it has
+    /// applied, without asking the leader: faster, and it may miss a write acknowledged moments
+    /// ago.
+    #[uniffi::method(default(local = false))]
+    pub async fn get(&self, key: String, local: bool) -> Outcome<Option<Vec<u8>>> {
+        on_runtime(self.get_future(key, local)).await
     }
 
     /// `get`, waiting on the calling thread.
-    pub fn get_blocking(&self, key: String) -> Outcome<Option<Vec<u8>>> {
-        block_on(self.get_future(key))
+    #[uniffi::method(default(local = false))]
+    pub fn get_blocking(&self, key: String, local: bool) -> Outcome<Option<Vec<u8>>> {
+        block_on(self.get_future(key, local))
     }
 
     /// Sets `key` to `value`, expiring after `ttl_seconds` if given; returns the write's version.

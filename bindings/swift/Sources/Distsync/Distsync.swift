@@ -596,14 +596,17 @@ public protocol CacheProtocol: AnyObject, Sendable {
     func delete(key: String) async throws  -> Bool
     
     /**
-     * The value of `key`, or null when it has none (linearizable).
+     * The value of `key`, or null when it has none. Linearizable: it reflects every write
+     * acknowledged before the call. With `local`, the home node answers from what it has
+     * applied, without asking the leader: faster, and it may miss a write acknowledged moments
+     * ago.
      */
-    func get(key: String) async throws  -> Data?
+    func get(key: String, local: Bool) async throws  -> Data?
     
     /**
      * `get`, waiting on the calling thread.
      */
-    func getBlocking(key: String) throws  -> Data?
+    func getBlocking(key: String, local: Bool) throws  -> Data?
     
     /**
      * Sets `key` to `value`, expiring after `ttl_seconds` if given; returns the write's version.
@@ -692,14 +695,17 @@ open func delete(key: String)async throws  -> Bool  {
 }
     
     /**
-     * The value of `key`, or null when it has none (linearizable).
+     * The value of `key`, or null when it has none. Linearizable: it reflects every write
+     * acknowledged before the call. With `local`, the home node answers from what it has
+     * applied, without asking the leader: faster, and it may miss a write acknowledged moments
+     * ago.
      */
-open func get(key: String)async throws  -> Data?  {
+open func get(key: String, local: Bool = false)async throws  -> Data?  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_distsync_bindings_fn_method_cache_get(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(key)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(key),FfiConverterBool.lower(local)
                 )
             },
             pollFunc: ffi_distsync_bindings_rust_future_poll_rust_buffer,
@@ -713,12 +719,13 @@ open func get(key: String)async throws  -> Data?  {
     /**
      * `get`, waiting on the calling thread.
      */
-open func getBlocking(key: String)throws  -> Data?  {
+open func getBlocking(key: String, local: Bool = false)throws  -> Data?  {
     return try  FfiConverterOptionData.lift(try rustCallWithError(FfiConverterTypeDistsyncError_lift) {
         uniffiCallStatus in
     uniffi_distsync_bindings_fn_method_cache_get_blocking(
             self.uniffiCloneHandle(),
-        FfiConverterString.lower(key),uniffiCallStatus
+        FfiConverterString.lower(key),
+        FfiConverterBool.lower(local),uniffiCallStatus
     )
 })
 }
@@ -845,6 +852,12 @@ public protocol ClientProtocol: AnyObject, Sendable {
     func lockBlocking(name: String, shared: Bool, timeoutMs: UInt64?, owner: Owner?) throws  -> Lock
     
     /**
+     * Holders and waiters of lock `name` (read linearizably); null when nobody holds or awaits
+     * it.
+     */
+    func lockInfo(name: String) async throws  -> LockInfo?
+    
+    /**
      * A new lock owner, distinct from every other.
      */
     func owner()  -> Owner
@@ -853,6 +866,12 @@ public protocol ClientProtocol: AnyObject, Sendable {
      * A durable FIFO queue; nothing is sent until it is used, and a put or get creates it.
      */
     func queue(name: String)  -> Queue
+    
+    /**
+     * Takes lock `name` if it is free right now and nobody waits for it; null at once when it
+     * is taken (nothing is left waiting). Owners as for `lock`.
+     */
+    func tryLock(name: String, shared: Bool, owner: Owner?) async throws  -> Lock?
     
 }
 /**
@@ -1049,6 +1068,26 @@ open func lockBlocking(name: String, shared: Bool = false, timeoutMs: UInt64? = 
 }
     
     /**
+     * Holders and waiters of lock `name` (read linearizably); null when nobody holds or awaits
+     * it.
+     */
+open func lockInfo(name: String)async throws  -> LockInfo?  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_distsync_bindings_fn_method_client_lock_info(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(name)
+                )
+            },
+            pollFunc: ffi_distsync_bindings_rust_future_poll_rust_buffer,
+            completeFunc: ffi_distsync_bindings_rust_future_complete_rust_buffer,
+            freeFunc: ffi_distsync_bindings_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypeLockInfo.lift,
+            errorHandler: FfiConverterTypeDistsyncError_lift
+        )
+}
+    
+    /**
      * A new lock owner, distinct from every other.
      */
 open func owner() -> Owner  {
@@ -1071,6 +1110,26 @@ open func queue(name: String) -> Queue  {
         FfiConverterString.lower(name),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Takes lock `name` if it is free right now and nobody waits for it; null at once when it
+     * is taken (nothing is left waiting). Owners as for `lock`.
+     */
+open func tryLock(name: String, shared: Bool = false, owner: Owner? = nil)async throws  -> Lock?  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_distsync_bindings_fn_method_client_try_lock(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(name),FfiConverterBool.lower(shared),FfiConverterOptionTypeOwner.lower(owner)
+                )
+            },
+            pollFunc: ffi_distsync_bindings_rust_future_poll_rust_buffer,
+            completeFunc: ffi_distsync_bindings_rust_future_complete_rust_buffer,
+            freeFunc: ffi_distsync_bindings_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypeLock.lift,
+            errorHandler: FfiConverterTypeDistsyncError_lift
+        )
 }
     
 
@@ -2034,6 +2093,12 @@ public protocol QueueProtocol: AnyObject, Sendable {
     func get(waitMs: UInt64) async throws  -> Delivery?
     
     /**
+     * Up to `max` (1 to 1000) of the oldest deliverable messages in one request, waiting up to
+     * `wait_ms` for the first; empty when none arrived.
+     */
+    func getBatch(max: UInt32, waitMs: UInt64) async throws  -> [Delivery]
+    
+    /**
      * `get`, waiting on the calling thread.
      */
     func getBlocking(waitMs: UInt64) throws  -> Delivery?
@@ -2049,6 +2114,11 @@ public protocol QueueProtocol: AnyObject, Sendable {
      * retrying after `Unavailable` with the same id enqueues exactly once.
      */
     func put(body: Data, dedupId: String?) async throws  -> UInt64
+    
+    /**
+     * Enqueues `bodies` in this order, all or nothing, in one request; returns their ids.
+     */
+    func putBatch(bodies: [Data]) async throws  -> [UInt64]
     
     /**
      * `put`, waiting on the calling thread.
@@ -2195,6 +2265,26 @@ open func get(waitMs: UInt64 = UInt64(0))async throws  -> Delivery?  {
 }
     
     /**
+     * Up to `max` (1 to 1000) of the oldest deliverable messages in one request, waiting up to
+     * `wait_ms` for the first; empty when none arrived.
+     */
+open func getBatch(max: UInt32, waitMs: UInt64 = UInt64(0))async throws  -> [Delivery]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_distsync_bindings_fn_method_queue_get_batch(
+                        self.uniffiCloneHandle(),FfiConverterUInt32.lower(max),FfiConverterUInt64.lower(waitMs)
+                )
+            },
+            pollFunc: ffi_distsync_bindings_rust_future_poll_rust_buffer,
+            completeFunc: ffi_distsync_bindings_rust_future_complete_rust_buffer,
+            freeFunc: ffi_distsync_bindings_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeDelivery.lift,
+            errorHandler: FfiConverterTypeDistsyncError_lift
+        )
+}
+    
+    /**
      * `get`, waiting on the calling thread.
      */
 open func getBlocking(waitMs: UInt64 = UInt64(0))throws  -> Delivery?  {
@@ -2236,6 +2326,25 @@ open func put(body: Data, dedupId: String? = nil)async throws  -> UInt64  {
             completeFunc: ffi_distsync_bindings_rust_future_complete_u64,
             freeFunc: ffi_distsync_bindings_rust_future_free_u64,
             liftFunc: FfiConverterUInt64.lift,
+            errorHandler: FfiConverterTypeDistsyncError_lift
+        )
+}
+    
+    /**
+     * Enqueues `bodies` in this order, all or nothing, in one request; returns their ids.
+     */
+open func putBatch(bodies: [Data])async throws  -> [UInt64]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_distsync_bindings_fn_method_queue_put_batch(
+                        self.uniffiCloneHandle(),FfiConverterSequenceData.lower(bodies)
+                )
+            },
+            pollFunc: ffi_distsync_bindings_rust_future_poll_rust_buffer,
+            completeFunc: ffi_distsync_bindings_rust_future_complete_rust_buffer,
+            freeFunc: ffi_distsync_bindings_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceUInt64.lift,
             errorHandler: FfiConverterTypeDistsyncError_lift
         )
 }
@@ -2380,6 +2489,210 @@ public func FfiConverterTypeCycleLink_lift(_ buf: RustBuffer) throws -> CycleLin
 #endif
 public func FfiConverterTypeCycleLink_lower(_ value: CycleLink) -> RustBuffer {
     return FfiConverterTypeCycleLink.lower(value)
+}
+
+
+/**
+ * A holder of a lock: the owner `(session, actor)` and its fencing token.
+ */
+public struct LockHolder: Equatable, Hashable {
+    public var session: UInt64
+    public var actor: UInt64
+    public var shared: Bool
+    public var token: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(session: UInt64, actor: UInt64, shared: Bool, token: UInt64) {
+        self.session = session
+        self.actor = actor
+        self.shared = shared
+        self.token = token
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension LockHolder: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLockHolder: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LockHolder {
+        return
+            try LockHolder(
+                session: FfiConverterUInt64.read(from: &buf), 
+                actor: FfiConverterUInt64.read(from: &buf), 
+                shared: FfiConverterBool.read(from: &buf), 
+                token: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: LockHolder, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.session, into: &buf)
+        FfiConverterUInt64.write(value.actor, into: &buf)
+        FfiConverterBool.write(value.shared, into: &buf)
+        FfiConverterUInt64.write(value.token, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLockHolder_lift(_ buf: RustBuffer) throws -> LockHolder {
+    return try FfiConverterTypeLockHolder.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLockHolder_lower(_ value: LockHolder) -> RustBuffer {
+    return FfiConverterTypeLockHolder.lower(value)
+}
+
+
+/**
+ * Who holds and who awaits a lock, from `Client.lockInfo`.
+ */
+public struct LockInfo: Equatable, Hashable {
+    public var name: String
+    /**
+     * One exclusive holder, or any number of shared ones.
+     */
+    public var holders: [LockHolder]
+    /**
+     * In the order they will be served.
+     */
+    public var waiters: [LockWaiter]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(name: String, 
+        /**
+         * One exclusive holder, or any number of shared ones.
+         */holders: [LockHolder], 
+        /**
+         * In the order they will be served.
+         */waiters: [LockWaiter]) {
+        self.name = name
+        self.holders = holders
+        self.waiters = waiters
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension LockInfo: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLockInfo: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LockInfo {
+        return
+            try LockInfo(
+                name: FfiConverterString.read(from: &buf), 
+                holders: FfiConverterSequenceTypeLockHolder.read(from: &buf), 
+                waiters: FfiConverterSequenceTypeLockWaiter.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: LockInfo, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterSequenceTypeLockHolder.write(value.holders, into: &buf)
+        FfiConverterSequenceTypeLockWaiter.write(value.waiters, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLockInfo_lift(_ buf: RustBuffer) throws -> LockInfo {
+    return try FfiConverterTypeLockInfo.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLockInfo_lower(_ value: LockInfo) -> RustBuffer {
+    return FfiConverterTypeLockInfo.lower(value)
+}
+
+
+/**
+ * A waiter for a lock: the owner `(session, actor)`; `upgrade` when a shared holder waits to
+ * become exclusive.
+ */
+public struct LockWaiter: Equatable, Hashable {
+    public var session: UInt64
+    public var actor: UInt64
+    public var shared: Bool
+    public var upgrade: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(session: UInt64, actor: UInt64, shared: Bool, upgrade: Bool) {
+        self.session = session
+        self.actor = actor
+        self.shared = shared
+        self.upgrade = upgrade
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension LockWaiter: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLockWaiter: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LockWaiter {
+        return
+            try LockWaiter(
+                session: FfiConverterUInt64.read(from: &buf), 
+                actor: FfiConverterUInt64.read(from: &buf), 
+                shared: FfiConverterBool.read(from: &buf), 
+                upgrade: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: LockWaiter, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.session, into: &buf)
+        FfiConverterUInt64.write(value.actor, into: &buf)
+        FfiConverterBool.write(value.shared, into: &buf)
+        FfiConverterBool.write(value.upgrade, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLockWaiter_lift(_ buf: RustBuffer) throws -> LockWaiter {
+    return try FfiConverterTypeLockWaiter.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLockWaiter_lower(_ value: LockWaiter) -> RustBuffer {
+    return FfiConverterTypeLockWaiter.lower(value)
 }
 
 
@@ -2889,6 +3202,30 @@ fileprivate struct FfiConverterOptionTypeDelivery: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeLock: FfiConverterRustBuffer {
+    typealias SwiftType = Lock?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeLock.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeLock.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeOwner: FfiConverterRustBuffer {
     typealias SwiftType = Owner?
 
@@ -2907,6 +3244,55 @@ fileprivate struct FfiConverterOptionTypeOwner: FfiConverterRustBuffer {
         case 1: return try FfiConverterTypeOwner.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeLockInfo: FfiConverterRustBuffer {
+    typealias SwiftType = LockInfo?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeLockInfo.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeLockInfo.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceUInt64: FfiConverterRustBuffer {
+    typealias SwiftType = [UInt64]
+
+    public static func write(_ value: [UInt64], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterUInt64.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [UInt64] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [UInt64]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterUInt64.read(from: &buf))
+        }
+        return seq
     }
 }
 
@@ -2938,6 +3324,56 @@ fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceData: FfiConverterRustBuffer {
+    typealias SwiftType = [Data]
+
+    public static func write(_ value: [Data], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterData.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Data] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Data]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterData.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeDelivery: FfiConverterRustBuffer {
+    typealias SwiftType = [Delivery]
+
+    public static func write(_ value: [Delivery], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDelivery.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Delivery] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Delivery]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDelivery.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeCycleLink: FfiConverterRustBuffer {
     typealias SwiftType = [CycleLink]
 
@@ -2955,6 +3391,56 @@ fileprivate struct FfiConverterSequenceTypeCycleLink: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeCycleLink.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeLockHolder: FfiConverterRustBuffer {
+    typealias SwiftType = [LockHolder]
+
+    public static func write(_ value: [LockHolder], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeLockHolder.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [LockHolder] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [LockHolder]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeLockHolder.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeLockWaiter: FfiConverterRustBuffer {
+    typealias SwiftType = [LockWaiter]
+
+    public static func write(_ value: [LockWaiter], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeLockWaiter.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [LockWaiter] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [LockWaiter]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeLockWaiter.read(from: &buf))
         }
         return seq
     }
@@ -3026,10 +3512,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_distsync_bindings_checksum_method_cache_delete() != 44873) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_cache_get() != 52050) {
+    if (uniffi_distsync_bindings_checksum_method_cache_get() != 31469) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_cache_get_blocking() != 40715) {
+    if (uniffi_distsync_bindings_checksum_method_cache_get_blocking() != 25250) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_distsync_bindings_checksum_method_cache_set() != 51716) {
@@ -3053,10 +3539,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_distsync_bindings_checksum_method_client_lock_blocking() != 14639) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_distsync_bindings_checksum_method_client_lock_info() != 20352) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_distsync_bindings_checksum_method_client_owner() != 11942) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_distsync_bindings_checksum_method_client_queue() != 63348) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_distsync_bindings_checksum_method_client_try_lock() != 6561) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_distsync_bindings_checksum_method_consumer_next() != 14890) {
@@ -3134,6 +3626,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_distsync_bindings_checksum_method_queue_get() != 14647) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_distsync_bindings_checksum_method_queue_get_batch() != 2943) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_distsync_bindings_checksum_method_queue_get_blocking() != 20335) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3141,6 +3636,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_distsync_bindings_checksum_method_queue_put() != 54256) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_distsync_bindings_checksum_method_queue_put_batch() != 865) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_distsync_bindings_checksum_method_queue_put_blocking() != 813) {

@@ -161,6 +161,32 @@ final class DistsyncTests: XCTestCase {
         }
     }
 
+    func testTryLockTakesOnlyAFreeLockAndLockInfoShowsHoldersAndWaiters() async throws {
+        let name = unique("inventory")
+        let nobody = try await client.lockInfo(name: name)
+        XCTAssertNil(nobody)
+        let held = try await client.tryLock(name: name)!
+        let again = try await client.tryLock(name: name)
+        XCTAssertNil(again, "a held lock was taken again")
+        let waiterOwner = client.owner()
+        let client = self.client!
+        let waiting = Task { try await client.lock(name: name, owner: waiterOwner) }
+        let deadline = Date().addingTimeInterval(10)
+        while try await client.lockInfo(name: name)?.waiters.isEmpty ?? true {
+            XCTAssertLessThan(Date(), deadline, "the waiter never queued")
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        let info = try await client.lockInfo(name: name)!
+        XCTAssertEqual(info.name, name)
+        XCTAssertEqual(info.holders.map { $0.actor }, [held.owner().actor()])
+        XCTAssertEqual(info.holders.first?.token, held.token())
+        XCTAssertEqual(info.waiters.map { $0.actor }, [waiterOwner.actor()])
+        try await held.release()
+        let next = try await waiting.value
+        XCTAssertGreaterThan(next.token(), held.token())
+        try await next.release()
+    }
+
     func testSharedHoldsExcludeAWriterWhichTimesOut() async throws {
         let name = unique("config")
         let reader = try await client.lock(name: name, shared: true)
@@ -305,6 +331,19 @@ final class DistsyncTests: XCTestCase {
         await consumer.stop()
         let ended = try await waiting.value
         XCTAssertNil(ended)
+    }
+
+    func testBatchesKeepFifoOrder() async throws {
+        let queue = client.queue(name: unique("batch"))
+        let ids = try await queue.putBatch(bodies: ["a", "b", "c"].map { Data($0.utf8) })
+        XCTAssertEqual(ids, ids.sorted())
+        let first = try await queue.getBatch(max: 2, waitMs: 1000)
+        XCTAssertEqual(first.map { String(decoding: $0.body(), as: UTF8.self) }, ["a", "b"])
+        let rest = try await queue.getBatch(max: 10)
+        XCTAssertEqual(rest.map { String(decoding: $0.body(), as: UTF8.self) }, ["c"])
+        for message in first + rest {
+            try await message.ack()
+        }
     }
 
     func testCacheSetGet() async throws {

@@ -260,12 +260,12 @@ uint64_t uniffi_distsync_bindings_fn_method_cache_delete(uint64_t ptr, RustBuffe
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CACHE_GET
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CACHE_GET
-uint64_t uniffi_distsync_bindings_fn_method_cache_get(uint64_t ptr, RustBuffer key
+uint64_t uniffi_distsync_bindings_fn_method_cache_get(uint64_t ptr, RustBuffer key, int8_t local
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CACHE_GET_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CACHE_GET_BLOCKING
-RustBuffer uniffi_distsync_bindings_fn_method_cache_get_blocking(uint64_t ptr, RustBuffer key, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_distsync_bindings_fn_method_cache_get_blocking(uint64_t ptr, RustBuffer key, int8_t local, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CACHE_SET
@@ -328,6 +328,11 @@ uint64_t uniffi_distsync_bindings_fn_method_client_lock(uint64_t ptr, RustBuffer
 uint64_t uniffi_distsync_bindings_fn_method_client_lock_blocking(uint64_t ptr, RustBuffer name, int8_t shared, RustBuffer timeout_ms, RustBuffer owner, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CLIENT_LOCK_INFO
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CLIENT_LOCK_INFO
+uint64_t uniffi_distsync_bindings_fn_method_client_lock_info(uint64_t ptr, RustBuffer name
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CLIENT_OWNER
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CLIENT_OWNER
 uint64_t uniffi_distsync_bindings_fn_method_client_owner(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -336,6 +341,11 @@ uint64_t uniffi_distsync_bindings_fn_method_client_owner(uint64_t ptr, RustCallS
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CLIENT_QUEUE
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CLIENT_QUEUE
 uint64_t uniffi_distsync_bindings_fn_method_client_queue(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CLIENT_TRY_LOCK
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_CLIENT_TRY_LOCK
+uint64_t uniffi_distsync_bindings_fn_method_client_try_lock(uint64_t ptr, RustBuffer name, int8_t shared, RustBuffer owner
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_CONSUMER
@@ -513,6 +523,11 @@ uint64_t uniffi_distsync_bindings_fn_method_queue_delete(uint64_t ptr
 uint64_t uniffi_distsync_bindings_fn_method_queue_get(uint64_t ptr, uint64_t wait_ms
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_GET_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_GET_BATCH
+uint64_t uniffi_distsync_bindings_fn_method_queue_get_batch(uint64_t ptr, uint32_t max, uint64_t wait_ms
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_GET_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_GET_BLOCKING
 RustBuffer uniffi_distsync_bindings_fn_method_queue_get_blocking(uint64_t ptr, uint64_t wait_ms, RustCallStatus *_Nonnull out_status
@@ -526,6 +541,11 @@ RustBuffer uniffi_distsync_bindings_fn_method_queue_name(uint64_t ptr, RustCallS
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_PUT
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_PUT
 uint64_t uniffi_distsync_bindings_fn_method_queue_put(uint64_t ptr, RustBuffer body, RustBuffer dedup_id
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_PUT_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_PUT_BATCH
+uint64_t uniffi_distsync_bindings_fn_method_queue_put_batch(uint64_t ptr, RustBuffer bodies
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_QUEUE_PUT_BLOCKING
@@ -858,6 +878,12 @@ uint16_t uniffi_distsync_bindings_checksum_method_client_lock_blocking(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CLIENT_LOCK_INFO
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CLIENT_LOCK_INFO
+uint16_t uniffi_distsync_bindings_checksum_method_client_lock_info(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CLIENT_OWNER
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CLIENT_OWNER
 uint16_t uniffi_distsync_bindings_checksum_method_client_owner(void
@@ -867,6 +893,12 @@ uint16_t uniffi_distsync_bindings_checksum_method_client_owner(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CLIENT_QUEUE
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CLIENT_QUEUE
 uint16_t uniffi_distsync_bindings_checksum_method_client_queue(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CLIENT_TRY_LOCK
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CLIENT_TRY_LOCK
+uint16_t uniffi_distsync_bindings_checksum_method_client_try_lock(void
     
 );
 #endif
@@ -1020,6 +1052,12 @@ uint16_t uniffi_distsync_bindings_checksum_method_queue_get(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_GET_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_GET_BATCH
+uint16_t uniffi_distsync_bindings_checksum_method_queue_get_batch(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_GET_BLOCKING
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_GET_BLOCKING
 uint16_t uniffi_distsync_bindings_checksum_method_queue_get_blocking(void
@@ -1035,6 +1073,12 @@ uint16_t uniffi_distsync_bindings_checksum_method_queue_name(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_PUT
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_PUT
 uint16_t uniffi_distsync_bindings_checksum_method_queue_put(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_PUT_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_QUEUE_PUT_BATCH
+uint16_t uniffi_distsync_bindings_checksum_method_queue_put_batch(void
     
 );
 #endif

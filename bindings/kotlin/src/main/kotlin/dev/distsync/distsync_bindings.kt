@@ -702,9 +702,13 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_client_lock_blocking(
     ): Int
+    external fun uniffi_distsync_bindings_checksum_method_client_lock_info(
+    ): Int
     external fun uniffi_distsync_bindings_checksum_method_client_owner(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_client_queue(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_client_try_lock(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_consumer_next(
     ): Int
@@ -756,11 +760,15 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_queue_get(
     ): Int
+    external fun uniffi_distsync_bindings_checksum_method_queue_get_batch(
+    ): Int
     external fun uniffi_distsync_bindings_checksum_method_queue_get_blocking(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_queue_name(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_queue_put(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_queue_put_batch(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_queue_put_blocking(
     ): Int
@@ -798,9 +806,9 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_distsync_bindings_fn_method_cache_delete(`ptr`: Long,`key`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_distsync_bindings_fn_method_cache_get(`ptr`: Long,`key`: RustBuffer.ByValue,
+    external fun uniffi_distsync_bindings_fn_method_cache_get(`ptr`: Long,`key`: RustBuffer.ByValue,`local`: Byte,
     ): Long
-    external fun uniffi_distsync_bindings_fn_method_cache_get_blocking(`ptr`: Long,`key`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_distsync_bindings_fn_method_cache_get_blocking(`ptr`: Long,`key`: RustBuffer.ByValue,`local`: Byte,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_distsync_bindings_fn_method_cache_set(`ptr`: Long,`key`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,`ttlSeconds`: RustBuffer.ByValue,
     ): Long
@@ -826,9 +834,13 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_distsync_bindings_fn_method_client_lock_blocking(`ptr`: Long,`name`: RustBuffer.ByValue,`shared`: Byte,`timeoutMs`: RustBuffer.ByValue,`owner`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_distsync_bindings_fn_method_client_lock_info(`ptr`: Long,`name`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_distsync_bindings_fn_method_client_owner(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_distsync_bindings_fn_method_client_queue(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_distsync_bindings_fn_method_client_try_lock(`ptr`: Long,`name`: RustBuffer.ByValue,`shared`: Byte,`owner`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_distsync_bindings_fn_clone_consumer(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -900,11 +912,15 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_distsync_bindings_fn_method_queue_get(`ptr`: Long,`waitMs`: Long,
     ): Long
+    external fun uniffi_distsync_bindings_fn_method_queue_get_batch(`ptr`: Long,`max`: Int,`waitMs`: Long,
+    ): Long
     external fun uniffi_distsync_bindings_fn_method_queue_get_blocking(`ptr`: Long,`waitMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_distsync_bindings_fn_method_queue_name(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_distsync_bindings_fn_method_queue_put(`ptr`: Long,`body`: RustBuffer.ByValue,`dedupId`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_distsync_bindings_fn_method_queue_put_batch(`ptr`: Long,`bodies`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_distsync_bindings_fn_method_queue_put_blocking(`ptr`: Long,`body`: RustBuffer.ByValue,`dedupId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1032,10 +1048,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_distsync_bindings_checksum_method_cache_delete() and 0xFFFF) != 44873) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_cache_get() and 0xFFFF) != 52050) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_cache_get() and 0xFFFF) != 31469) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_cache_get_blocking() and 0xFFFF) != 40715) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_cache_get_blocking() and 0xFFFF) != 25250) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_distsync_bindings_checksum_method_cache_set() and 0xFFFF) != 51716) {
@@ -1059,10 +1075,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_distsync_bindings_checksum_method_client_lock_blocking() and 0xFFFF) != 14639) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_distsync_bindings_checksum_method_client_lock_info() and 0xFFFF) != 20352) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_distsync_bindings_checksum_method_client_owner() and 0xFFFF) != 11942) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_distsync_bindings_checksum_method_client_queue() and 0xFFFF) != 63348) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_distsync_bindings_checksum_method_client_try_lock() and 0xFFFF) != 6561) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_distsync_bindings_checksum_method_consumer_next() and 0xFFFF) != 14890) {
@@ -1140,6 +1162,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_distsync_bindings_checksum_method_queue_get() and 0xFFFF) != 14647) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_get_batch() and 0xFFFF) != 2943) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_distsync_bindings_checksum_method_queue_get_blocking() and 0xFFFF) != 20335) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1147,6 +1172,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_distsync_bindings_checksum_method_queue_put() and 0xFFFF) != 54256) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_put_batch() and 0xFFFF) != 865) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_distsync_bindings_checksum_method_queue_put_blocking() and 0xFFFF) != 813) {
@@ -1613,14 +1641,17 @@ public interface CacheInterface {
     suspend fun `delete`(`key`: kotlin.String): kotlin.Boolean
     
     /**
-     * The value of `key`, or null when it has none (linearizable).
+     * The value of `key`, or null when it has none. Linearizable: it reflects every write
+     * acknowledged before the call. With `local`, the home node answers from what it has
+     * applied, without asking the leader: faster, and it may miss a write acknowledged moments
+     * ago.
      */
-    suspend fun `get`(`key`: kotlin.String): kotlin.ByteArray?
+    suspend fun `get`(`key`: kotlin.String, `local`: kotlin.Boolean = false): kotlin.ByteArray?
     
     /**
      * `get`, waiting on the calling thread.
      */
-    fun `getBlocking`(`key`: kotlin.String): kotlin.ByteArray?
+    fun `getBlocking`(`key`: kotlin.String, `local`: kotlin.Boolean = false): kotlin.ByteArray?
     
     /**
      * Sets `key` to `value`, expiring after `ttl_seconds` if given; returns the write's version.
@@ -1766,17 +1797,21 @@ open class Cache: Disposable, AutoCloseable, CacheInterface
 
     
     /**
-     * The value of `key`, or null when it has none (linearizable).
+     * The value of `key`, or null when it has none. Linearizable: it reflects every write
+     * acknowledged before the call. With `local`, the home node answers from what it has
+     * applied, without asking the leader: faster, and it may miss a write acknowledged moments
+     * ago.
      */
     @Throws(DistsyncException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `get`(`key`: kotlin.String) : kotlin.ByteArray? {
+    override suspend fun `get`(`key`: kotlin.String, `local`: kotlin.Boolean) : kotlin.ByteArray? {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_distsync_bindings_fn_method_cache_get(
                 uniffiHandle,
                 
         FfiConverterString.lower(`key`),
+        FfiConverterBoolean.lower(`local`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -1793,14 +1828,15 @@ open class Cache: Disposable, AutoCloseable, CacheInterface
     /**
      * `get`, waiting on the calling thread.
      */
-    @Throws(DistsyncException::class)override fun `getBlocking`(`key`: kotlin.String): kotlin.ByteArray? {
+    @Throws(DistsyncException::class)override fun `getBlocking`(`key`: kotlin.String, `local`: kotlin.Boolean): kotlin.ByteArray? {
             return FfiConverterOptionalByteArray.lift(
     callWithHandle {
     uniffiRustCallWithError(DistsyncException) { _status ->
     UniffiLib.uniffi_distsync_bindings_fn_method_cache_get_blocking(
         it,
         
-        FfiConverterString.lower(`key`),_status)
+        FfiConverterString.lower(`key`),
+        FfiConverterBoolean.lower(`local`),_status)
 }
     }
     )
@@ -2026,6 +2062,12 @@ public interface ClientInterface {
     fun `lockBlocking`(`name`: kotlin.String, `shared`: kotlin.Boolean = false, `timeoutMs`: kotlin.ULong? = null, `owner`: Owner? = null): Lock
     
     /**
+     * Holders and waiters of lock `name` (read linearizably); null when nobody holds or awaits
+     * it.
+     */
+    suspend fun `lockInfo`(`name`: kotlin.String): LockInfo?
+    
+    /**
      * A new lock owner, distinct from every other.
      */
     fun `owner`(): Owner
@@ -2034,6 +2076,12 @@ public interface ClientInterface {
      * A durable FIFO queue; nothing is sent until it is used, and a put or get creates it.
      */
     fun `queue`(`name`: kotlin.String): Queue
+    
+    /**
+     * Takes lock `name` if it is free right now and nobody waits for it; null at once when it
+     * is taken (nothing is left waiting). Owners as for `lock`.
+     */
+    suspend fun `tryLock`(`name`: kotlin.String, `shared`: kotlin.Boolean = false, `owner`: Owner? = null): Lock?
     
     companion object
 }
@@ -2255,6 +2303,32 @@ open class Client: Disposable, AutoCloseable, ClientInterface
 
     
     /**
+     * Holders and waiters of lock `name` (read linearizably); null when nobody holds or awaits
+     * it.
+     */
+    @Throws(DistsyncException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `lockInfo`(`name`: kotlin.String) : LockInfo? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_distsync_bindings_fn_method_client_lock_info(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`name`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypeLockInfo.lift(it) },
+        // Error FFI converter
+        DistsyncException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * A new lock owner, distinct from every other.
      */override fun `owner`(): Owner {
             return FfiConverterTypeOwner.lift(
@@ -2285,6 +2359,34 @@ open class Client: Disposable, AutoCloseable, ClientInterface
     )
     }
     
+
+    
+    /**
+     * Takes lock `name` if it is free right now and nobody waits for it; null at once when it
+     * is taken (nothing is left waiting). Owners as for `lock`.
+     */
+    @Throws(DistsyncException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `tryLock`(`name`: kotlin.String, `shared`: kotlin.Boolean, `owner`: Owner?) : Lock? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_distsync_bindings_fn_method_client_try_lock(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`name`),
+        FfiConverterBoolean.lower(`shared`),
+        FfiConverterOptionalTypeOwner.lower(`owner`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypeLock.lift(it) },
+        // Error FFI converter
+        DistsyncException.ErrorHandler,
+    )
+    }
 
     
 
@@ -4029,6 +4131,12 @@ public interface QueueInterface {
     suspend fun `get`(`waitMs`: kotlin.ULong = 0uL): Delivery?
     
     /**
+     * Up to `max` (1 to 1000) of the oldest deliverable messages in one request, waiting up to
+     * `wait_ms` for the first; empty when none arrived.
+     */
+    suspend fun `getBatch`(`max`: kotlin.UInt, `waitMs`: kotlin.ULong = 0uL): List<Delivery>
+    
+    /**
      * `get`, waiting on the calling thread.
      */
     fun `getBlocking`(`waitMs`: kotlin.ULong = 0uL): Delivery?
@@ -4044,6 +4152,11 @@ public interface QueueInterface {
      * retrying after `Unavailable` with the same id enqueues exactly once.
      */
     suspend fun `put`(`body`: kotlin.ByteArray, `dedupId`: kotlin.String? = null): kotlin.ULong
+    
+    /**
+     * Enqueues `bodies` in this order, all or nothing, in one request; returns their ids.
+     */
+    suspend fun `putBatch`(`bodies`: List<kotlin.ByteArray>): List<kotlin.ULong>
     
     /**
      * `put`, waiting on the calling thread.
@@ -4265,6 +4378,33 @@ open class Queue: Disposable, AutoCloseable, QueueInterface
 
     
     /**
+     * Up to `max` (1 to 1000) of the oldest deliverable messages in one request, waiting up to
+     * `wait_ms` for the first; empty when none arrived.
+     */
+    @Throws(DistsyncException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `getBatch`(`max`: kotlin.UInt, `waitMs`: kotlin.ULong) : List<Delivery> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_distsync_bindings_fn_method_queue_get_batch(
+                uniffiHandle,
+                
+        FfiConverterUInt.lower(`max`),
+        FfiConverterULong.lower(`waitMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceTypeDelivery.lift(it) },
+        // Error FFI converter
+        DistsyncException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * `get`, waiting on the calling thread.
      */
     @Throws(DistsyncException::class)override fun `getBlocking`(`waitMs`: kotlin.ULong): Delivery? {
@@ -4320,6 +4460,31 @@ open class Queue: Disposable, AutoCloseable, QueueInterface
         { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_u64(future) },
         // lift function
         { FfiConverterULong.lift(it) },
+        // Error FFI converter
+        DistsyncException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Enqueues `bodies` in this order, all or nothing, in one request; returns their ids.
+     */
+    @Throws(DistsyncException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `putBatch`(`bodies`: List<kotlin.ByteArray>) : List<kotlin.ULong> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_distsync_bindings_fn_method_queue_put_batch(
+                uniffiHandle,
+                
+        FfiConverterSequenceByteArray.lower(`bodies`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceULong.lift(it) },
         // Error FFI converter
         DistsyncException.ErrorHandler,
     )
@@ -4450,6 +4615,161 @@ public object FfiConverterTypeCycleLink: FfiConverterRustBuffer<CycleLink> {
             FfiConverterULong.write(value.`session`, buf)
             FfiConverterULong.write(value.`actor`, buf)
             FfiConverterString.write(value.`lock`, buf)
+    }
+}
+
+
+
+/**
+ * A holder of a lock: the owner `(session, actor)` and its fencing token.
+ */
+data class LockHolder (
+    var `session`: kotlin.ULong
+    , 
+    var `actor`: kotlin.ULong
+    , 
+    var `shared`: kotlin.Boolean
+    , 
+    var `token`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLockHolder: FfiConverterRustBuffer<LockHolder> {
+    override fun read(buf: ByteBuffer): LockHolder {
+        return LockHolder(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: LockHolder) = (
+            FfiConverterULong.allocationSize(value.`session`) +
+            FfiConverterULong.allocationSize(value.`actor`) +
+            FfiConverterBoolean.allocationSize(value.`shared`) +
+            FfiConverterULong.allocationSize(value.`token`)
+    )
+
+    override fun write(value: LockHolder, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`session`, buf)
+            FfiConverterULong.write(value.`actor`, buf)
+            FfiConverterBoolean.write(value.`shared`, buf)
+            FfiConverterULong.write(value.`token`, buf)
+    }
+}
+
+
+
+/**
+ * Who holds and who awaits a lock, from `Client.lockInfo`.
+ */
+data class LockInfo (
+    var `name`: kotlin.String
+    , 
+    /**
+     * One exclusive holder, or any number of shared ones.
+     */
+    var `holders`: List<LockHolder>
+    , 
+    /**
+     * In the order they will be served.
+     */
+    var `waiters`: List<LockWaiter>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLockInfo: FfiConverterRustBuffer<LockInfo> {
+    override fun read(buf: ByteBuffer): LockInfo {
+        return LockInfo(
+            FfiConverterString.read(buf),
+            FfiConverterSequenceTypeLockHolder.read(buf),
+            FfiConverterSequenceTypeLockWaiter.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: LockInfo) = (
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterSequenceTypeLockHolder.allocationSize(value.`holders`) +
+            FfiConverterSequenceTypeLockWaiter.allocationSize(value.`waiters`)
+    )
+
+    override fun write(value: LockInfo, buf: ByteBuffer) {
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterSequenceTypeLockHolder.write(value.`holders`, buf)
+            FfiConverterSequenceTypeLockWaiter.write(value.`waiters`, buf)
+    }
+}
+
+
+
+/**
+ * A waiter for a lock: the owner `(session, actor)`; `upgrade` when a shared holder waits to
+ * become exclusive.
+ */
+data class LockWaiter (
+    var `session`: kotlin.ULong
+    , 
+    var `actor`: kotlin.ULong
+    , 
+    var `shared`: kotlin.Boolean
+    , 
+    var `upgrade`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLockWaiter: FfiConverterRustBuffer<LockWaiter> {
+    override fun read(buf: ByteBuffer): LockWaiter {
+        return LockWaiter(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: LockWaiter) = (
+            FfiConverterULong.allocationSize(value.`session`) +
+            FfiConverterULong.allocationSize(value.`actor`) +
+            FfiConverterBoolean.allocationSize(value.`shared`) +
+            FfiConverterBoolean.allocationSize(value.`upgrade`)
+    )
+
+    override fun write(value: LockWaiter, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`session`, buf)
+            FfiConverterULong.write(value.`actor`, buf)
+            FfiConverterBoolean.write(value.`shared`, buf)
+            FfiConverterBoolean.write(value.`upgrade`, buf)
     }
 }
 
@@ -5092,6 +5412,38 @@ public object FfiConverterOptionalTypeDelivery: FfiConverterRustBuffer<Delivery?
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeLock: FfiConverterRustBuffer<Lock?> {
+    override fun read(buf: ByteBuffer): Lock? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeLock.read(buf)
+    }
+
+    override fun allocationSize(value: Lock?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeLock.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Lock?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeLock.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeOwner: FfiConverterRustBuffer<Owner?> {
     override fun read(buf: ByteBuffer): Owner? {
         if (buf.get().toInt() == 0) {
@@ -5114,6 +5466,66 @@ public object FfiConverterOptionalTypeOwner: FfiConverterRustBuffer<Owner?> {
         } else {
             buf.put(1)
             FfiConverterTypeOwner.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeLockInfo: FfiConverterRustBuffer<LockInfo?> {
+    override fun read(buf: ByteBuffer): LockInfo? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeLockInfo.read(buf)
+    }
+
+    override fun allocationSize(value: LockInfo?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeLockInfo.allocationSize(value)
+        }
+    }
+
+    override fun write(value: LockInfo?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeLockInfo.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceULong: FfiConverterRustBuffer<List<kotlin.ULong>> {
+    override fun read(buf: ByteBuffer): List<kotlin.ULong> {
+        val len = buf.getInt()
+        return List<kotlin.ULong>(len) {
+            FfiConverterULong.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.ULong>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterULong.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.ULong>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterULong.write(it, buf)
         }
     }
 }
@@ -5152,6 +5564,62 @@ public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.Str
 /**
  * @suppress
  */
+public object FfiConverterSequenceByteArray: FfiConverterRustBuffer<List<kotlin.ByteArray>> {
+    override fun read(buf: ByteBuffer): List<kotlin.ByteArray> {
+        val len = buf.getInt()
+        return List<kotlin.ByteArray>(len) {
+            FfiConverterByteArray.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.ByteArray>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterByteArray.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.ByteArray>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterByteArray.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeDelivery: FfiConverterRustBuffer<List<Delivery>> {
+    override fun read(buf: ByteBuffer): List<Delivery> {
+        val len = buf.getInt()
+        return List<Delivery>(len) {
+            FfiConverterTypeDelivery.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Delivery>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeDelivery.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Delivery>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeDelivery.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeCycleLink: FfiConverterRustBuffer<List<CycleLink>> {
     override fun read(buf: ByteBuffer): List<CycleLink> {
         val len = buf.getInt()
@@ -5170,6 +5638,62 @@ public object FfiConverterSequenceTypeCycleLink: FfiConverterRustBuffer<List<Cyc
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeCycleLink.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeLockHolder: FfiConverterRustBuffer<List<LockHolder>> {
+    override fun read(buf: ByteBuffer): List<LockHolder> {
+        val len = buf.getInt()
+        return List<LockHolder>(len) {
+            FfiConverterTypeLockHolder.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<LockHolder>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeLockHolder.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<LockHolder>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeLockHolder.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeLockWaiter: FfiConverterRustBuffer<List<LockWaiter>> {
+    override fun read(buf: ByteBuffer): List<LockWaiter> {
+        val len = buf.getInt()
+        return List<LockWaiter>(len) {
+            FfiConverterTypeLockWaiter.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<LockWaiter>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeLockWaiter.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<LockWaiter>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeLockWaiter.write(it, buf)
         }
     }
 }

@@ -55,6 +55,34 @@ class DistsyncTest {
     }
 
     @Test
+    fun `tryLock takes only a free lock, and lockInfo shows holders and waiters`(): Unit = runBlocking {
+        val name = unique("inventory")
+        assertNull(client.lockInfo(name))
+        val held = client.tryLock(name)!!
+        assertNull(client.tryLock(name), "a held lock was taken again")
+        val waiterOwner = client.owner()
+        val waiting = async(Dispatchers.IO) { client.lockBlocking(name, owner = waiterOwner) }
+        Cluster.waitUntil("the waiter to queue", 10_000) { runBlocking { client.lockInfo(name) }!!.waiters.isNotEmpty() }
+        val info = client.lockInfo(name)!!
+        assertEquals(name, info.name)
+        assertEquals(listOf(held.owner().actor()), info.holders.map { it.actor })
+        assertEquals(held.token(), info.holders.single().token)
+        assertFalse(info.holders.single().shared)
+        assertEquals(listOf(waiterOwner.actor()), info.waiters.map { it.actor })
+        held.release()
+        val next = waiting.await()
+        assertTrue(next.token() > held.token())
+        next.release()
+        assertNull(client.lockInfo(name))
+        // Shared tryLocks coexist.
+        val a = client.tryLock(name, shared = true)!!
+        val b = client.tryLock(name, shared = true)!!
+        assertEquals(2, client.lockInfo(name)!!.holders.size)
+        a.release()
+        b.release()
+    }
+
+    @Test
     fun `shared holds coexist and exclude a writer, which times out`(): Unit = runBlocking {
         val name = unique("config")
         val reader = client.lock(name, shared = true)
@@ -167,6 +195,22 @@ class DistsyncTest {
     }
 
     @Test
+    fun `batches keep FIFO order`(): Unit = runBlocking {
+        val queue = client.queue(unique("batch"))
+        val ids = queue.putBatch(listOf("a", "b", "c").map { it.toByteArray() })
+        assertEquals(ids.sorted(), ids)
+        assertEquals(3, ids.toSet().size)
+        val first = queue.getBatch(2u, waitMs = 1000uL)
+        assertEquals(listOf("a", "b"), first.map { String(it.body()) })
+        assertEquals(ids.take(2), first.map { it.id() })
+        val rest = queue.getBatch(10u)
+        assertEquals(listOf("c"), rest.map { String(it.body()) })
+        (first + rest).forEach { it.ack() }
+        assertTrue(queue.getBatch(10u).isEmpty())
+        assertThrows<DistsyncException.InvalidArgument> { runBlocking { queue.getBatch(0u) } }
+    }
+
+    @Test
     fun `cache set and get`(): Unit = runBlocking {
         val cache = client.cache()
         val key = unique("user")
@@ -175,6 +219,10 @@ class DistsyncTest {
         assertArrayEquals("ada".toByteArray(), cache.getBlocking(key))
         assertTrue(cache.setBlocking(key, "grace".toByteArray()) > version)
         assertArrayEquals("grace".toByteArray(), cache.get(key))
+        // A local read answers from the home node's applied state: the write shows there soon.
+        Cluster.waitUntil("the write to reach the home node", 10_000) {
+            cache.getBlocking(key, local = true)?.contentEquals("grace".toByteArray()) == true
+        }
         assertTrue(cache.delete(key))
         assertThrows<DistsyncException.InvalidArgument> { cache.getBlocking("") }
     }

@@ -52,7 +52,8 @@ impl<K: Hash + Eq + Copy + Send + 'static> ConnectionPool<K> {
             let mut slots = self.slots.lock().expect("connections lock");
             match slots.get(&key) {
                 Some(Slot::Open(connection)) if connection.close_reason().is_none() => return Ok(connection.clone()),
-                Some(Slot::Dialing(dialing)) => dialing.clone(),
+                // A dial whose task ended without a word (it panicked) is no dial: dial again.
+                Some(Slot::Dialing(dialing)) if dialing.has_changed().is_ok() => dialing.clone(),
                 _ => {
                     let (sender, dialing) = watch::channel(None);
                     slots.insert(key, Slot::Dialing(dialing.clone()));
@@ -64,7 +65,7 @@ impl<K: Hash + Eq + Copy + Send + 'static> ConnectionPool<K> {
         let dialed = dialing.wait_for(Option::is_some).await;
         match dialed.as_deref() {
             Ok(Some(dialed)) => dialed.clone(),
-            _ => Err("the connection attempt was abandoned (the runtime is shutting down)".to_string()),
+            _ => Err("the connection attempt ended without an outcome (its task stopped)".to_string()),
         }
     }
 
@@ -89,6 +90,17 @@ impl<K: Hash + Eq + Copy + Send + 'static> ConnectionPool<K> {
             }
         }
         sender.send_replace(Some(dialed));
+    }
+
+    /// [`ConnectionPool::forget`], if the pool still holds `connection` for `key` (and not a
+    /// newer connection or dial): for a caller that found `connection` dead.
+    pub fn forget_connection(&self, key: K, connection: &quinn::Connection) {
+        let mut slots = self.slots.lock().expect("connections lock");
+        if matches!(slots.get(&key), Some(Slot::Open(open)) if open.stable_id() == connection.stable_id()) {
+            slots.remove(&key);
+        }
+        drop(slots);
+        connection.close(0u32.into(), b"destination did not answer");
     }
 
     /// Drops and closes the connection to `key` (or forgets the dial in progress), so that the
@@ -156,6 +168,24 @@ mod tests {
         gate.notify_one();
         let again = pool.get_or_connect(1, || failing_dial(&dials, &gate)).await;
         assert_eq!(again.err().as_deref(), Some("refused"));
+        assert_eq!(dials.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_dial_that_dies_without_an_outcome_does_not_block_the_destination() {
+        let pool = ConnectionPool::<u8>::default();
+        let dials = Arc::new(AtomicUsize::new(0));
+        let dying = pool
+            .get_or_connect(1, || {
+                dials.fetch_add(1, Ordering::SeqCst);
+                async { panic!("the dial's task dies") }
+            })
+            .await;
+        assert!(dying.is_err());
+        let gate = Arc::new(Notify::new());
+        gate.notify_one();
+        let next = pool.get_or_connect(1, || failing_dial(&dials, &gate)).await;
+        assert_eq!(next.err().as_deref(), Some("refused"), "the next call must dial again");
         assert_eq!(dials.load(Ordering::SeqCst), 2);
     }
 

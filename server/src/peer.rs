@@ -94,8 +94,8 @@ struct Append {
 impl Append {
     fn start(transport: &Arc<PeerTransport>, target: NodeId, request: AppendEntriesRequest<TypeConfig>) -> Self {
         let (range, sent, transport) = (Range::of(&request), Instant::now(), transport.clone());
-        let call =
-            Box::pin(async move { transport.call(target, &PeerRequest::AppendEntries(request), APPEND_TIMEOUT).await });
+        let timeout = append_timeout(request.entries.iter().map(entry_bytes).sum());
+        let call = Box::pin(async move { transport.call(target, &PeerRequest::AppendEntries(request), timeout).await });
         Self { range, sent, call: Call::Inline(Mutex::new(call)) }
     }
 }
@@ -251,7 +251,13 @@ impl PeerNetwork {
                 return Some(Err(RPCError::RemoteError(RemoteError::new(self.target, error))))
             }
             Ok(Ok(other)) => return Some(Err(self.unexpected(other))),
-            Ok(Err(error)) => return Some(Err(self.failed(RPCTypes::AppendEntries, APPEND_TIMEOUT, error))),
+            Ok(Err(error)) => {
+                let timeout = match error {
+                    PeerError::Timeout { timeout, .. } => timeout,
+                    PeerError::Unreachable { .. } => Duration::ZERO,
+                };
+                return Some(Err(self.failed(RPCTypes::AppendEntries, timeout, error)));
+            }
             Err(error) => return Some(Err(RPCError::Unreachable(Unreachable::new(&error)))),
         };
         self.note_lease_ack(&append.range, append.sent, &response);
@@ -269,14 +275,18 @@ impl PeerNetwork {
             }
             higher @ AppendEntriesResponse::HigherVote(_) => return Some(Ok(higher)),
         };
-        if !wanted.reaches(&matching) {
-            return None;
-        }
-        Some(Ok(if matching == wanted.last {
-            AppendEntriesResponse::Success
+        if wanted.reaches(&matching) {
+            Some(Ok(if matching == wanted.last {
+                AppendEntriesResponse::Success
+            } else {
+                AppendEntriesResponse::PartialSuccess(matching)
+            }))
+        } else if matching >= wanted.last && matching.index() >= wanted.last.index() && matching >= wanted.prev {
+            // The follower already has all of `wanted` (openraft asked for less this time).
+            Some(Ok(AppendEntriesResponse::Success))
         } else {
-            AppendEntriesResponse::PartialSuccess(matching)
-        }))
+            None
+        }
     }
 
     fn unexpected<E: std::error::Error>(&self, response: PeerResponse) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
@@ -289,16 +299,15 @@ impl PeerNetwork {
 struct UnexpectedResponse(String);
 
 impl RaftNetwork<TypeConfig> for PeerNetwork {
-    /// openraft waits only the heartbeat interval (50 ms) for any AppendEntries, then drops the
+    /// openraft waits only the heartbeat interval (50 ms by default) for any AppendEntries, then drops the
     /// call and asks for the range again. A frame of entries may need longer to cross the network
     /// and be fsynced by the follower; cutting it off every time would resend it forever and the
     /// follower would never catch up (seen with one 300 KiB entry on a loaded machine). So an
     /// append that outlives openraft's wait moves into a task of its own ([`Call`]); the next
     /// call waits for it again rather than sending anew, and its answer serves whichever range is
     /// asked for next: a success that reaches into the range answers it as far as it reaches
-    /// (openraft's `PartialSuccess`), and openraft sends only the rest. Heartbeats go straight
-    /// out beside it, so a long transfer does not hold up the follower's election timer or the
-    /// leader's lease.
+    /// (openraft's `PartialSuccess`), and openraft sends only the rest. Heartbeats, when openraft
+    /// sends one meanwhile, go straight out beside it.
     async fn append_entries(
         &mut self,
         request: AppendEntriesRequest<TypeConfig>,
@@ -380,10 +389,13 @@ fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
     }
 }
 
-/// How long an AppendEntries carrying entries may take to be delivered, stored and answered
-/// before it is sent again: ample for a full frame, while entries lost to a dead connection or
-/// a partition are sent again soon after.
-const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an AppendEntries carrying `bytes` of entries may take to be delivered, stored and
+/// answered before it is sent again: 5 s plus a second per MiB, so that a full 8 MiB frame
+/// crosses a link of 1 MiB/s, while entries lost to a dead connection or a partition are sent
+/// again soon after.
+fn append_timeout(bytes: usize) -> Duration {
+    Duration::from_secs(5) + Duration::from_secs_f64(bytes as f64 / (1024.0 * 1024.0))
+}
 
 /// How long a forwarded client request may take: the write timeout plus a margin for the hop.
 pub fn forward_timeout(write_timeout: Duration) -> Duration {

@@ -237,8 +237,16 @@ impl PeerTransport {
             return Err(PeerError::Timeout { peer, timeout });
         }
         let frame = encode_frame(request).map_err(|e| PeerError::Unreachable { peer, reason: e.to_string() })?;
-        let result = tokio::time::timeout(timeout, self.round_trip(peer, &frame)).await;
-        match result {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let connection = match tokio::time::timeout_at(deadline, self.connection(peer)).await {
+            Ok(Ok(connection)) => connection,
+            // The failed dial is already forgotten; the next call dials again.
+            Ok(Err(reason)) => return Err(PeerError::Unreachable { peer, reason }),
+            // Still dialing: the dial goes on for the next call (the pool's own task).
+            Err(_) => return Err(PeerError::Timeout { peer, timeout }),
+        };
+        let received = connection.stats().udp_rx.datagrams;
+        match tokio::time::timeout_at(deadline, exchange::<PeerResponse>(&connection, &frame)).await {
             Ok(Ok(response)) => {
                 if self.is_dropped(peer) {
                     // The switch flipped while the request was in flight: treat the answer as lost.
@@ -248,25 +256,26 @@ impl PeerTransport {
                 Ok(response)
             }
             Ok(Err(reason)) => {
-                self.forget_connection(peer);
+                self.connections.forget_connection(peer, &connection);
                 Err(PeerError::Unreachable { peer, reason })
             }
             Err(_) => {
-                // The connection may be dead (the peer restarted); the next call dials afresh.
-                self.forget_connection(peer);
+                // A live peer acknowledges a request's packets within milliseconds, however long
+                // its answer takes; a connection that received nothing meanwhile is dead (a
+                // restarted peer cannot reset it), so the next call dials afresh. One that did
+                // stays: closing it would cut off a long append sharing it.
+                if connection.stats().udp_rx.datagrams == received {
+                    self.connections.forget_connection(peer, &connection);
+                }
                 Err(PeerError::Timeout { peer, timeout })
             }
         }
     }
 
-    fn forget_connection(&self, peer: NodeId) {
-        self.connections.forget(peer);
-    }
-
-    async fn round_trip(&self, peer: NodeId, frame: &[u8]) -> Result<PeerResponse, String> {
+    /// The connection to `peer`: the pooled one, or one dialed once for every caller.
+    async fn connection(&self, peer: NodeId) -> Result<quinn::Connection, String> {
         let address = self.members.get(&peer).ok_or_else(|| format!("node {peer} is not a member"))?;
-        let connection = self
-            .connections
+        self.connections
             .get_or_connect(peer, || {
                 let (address, endpoint) = (address.clone(), self.endpoint.clone());
                 async move {
@@ -287,7 +296,6 @@ impl PeerTransport {
                         .map_err(|e| format!("cannot connect to {address}: {e}"))
                 }
             })
-            .await?;
-        exchange(&connection, frame).await
+            .await
     }
 }

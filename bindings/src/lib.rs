@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use distsync::blocking;
 use distsync::wire::{Consistency, LockMode, QueueOptions};
-use distsync::{ClientError, ClientOptions, ClientTls, ErrorKind, LockError, LockGuard, OwnerHandle, QueueError};
+use distsync::{
+    ClientError, ClientOptions, ClientTls, ErrorKind, LockBuilder, LockError, LockGuard, OwnerHandle, QueueError,
+};
 
 uniffi::setup_scaffolding!();
 
@@ -142,6 +144,15 @@ where
     }
 }
 
+/// Drops `value` inside the client's runtime, where its cleanup (a background release, the
+/// return of prefetched messages) can be spawned; foreign objects are freed on foreign threads.
+fn drop_on_runtime<T>(value: T) {
+    if let Ok(runtime) = blocking::runtime() {
+        let _context = runtime.enter();
+        drop(value);
+    }
+}
+
 /// Runs `future` to completion on the calling thread (which must not be a runtime thread).
 fn block_on<T>(future: impl Future<Output = Outcome<T>>) -> Outcome<T> {
     blocking::runtime()?.block_on(future)
@@ -229,11 +240,7 @@ impl Client {
     /// is taken (nothing is left waiting). Owners as for `lock`.
     #[uniffi::method(default(shared = false, owner = None))]
     pub async fn try_lock(&self, name: String, shared: bool, owner: Option<Arc<Owner>>) -> Outcome<Option<Arc<Lock>>> {
-        let owner = owner.map(|owner| owner.handle).unwrap_or_else(|| self.client.owner());
-        let mut request = self.client.lock(name).owner(&owner);
-        if shared {
-            request = request.shared();
-        }
+        let (request, owner) = self.lock_request(name, shared, None, owner);
         on_runtime(async move {
             match request.try_acquire().await {
                 Ok(guard) => Ok(Some(Lock::new(guard, owner))),
@@ -326,13 +333,15 @@ async fn connect(endpoints: Vec<String>, ca_path: String, timing: Option<(u64, u
 }
 
 impl Client {
-    fn acquire(
+    /// The request for lock `name`, and its owner: `owner`, or a new one (each call without
+    /// an owner is its own owner).
+    fn lock_request(
         &self,
         name: String,
         shared: bool,
         timeout_ms: Option<u64>,
         owner: Option<Arc<Owner>>,
-    ) -> impl Future<Output = Outcome<Arc<Lock>>> + Send + 'static {
+    ) -> (LockBuilder, OwnerHandle) {
         let owner = owner.map(|owner| owner.handle).unwrap_or_else(|| self.client.owner());
         let mut request = self.client.lock(name).owner(&owner);
         if shared {
@@ -341,6 +350,17 @@ impl Client {
         if let Some(timeout_ms) = timeout_ms {
             request = request.timeout(Duration::from_millis(timeout_ms));
         }
+        (request, owner)
+    }
+
+    fn acquire(
+        &self,
+        name: String,
+        shared: bool,
+        timeout_ms: Option<u64>,
+        owner: Option<Arc<Owner>>,
+    ) -> impl Future<Output = Outcome<Arc<Lock>>> + Send + 'static {
+        let (request, owner) = self.lock_request(name, shared, timeout_ms, owner);
         async move { Ok(Lock::new(request.acquire().await?, owner)) }
     }
 }
@@ -467,12 +487,7 @@ impl Lock {
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        let guard = self.hold.get_mut().expect("lock hold").guard.take();
-        // Released in the background, which needs the runtime's context.
-        if let (Some(guard), Ok(runtime)) = (guard, blocking::runtime()) {
-            let _context = runtime.enter();
-            drop(guard);
-        }
+        drop_on_runtime(self.hold.get_mut().expect("lock hold").guard.take());
     }
 }
 
@@ -712,12 +727,7 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.stopped.send_replace(true);
-        let consumer = self.consumer.try_lock().ok().and_then(|mut consumer| consumer.take());
-        // Its prefetched messages go back in the background, which needs the runtime's context.
-        if let (Some(consumer), Ok(runtime)) = (consumer, blocking::runtime()) {
-            let _context = runtime.enter();
-            drop(consumer);
-        }
+        drop_on_runtime(self.consumer.try_lock().ok().and_then(|mut consumer| consumer.take()));
     }
 }
 

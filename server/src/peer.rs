@@ -172,7 +172,7 @@ impl Drop for Wait<'_> {
 
 /// What an AppendEntries asks of the follower: accept the leader's `vote`, and after `prev`
 /// the entries up to `last` (`last == prev` for a heartbeat).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 struct Range {
     vote: Vote<u64>,
     prev: Option<LogId<u64>>,

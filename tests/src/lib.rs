@@ -320,6 +320,26 @@ impl Cluster {
         }
     }
 
+    /// Waits until node `id` has applied index `index`; returns its status. Cheaper than
+    /// [`Cluster::wait_applied_equal`] on a large state: one node's digest per poll, not all.
+    ///
+    /// # Errors
+    ///
+    /// At the deadline, with how far the node got.
+    pub async fn wait_applied(&self, id: NodeId, index: u64, timeout: Duration) -> anyhow::Result<NodeStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(id).await;
+            match status {
+                Ok(status) if status.applied >= index => return Ok(status),
+                _ if Instant::now() >= deadline => {
+                    bail!("node {id} did not apply index {index} within {timeout:?}; last seen: {status:?}")
+                }
+                _ => tokio::time::sleep(POLL_INTERVAL).await,
+            }
+        }
+    }
+
     /// Waits until the given nodes all report the same applied index and the same state digest;
     /// returns their statuses in the order of `ids`.
     ///

@@ -57,18 +57,7 @@ async fn large_entries(cluster: &Cluster) -> anyhow::Result<()> {
     cluster.restart(follower).await?;
     // Not `wait_applied_equal`: the digest of 10 MB of state, asked of every node every 100 ms,
     // slows a debug build enough that idle ticks keep the applied indexes apart.
-    let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
-    loop {
-        let applied = cluster.status(follower).await.map(|status| status.applied).unwrap_or(0);
-        if applied >= written {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "node {follower} applied {applied} of the {written} entries within {CATCH_UP_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cluster.wait_applied(follower, written, CATCH_UP_TIMEOUT).await?;
     // Only the restarted follower can now make a majority with the leader.
     cluster.kill(other)?;
     let client = cluster.client_for(&[leader, follower]).await?;

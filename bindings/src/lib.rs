@@ -3,7 +3,7 @@
 //!
 //! Thin by design: every behaviour (leader discovery, retries, sessions, lock ownership) lives
 //! in the Rust client. Each call runs on the client's per-process runtime
-//! ([`distsync::blocking::runtime`]); an async method awaits it from the caller's executor
+//! ([`distsync::runtime::runtime`]); an async method awaits it from the caller's executor
 //! (Kotlin coroutines, Swift concurrency), and cancelling the caller withdraws the call, as
 //! dropping a Rust future does. The `…Blocking` variants wait on the calling thread, for JVM and
 //! mobile code outside coroutines.
@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync::blocking;
+use distsync::runtime;
 use distsync::wire::{Consistency, LockMode, QueueOptions};
 use distsync::{
     ClientError, ClientOptions, ClientTls, ErrorKind, LockBuilder, LockError, LockGuard, OwnerHandle, QueueError,
@@ -137,7 +137,7 @@ where
             self.0.abort();
         }
     }
-    let mut task = AbortOnDrop(blocking::runtime()?.spawn(future));
+    let mut task = AbortOnDrop(runtime::runtime()?.spawn(future));
     match (&mut task.0).await {
         Ok(outcome) => outcome,
         Err(failed) => Err(DistsyncError::Internal { reason: format!("the call's task failed: {failed}") }),
@@ -147,7 +147,7 @@ where
 /// Drops `value` inside the client's runtime, where its cleanup (a background release, the
 /// return of prefetched messages) can be spawned; foreign objects are freed on foreign threads.
 fn drop_on_runtime<T>(value: T) {
-    if let Ok(runtime) = blocking::runtime() {
+    if let Ok(runtime) = runtime::runtime() {
         let _context = runtime.enter();
         drop(value);
     }
@@ -155,7 +155,7 @@ fn drop_on_runtime<T>(value: T) {
 
 /// Runs `future` to completion on the calling thread (which must not be a runtime thread).
 fn block_on<T>(future: impl Future<Output = Outcome<T>>) -> Outcome<T> {
-    blocking::runtime()?.block_on(future)
+    runtime::runtime()?.block_on(future)
 }
 
 /// A lock owner: locks taken with one `Owner` belong to one actor. Made by `Client.owner()`.

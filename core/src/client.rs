@@ -243,7 +243,7 @@ impl Client {
         let socket = std::net::UdpSocket::bind(bind)
             .map_err(|e| ClientError::Config { reason: format!("cannot open a UDP socket: {e}") })?;
         let runtime = Arc::new(quinn::TokioRuntime);
-        let mut endpoint = quinn::Endpoint::new(crate::tls::client_endpoint_config()?, None, socket, runtime)
+        let mut endpoint = quinn::Endpoint::new(crate::quic::client_endpoint_config()?, None, socket, runtime)
             .map_err(|e| ClientError::Config { reason: format!("cannot open a QUIC endpoint: {e}") })?;
         endpoint.set_default_client_config(options.tls.quinn_config()?);
         let seed = std::time::SystemTime::now()

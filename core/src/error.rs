@@ -243,7 +243,7 @@ pub enum ClientError {
     Server(ServerError),
     /// The client was created in another process, which then forked: its connections and
     /// background tasks stayed in the parent. Create a new client in this process (after the
-    /// fork); see [`crate::blocking::ProcessBound`].
+    /// fork); see [`crate::runtime::ProcessBound`].
     #[error("this client was created in process {created_in} and cannot be used in process {used_in} after fork(); create a new client in the child process")]
     Forked {
         /// The process that created the client.

@@ -17,21 +17,20 @@
 //!
 //! - [`wire`]: messages, limits and the frame codec shared with the server.
 //! - [`error`]: [`ServerError`] (on the wire), [`FrameError`], [`ClientError`] (what callers see).
-//! - [`tls`]: trusting the cluster CA.
+//! - [`tls`]: trusting the cluster CA; [`quic`]: the QUIC settings of every connection.
 //! - [`pool`]: cached connections and the request/response exchange, shared with nodes.
 //! - [`client`]: [`Client`], which finds the leader, retries across failovers and keeps a
 //!   session so that retried writes apply once.
 //! - [`lock`]: distributed locks (`client.lock("name").acquire().await`).
 //! - [`queue`]: durable FIFO queues (`client.queue("jobs").put(body).await`).
 //! - [`cache`]: the coherent cache (`client.cache().get("user:1").await`).
-//! - [`blocking`]: one runtime per process and fork-aware values, for synchronous callers and
-//!   language bindings.
+//! - [`runtime`]: one runtime per process and fork-aware values, for synchronous callers and
+//!   language bindings (also reachable as `distsync::blocking`, its former name).
 //!
 //! This crate pulls in no Raft, no storage and no Redis: it is what applications link.
 
 #![warn(missing_docs)]
 
-pub mod blocking;
 pub mod cache;
 pub mod client;
 pub mod error;
@@ -39,8 +38,14 @@ pub mod lock;
 mod merge;
 pub mod pool;
 pub mod queue;
+pub mod quic;
+pub mod runtime;
 pub mod tls;
 pub mod wire;
+
+/// The former name of [`runtime`], kept so that programs written against it still build.
+#[doc(hidden)]
+pub use self::runtime as blocking;
 
 pub use cache::Cache;
 pub use client::{Client, ClientOptions, Kv};

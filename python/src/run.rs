@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distsync::blocking::{self, ProcessBound};
+use distsync::runtime::{self, ProcessBound};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
@@ -40,7 +40,7 @@ where
     F: Future<Output = Result<T, Failure>> + Send,
     T: Send,
 {
-    let runtime = blocking::runtime().map_err(Failure::from)?;
+    let runtime = runtime::runtime().map_err(Failure::from)?;
     // Declared before the future, so dropped after it: an interrupted future is dropped inside
     // the runtime's context, where its cleanup can spawn work.
     let _context = runtime.enter();
@@ -57,7 +57,7 @@ where
 /// Builds something that must be made inside the runtime (a client's UDP socket), without
 /// waiting for anything.
 pub fn inside_runtime<T>(make: impl FnOnce() -> Result<T, Failure>) -> PyResult<T> {
-    let runtime = blocking::runtime().map_err(Failure::from)?;
+    let runtime = runtime::runtime().map_err(Failure::from)?;
     let _context = runtime.enter();
     Ok(make()?)
 }
@@ -70,7 +70,7 @@ where
     F: Future<Output = Result<T, Failure>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    let runtime = blocking::runtime().map_err(Failure::from)?;
+    let runtime = runtime::runtime().map_err(Failure::from)?;
     let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let awaitable = event_loop.call_method0("create_future")?;
     let (event_loop_ref, awaitable_ref) = (event_loop.clone().unbind(), awaitable.clone().unbind());

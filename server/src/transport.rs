@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use distsync::pool::{exchange, ConnectionPool};
-use distsync::tls::{load_certificates, load_private_key, transport_config};
+use distsync::quic::transport_config;
+use distsync::tls::{load_certificates, load_private_key};
 use distsync::wire::{encode_frame, ALPN_CLIENT, ALPN_PEER};
 use distsync::NodeId;
 use rustls::pki_types::{CertificateDer, ServerName};

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use distsync::tls::{load_certificates, load_private_key, transport_config, SERVER_NAME};
+use distsync::quic::transport_config;
+use distsync::tls::{load_certificates, load_private_key, SERVER_NAME};
 use distsync::wire::{decode_body, encode_frame, read_frame, Reply, Request, ALPN_PEER, FRAME_BYTES_MAX};
 use distsync::ServerError;
 use distsync_cluster_tests::{Cluster, ClusterOptions};

@@ -12,7 +12,7 @@
 //!
 //! ```no_run
 //! # fn example() -> Result<(), distsync::ClientError> {
-//! use distsync::blocking::{runtime, ProcessBound};
+//! use distsync::runtime::{runtime, ProcessBound};
 //! use distsync::{Client, ClientTls};
 //!
 //! let runtime = runtime()?;
@@ -69,7 +69,7 @@ pub fn runtime() -> Result<&'static Runtime, ClientError> {
 ///
 /// ```no_run
 /// # fn example(client: distsync::Client) {
-/// use distsync::blocking::ProcessBound;
+/// use distsync::runtime::ProcessBound;
 ///
 /// let bound = ProcessBound::new(client);
 /// match bound.get() {

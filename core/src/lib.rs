@@ -20,10 +20,14 @@
 //! - [`tls`]: trusting the cluster CA; [`quic`]: the QUIC settings of every connection.
 //! - [`pool`]: cached connections and the request/response exchange, shared with nodes.
 //! - [`client`]: [`Client`], which finds the leader, retries across failovers and keeps a
-//!   session so that retried writes apply once.
+//!   session so that retried writes apply once; every request takes its one request path.
+//! - [`kv`]: the replicated register (`client.kv().put("k", "v").await`).
 //! - [`lock`]: distributed locks (`client.lock("name").acquire().await`).
 //! - [`queue`]: durable FIFO queues (`client.queue("jobs").put(body).await`).
 //! - [`cache`]: the coherent cache (`client.cache().get("user:1").await`).
+//! - `pending.rs`: the wait machinery locks and queues share (awaiting a decision in slices,
+//!   withdrawing a request whose caller stopped waiting, reading listings page by page);
+//!   `merge.rs`: merging concurrent calls into shared requests.
 //! - [`runtime`]: one runtime per process and fork-aware values, for synchronous callers and
 //!   language bindings (also reachable as `distsync::blocking`, its former name).
 //!
@@ -34,8 +38,10 @@
 pub mod cache;
 pub mod client;
 pub mod error;
+pub mod kv;
 pub mod lock;
 mod merge;
+mod pending;
 pub mod pool;
 pub mod queue;
 pub mod quic;

@@ -199,3 +199,14 @@ pub enum Response {
     /// The answer to [`Request::CacheStats`].
     CacheStats(Box<CacheNodeStats>),
 }
+
+/// A 64-bit FNV-1a hash: stable across processes, machines and versions, so that every client
+/// routes a cache key to the same node and every node digests equal states equally.
+///
+/// ```
+/// assert_eq!(distsync::wire::fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+/// assert_ne!(distsync::wire::fnv1a(b"a"), distsync::wire::fnv1a(b"b"));
+/// ```
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3))
+}

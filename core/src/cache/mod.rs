@@ -18,15 +18,20 @@
 //! cache.delete("user:1").await?;
 //! # Ok(()) }
 //! ```
+//!
+//! `get_batcher.rs` merges concurrent gets of one client into shared requests and holds the
+//! batchers a client keeps.
 
-use std::sync::Arc;
+mod get_batcher;
+
 use std::time::{Duration, Instant};
 
-use crate::client::{unexpected, Client, Route};
+pub(crate) use self::get_batcher::CacheState;
+use self::get_batcher::GetBatcher;
+use crate::client::{unexpected, CallOptions, Client, Route};
 use crate::error::ClientError;
-use crate::merge::{answer_each, Merger};
 use crate::wire::{
-    validate_key, CacheValue, Command, CommandResponse, Consistency, Request, Response, CACHE_GET_KEYS_MAX,
+    fnv1a, validate_key, CacheValue, Command, CommandResponse, Consistency, Request, Response, CACHE_GET_KEYS_MAX,
     CACHE_TTL_MS_MAX,
 };
 
@@ -37,10 +42,9 @@ pub struct Cache {
     consistency: Consistency,
 }
 
-impl Client {
-    /// The coherent cache, with linearizable reads.
-    pub fn cache(&self) -> Cache {
-        Cache { client: self.clone(), consistency: Consistency::Linearizable }
+impl Cache {
+    pub(crate) fn new(client: Client) -> Self {
+        Cache { client, consistency: Consistency::Linearizable }
     }
 }
 
@@ -80,8 +84,7 @@ impl Cache {
     pub async fn get_versioned(&self, key: impl AsRef<[u8]>) -> Result<Option<CacheValue>, ClientError> {
         let key = key.as_ref().to_vec();
         validate_key(&key)?;
-        let route = self.client.cache_route(&key);
-        GetBatcher::get(&self.client, self.consistency, route, key).await
+        GetBatcher::get(&self.client, self.consistency, route(&self.client, &key), key).await
     }
 
     /// The values of `keys`, in order, each `None` when absent; one round trip per
@@ -112,17 +115,22 @@ impl Cache {
         }
         // Any node answers any key; the first key's owner is as good a choice as any.
         let Some(first) = keys.first() else { return Ok(Vec::new()) };
-        let route = self.client.cache_route(first);
-        self.get_routed(&keys, route).await
+        self.get_routed(&keys, route(&self.client, first)).await
     }
 
-    async fn get_routed(&self, keys: &[Vec<u8>], route: Route) -> Result<Vec<Option<CacheValue>>, ClientError> {
-        let deadline = Instant::now() + self.client.request_timeout();
+    /// Reads `keys` through the node `route` picks, a request per [`CACHE_GET_KEYS_MAX`] keys (or
+    /// fewer when their values are large).
+    pub(super) async fn get_routed(
+        &self,
+        keys: &[Vec<u8>],
+        route: Route,
+    ) -> Result<Vec<Option<CacheValue>>, ClientError> {
+        let options = CallOptions::default().route(route).deadline(Instant::now() + self.client.request_timeout());
         let mut values = Vec::with_capacity(keys.len());
         while values.len() < keys.len() {
             let chunk = keys[values.len()..].iter().take(CACHE_GET_KEYS_MAX).cloned().collect();
             let request = Request::CacheGet { keys: chunk, consistency: self.consistency };
-            match self.client.call_via(&request, deadline, self.client.attempt_timeout(), route).await? {
+            match self.client.call(&request, options).await? {
                 // A node answers at least one key; fewer than asked when the values are large.
                 Response::CacheValues(answers) if !answers.is_empty() => values.extend(answers),
                 other => return Err(unexpected(&other)),
@@ -189,47 +197,16 @@ impl Cache {
     /// Sends a write of `key` through the node its reads go to, which keeps the written value.
     /// Writes of one client are not merged: each is its own exactly-once command.
     async fn write(&self, key: &[u8], command: Command) -> Result<CommandResponse, ClientError> {
-        let deadline = Instant::now() + self.client.request_timeout();
-        let route = self.client.cache_route(key);
-        let (_, response) = self.client.write_in_session_via(command, deadline, route).await?;
-        Ok(response)
+        let options = CallOptions::default().route(route(&self.client, key));
+        Ok(self.client.write(command, options).await?.1)
     }
 }
 
-/// Requests of merged gets one client keeps in flight per consistency. Gets arriving meanwhile
-/// wait and leave together in the next request, so many concurrent callers of one client cost
-/// a few round trips instead of one each.
-const MERGED_GETS_IN_FLIGHT_MAX: usize = 1;
-
-/// Merges concurrent single-key gets of one client (and one consistency) into shared
-/// [`Request::CacheGet`] requests. Each get still sees a state from after it was called: its
-/// request leaves after it arrived, and the node takes a read index after receiving it.
-#[derive(Default)]
-pub(crate) struct GetBatcher {
-    merger: Merger<Vec<u8>, Result<Option<CacheValue>, ClientError>>,
-}
-
-impl GetBatcher {
-    async fn get(
-        client: &Client,
-        consistency: Consistency,
-        route: Route,
-        key: Vec<u8>,
-    ) -> Result<Option<CacheValue>, ClientError> {
-        let batcher = client.get_batcher(consistency, route);
-        let (answered, start) = batcher.merger.push(key, MERGED_GETS_IN_FLIGHT_MAX);
-        if start {
-            tokio::spawn(Self::send_all(batcher, client.clone(), consistency, route));
-        }
-        answered.await.map_err(|_| ClientError::Unavailable { reason: "the client is shutting down".into() })?
+/// Where cache requests for `key` go: the home node when the client has one, else the endpoint
+/// the key's hash picks (the same for every client, so each node caches its share of the keys).
+fn route(client: &Client, key: &[u8]) -> Route {
+    if client.has_home() {
+        return Route::Home;
     }
-
-    /// Sends what is pending, request after request, until nothing is left.
-    async fn send_all(batcher: Arc<GetBatcher>, client: Client, consistency: Consistency, route: Route) {
-        let cache = Cache { client, consistency };
-        while let Some(batch) = batcher.merger.next_batch(|taken, _| taken < CACHE_GET_KEYS_MAX) {
-            let (keys, waiters): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().unzip();
-            answer_each(waiters, cache.get_routed(&keys, route).await);
-        }
-    }
+    Route::Endpoint((fnv1a(key) % client.endpoint_count() as u64) as usize)
 }

@@ -1,0 +1,225 @@
+//! The one request path of the client: [`Client::call`] sends a request along a route, follows
+//! leader hints and retries under a deadline as [`super::retry`] decides. Writes
+//! ([`super::session`]) and reads go through it; so do waits held open by a node and questions
+//! to one node.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::retry::{self, Attempt, Next, Route};
+use super::{unexpected, Client};
+use crate::error::ClientError;
+use crate::pool::exchange;
+use crate::tls::SERVER_NAME;
+use crate::wire::{encode_frame, LeaderInfo, Query, QueryResponse, Reply, Request, Response};
+
+/// How one call travels; each field left unset takes the client's default.
+///
+/// The default is an ordinary call: to the leader, retried until the client's request timeout,
+/// each attempt given the client's attempt timeout.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CallOptions {
+    /// Until when the call may retry; default: the request timeout from now.
+    deadline: Option<Instant>,
+    /// How long one attempt may take; default: the client's attempt timeout. A request the
+    /// node holds open (a wait) needs its wait plus that.
+    attempt: Option<Duration>,
+    /// Where the request goes.
+    route: Option<Route>,
+}
+
+impl CallOptions {
+    /// Retry until `deadline`.
+    pub(crate) fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Give each attempt `attempt`.
+    pub(crate) fn attempt(mut self, attempt: Duration) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// Send along `route`.
+    pub(crate) fn route(mut self, route: Route) -> Self {
+        self.route = Some(route);
+        self
+    }
+
+    /// The route, [`Route::Leader`] unless set.
+    pub(crate) fn route_or_leader(&self) -> Route {
+        self.route.unwrap_or(Route::Leader)
+    }
+
+    /// The deadline, counted from `now` unless set.
+    pub(crate) fn deadline_from(&self, client: &Client, now: Instant) -> Instant {
+        self.deadline.unwrap_or_else(|| now + client.request_timeout())
+    }
+}
+
+impl Client {
+    /// Sends `request` along the options' route, following leader hints and retrying retryable
+    /// failures with backoff until the deadline. A call to one node ([`Route::Node`]) makes one
+    /// attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unavailable`] with the last failure when no attempt succeeded in time; the
+    /// node's own error when it is an answer (see [`retry::next`]).
+    pub(crate) async fn call(&self, request: &Request, options: CallOptions) -> Result<Response, ClientError> {
+        let frame = encode_frame(request).map_err(|e| ClientError::InvalidArgument { reason: e.to_string() })?;
+        let route = options.route_or_leader();
+        let deadline = options.deadline_from(self, Instant::now());
+        let attempt_timeout = options.attempt.unwrap_or_else(|| self.attempt_timeout());
+        let mut failures: u32 = 0;
+        let mut last_failure = String::from("no attempt finished before the deadline");
+        // How many endpoints past its first choice the call has moved after failures.
+        let mut detour = 0;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Unavailable { reason: last_failure });
+            }
+            let target = self.target(route, detour);
+            let budget = (deadline - now).min(attempt_timeout);
+            let next = match tokio::time::timeout(budget, self.round_trip(target, &frame)).await {
+                Ok(Ok(reply)) => {
+                    if let Some(leader) = &reply.leader {
+                        self.note_leader(leader).await;
+                    }
+                    let error = match reply.body {
+                        Ok(response) => return Ok(response),
+                        Err(error) => error,
+                    };
+                    let next = retry::next(Attempt::Refused(&error), failures, route);
+                    last_failure = match &next {
+                        Next::Answer => return Err(error.into()),
+                        Next::FollowHint(leader) => {
+                            format!("{target} is not the leader; it pointed to node {}", leader.id)
+                        }
+                        _ => format!("{target}: {error}"),
+                    };
+                    next
+                }
+                Ok(Err(reason)) => {
+                    last_failure = format!("{target}: {reason}");
+                    retry::next(Attempt::Failed, failures, route)
+                }
+                Err(_) => {
+                    last_failure = format!("{target} did not answer within {budget:?}");
+                    retry::next(Attempt::Silent, failures, route)
+                }
+            };
+            failures += 1;
+            match next {
+                Next::Answer => unreachable!("answers are returned above"),
+                Next::Stop { redial } => {
+                    if redial {
+                        self.inner.connections.forget(target);
+                    }
+                    return Err(ClientError::Unavailable { reason: last_failure });
+                }
+                Next::FollowHint(leader) => {
+                    self.note_leader(&leader).await;
+                    continue;
+                }
+                Next::Retry { redial, move_on } => {
+                    if redial {
+                        self.inner.connections.forget(target);
+                    }
+                    self.forget_leader(target);
+                    if move_on {
+                        self.leave_home(target);
+                        detour += 1;
+                    }
+                }
+            }
+            let pause =
+                retry::backoff(failures, self.next_random()).min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Reads linearizably through the leader.
+    pub(crate) async fn read(&self, query: Query) -> Result<QueryResponse, ClientError> {
+        match self.call(&Request::Read(query), CallOptions::default()).await? {
+            Response::Read(response) => Ok(response),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One request to the node at `address` alone, one attempt of the attempt timeout.
+    pub(crate) async fn ask_node(&self, address: SocketAddr, request: &Request) -> Result<Response, ClientError> {
+        let attempt = self.attempt_timeout();
+        let options = CallOptions::default().route(Route::Node(address)).attempt(attempt);
+        self.call(request, options.deadline(Instant::now() + attempt)).await
+    }
+
+    async fn round_trip(&self, address: SocketAddr, frame: &[u8]) -> Result<Reply, String> {
+        let connection = self
+            .inner
+            .connections
+            .get_or_connect(address, || {
+                let connecting = self.inner.endpoint.connect(address, SERVER_NAME);
+                async move { connecting.map_err(|e| e.to_string())?.await.map_err(|e| format!("cannot connect: {e}")) }
+            })
+            .await?;
+        exchange(&connection, frame).await
+    }
+
+    /// The node an attempt along `route` goes to, `detour` endpoints past the first choice.
+    fn target(&self, route: Route, detour: usize) -> SocketAddr {
+        let addresses = &self.inner.addresses;
+        match route {
+            Route::Leader => {
+                if let Some(leader) = *self.inner.leader.lock().expect("leader lock") {
+                    return leader;
+                }
+                let turn = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
+                addresses[turn % addresses.len()]
+            }
+            Route::Home => addresses[self.inner.home.load(Ordering::Relaxed) % addresses.len()],
+            Route::Endpoint(first) => addresses[retry::endpoint_after(first, detour, addresses.len())],
+            Route::Node(address) => address,
+        }
+    }
+
+    /// Moves cache requests to the next endpoint if `address` is the home node.
+    fn leave_home(&self, address: SocketAddr) {
+        let home = self.inner.home.load(Ordering::Relaxed);
+        if self.inner.addresses[home % self.inner.addresses.len()] == address {
+            let _ = self.inner.home.compare_exchange(home, home + 1, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    async fn note_leader(&self, leader: &LeaderInfo) {
+        let address = match leader.address.parse::<SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => tokio::net::lookup_host(&leader.address).await.ok().and_then(|mut a| a.next()),
+        };
+        if let Some(address) = address {
+            *self.inner.leader.lock().expect("leader lock") = Some(address);
+        }
+    }
+
+    fn forget_leader(&self, address: SocketAddr) {
+        let mut leader = self.inner.leader.lock().expect("leader lock");
+        if *leader == Some(address) {
+            *leader = None;
+        }
+    }
+
+    /// The next number of the client's jitter sequence.
+    pub(crate) fn next_random(&self) -> u64 {
+        let next = retry::next_random(self.inner.jitter.load(Ordering::Relaxed));
+        self.inner.jitter.store(next, Ordering::Relaxed);
+        next
+    }
+
+    /// A pause after `failures` failed calls of a background loop, as [`retry::backoff`].
+    pub(crate) fn backoff(&self, failures: u32) -> Duration {
+        retry::backoff(failures, self.next_random())
+    }
+}

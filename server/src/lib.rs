@@ -8,13 +8,12 @@
 //! - [`config`]: [`config::ServerConfig`], flags and validation.
 //! - [`state`]: the pure, deterministic state machine (no I/O, no clock).
 //! - [`storage`]: the Raft log store and the state-machine store with snapshots.
-//! - [`raft_types`]: openraft's type configuration.
-//! - [`transport`]: TLS configuration, peer authentication, the outgoing peer transport with its
-//!   fault-injection switch.
-//! - [`peer`]: the peer protocol and openraft's network over it.
-//! - [`near_cache`]: a node's own bounded cache with TinyLFU admission and MESI states.
-//! - [`backing`]: Redis, where cache values live once written back.
-//! - [`cache_service`]: cache reads (read index, copy, Redis), write-back and holder reports.
+//! - [`raft`]: openraft's type configuration, its network over the peer transport, the leader
+//!   lease and read-index coalescing.
+//! - [`transport`]: TLS configuration, peer authentication, the peer protocol and the outgoing
+//!   peer transport with its fault-injection switch.
+//! - [`cache`]: cache reads (read index, copy, Redis), write-back, holder reports, the node's own
+//!   bounded cache with MESI states, and Redis.
 //! - [`node`]: assembly and request handling; [`node::run`] runs a node until told to stop.
 //! - [`admin`]: Prometheus metrics and JSON status over HTTP.
 //! - [`certs`]: `distsync certs init`.
@@ -26,16 +25,13 @@
 #![warn(missing_docs)]
 
 pub mod admin;
-pub mod backing;
 pub mod bench;
-pub mod cache_service;
+pub mod cache;
 pub mod certs;
 pub mod config;
 pub mod local_cluster;
-pub mod near_cache;
 pub mod node;
-pub mod peer;
-pub mod raft_types;
+pub mod raft;
 pub mod state;
 pub mod storage;
 pub mod transport;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use distsync_server::raft_types::{StorageError, TypeConfig};
+use distsync_server::raft::{StorageError, TypeConfig};
 use distsync_server::storage::log_store::LogStore;
 use distsync_server::storage::state_machine_store::StateMachineStore;
 use openraft::testing::{StoreBuilder, Suite};
@@ -34,9 +34,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
         let log = LogStore::open(&directory.join("raft.redb")).map_err(|e| StorageIOError::write(AnyError(e)))?;
         let state = StateMachineStore::open(
             &directory.join("snapshots"),
-            std::sync::Arc::new(distsync_server::near_cache::NearCache::new(
+            std::sync::Arc::new(distsync_server::cache::near_cache::NearCache::new(
                 1,
-                distsync_server::near_cache::NearCacheLimits { bytes: 1 << 20, entries: 1000 },
+                distsync_server::cache::near_cache::NearCacheLimits { bytes: 1 << 20, entries: 1000 },
             )),
         )
         .map_err(|e| StorageIOError::write(AnyError(e)))?;

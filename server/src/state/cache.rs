@@ -15,9 +15,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use distsync::wire::CacheReport;
+use distsync::wire::{CacheReport, CommandResponse};
 use distsync::ServerError;
 use serde::{Deserialize, Serialize};
+
+use super::StateMachine;
 
 /// Live keys and tombstones in the directory. Each costs its key and about 64 bytes.
 pub const CACHE_KEYS_MAX: usize = 1_000_000;
@@ -324,6 +326,28 @@ fn pending_bytes(entry: &DirectoryEntry) -> u64 {
 
 fn full(reason: String) -> ServerError {
     ServerError::LimitReached { reason }
+}
+
+/// The cache's commands.
+impl StateMachine {
+    /// `CacheSet` at `revision`, which becomes the key's version; the value waits in the
+    /// directory for write-back.
+    pub(super) fn cache_set(
+        &mut self,
+        revision: u64,
+        key: &[u8],
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<CommandResponse, ServerError> {
+        let expires_at_ms = ttl_ms.map(|ttl| self.now_ms.saturating_add(ttl));
+        self.cache.set(key, value, revision, expires_at_ms)?;
+        Ok(CommandResponse::CacheSet { version: revision })
+    }
+
+    /// `CacheDelete` at `revision`: a pending tombstone until Redis dropped the key.
+    pub(super) fn cache_delete(&mut self, revision: u64, key: &[u8]) -> CommandResponse {
+        CommandResponse::CacheDeleted { existed: self.cache.delete(key, revision) }
+    }
 }
 
 #[cfg(test)]

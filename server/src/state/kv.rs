@@ -2,7 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use distsync::wire::CommandResponse;
+use distsync::ServerError;
 use serde::{Deserialize, Serialize};
+
+use super::StateMachine;
 
 /// Keys in the register. Bounds state-machine memory and snapshot size; with values of at most
 /// 1 MiB the register is meant for configuration and coordination data, not bulk storage.
@@ -50,5 +54,24 @@ impl KvRegister {
         for (key, (_, version)) in &self.entries {
             assert!(*version <= revision, "key {key:?} has version {version} beyond revision {revision}");
         }
+    }
+}
+
+/// The register's commands.
+impl StateMachine {
+    /// `KvPut` at `revision`, which becomes the value's version.
+    pub(super) fn kv_put(&mut self, revision: u64, key: &[u8], value: &[u8]) -> Result<CommandResponse, ServerError> {
+        if !self.kv.has_room_for(key) {
+            return Err(ServerError::InvalidArgument {
+                reason: format!("the register holds {} keys, its maximum; delete some first", self.kv.len()),
+            });
+        }
+        self.kv.put(key.to_vec(), value.to_vec(), revision);
+        Ok(CommandResponse::KvPut { version: revision })
+    }
+
+    /// `KvDelete`.
+    pub(super) fn kv_delete(&mut self, key: &[u8]) -> CommandResponse {
+        CommandResponse::KvDelete { existed: self.kv.delete(key) }
     }
 }

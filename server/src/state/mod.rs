@@ -9,10 +9,12 @@
 //! operation in log order, like etcd's revision: session ids and key versions are revisions, so
 //! they are unique and increasing even for operations sharing an entry.
 //!
-//! Layout: [`sessions`] (leases and the exactly-once response cache), [`kv`] (the replicated
-//! register), [`locks`] (locks, their queues and the wait-for graph), [`queues`] (durable FIFO
-//! queues), [`cache`] (the cache directory: versions and pending write-backs; not yet wired to
-//! commands).
+//! Layout: this file applies entries and routes each [`Command`] to the primitive it belongs to,
+//! by an exhaustive match, so a new command does not compile until it is handled. Each
+//! primitive's logic lives beside its state: [`sessions`] (leases and the exactly-once response
+//! cache), [`kv`] (the replicated register), [`locks`] (locks, their queues and the wait-for
+//! graph), [`queues`] (durable FIFO queues), [`cache`] (the cache directory: versions and pending
+//! write-backs).
 //!
 //! Fencing tokens are revisions too: every grant takes a fresh one, so tokens increase per lock
 //! across leader changes, and a token says where in the log the grant happened. Message ids and
@@ -23,18 +25,19 @@ pub mod kv;
 pub mod locks;
 pub mod queues;
 pub mod sessions;
+#[cfg(test)]
+mod tests;
 
 use distsync::wire::{
-    CacheReport, Command, CommandResponse, LockAwaitOutcome, LockInfo, LockWait, Owner, Query, QueryResponse,
-    QueueAwaitOutcome, Response, WriteRequest, LOCK_LIST_PAGE_MAX, QUEUE_LIST_PAGE_MAX,
+    CacheReport, Command, CommandResponse, Owner, Query, QueryResponse, Response, WriteRequest, QUEUE_LIST_PAGE_MAX,
 };
 use distsync::{ServerError, SessionId};
 use serde::{Deserialize, Serialize};
 
 use self::cache::CacheDirectory;
 use self::kv::KvRegister;
-use self::locks::{AcquireOutcome, LockEvent, Locks, Wait};
-use self::queues::{AwaitState, GetOutcome, Queues};
+use self::locks::{LockEvent, Locks};
+use self::queues::Queues;
 use self::sessions::{Sessions, WriteAdmission};
 
 /// The application payload of a Raft log entry: a batch of operations stamped by the leader.
@@ -143,13 +146,10 @@ impl StateMachine {
         }
         // Expiry and timeouts are decided before the entry's operations, so a lock is never
         // granted in an entry that finds its session expired (etcd-io/etcd#11456).
-        let mut events = Vec::new();
         for session in expired {
-            let revision = &mut self.revision;
-            self.locks.release_session(session, self.now_ms, &mut || next(revision), &mut events);
-            self.queues.release_session(session, self.now_ms, &mut || next(revision), &mut self.touched);
-            self.touched.push(session);
+            self.release_session(session);
         }
+        let mut events = Vec::new();
         let revision = &mut self.revision;
         self.locks.expire_waits(self.now_ms, &mut || next(revision), &mut events);
         self.queues.expire(self.now_ms, &mut || next(revision), &mut self.touched);
@@ -267,190 +267,55 @@ impl StateMachine {
         command: &Command,
     ) -> Result<CommandResponse, ServerError> {
         command.validate()?;
+        let owner = |actor: &u64| Owner { session, actor: *actor };
+        // Every command is named here, so that a new one does not compile until it is handled;
+        // what it does lives beside its primitive.
         match command {
-            Command::KvPut { key, value } => {
-                if !self.kv.has_room_for(key) {
-                    return Err(ServerError::InvalidArgument {
-                        reason: format!("the register holds {} keys, its maximum; delete some first", self.kv.len()),
-                    });
-                }
-                self.kv.put(key.clone(), value.clone(), revision);
-                Ok(CommandResponse::KvPut { version: revision })
-            }
-            Command::KvDelete { key } => Ok(CommandResponse::KvDelete { existed: self.kv.delete(key) }),
-            Command::CacheSet { key, value, ttl_ms } => {
-                let expires_at_ms = ttl_ms.map(|ttl| self.now_ms.saturating_add(ttl));
-                self.cache.set(key, value, revision, expires_at_ms)?;
-                Ok(CommandResponse::CacheSet { version: revision })
-            }
-            Command::CacheDelete { key } => {
-                Ok(CommandResponse::CacheDeleted { existed: self.cache.delete(key, revision) })
-            }
+            Command::KvPut { key, value } => self.kv_put(revision, key, value),
+            Command::KvDelete { key } => Ok(self.kv_delete(key)),
             Command::CloseSession => {
                 self.sessions.close(session);
-                let mut events = Vec::new();
-                let revision = &mut self.revision;
-                self.locks.release_session(session, self.now_ms, &mut || next(revision), &mut events);
-                self.queues.release_session(session, self.now_ms, &mut || next(revision), &mut self.touched);
-                self.note_events(&events);
-                self.touched.push(session);
+                self.release_session(session);
                 Ok(CommandResponse::SessionClosed)
             }
-            Command::LockAcquire { .. }
-            | Command::LockUpgrade { .. }
-            | Command::LockRelease { .. }
-            | Command::LockCancel { .. } => self.execute_lock(revision, session, command),
-            _ => self.execute_queue(revision, session, command),
-        }
-    }
-
-    /// Applies a queue command of `session` at `revision`; message ids and delivery tags take
-    /// fresh revisions.
-    fn execute_queue(
-        &mut self,
-        revision: u64,
-        session: SessionId,
-        command: &Command,
-    ) -> Result<CommandResponse, ServerError> {
-        let now_ms = self.now_ms;
-        let counter = &mut self.revision;
-        let next_revision = &mut || next(counter);
-        let touched = &mut self.touched;
-        let queues = &mut self.queues;
-        Ok(match command {
-            Command::QueueCreate { queue, options } => {
-                CommandResponse::QueueCreated { created: queues.create(queue, *options)? }
-            }
-            Command::QueueDelete { queue } => {
-                CommandResponse::QueueDeleted { messages: queues.delete(queue, touched)? }
-            }
-            Command::QueuePut { queue, messages } => {
-                CommandResponse::QueuePut { outcomes: queues.put(queue, messages, now_ms, next_revision, touched)? }
-            }
-            Command::QueueGet { queue, request, max, visibility_ms, wait_ms, detach } => {
-                match queues.get(
-                    queue,
-                    (session, *request),
-                    *max,
-                    *visibility_ms,
-                    *wait_ms,
-                    *detach,
-                    now_ms,
-                    next_revision,
-                )? {
-                    GetOutcome::Delivered(deliveries) => CommandResponse::QueueDelivered { deliveries },
-                    GetOutcome::Waiting => {
-                        // Whoever waits for this get on another node learns of it by this.
-                        touched.push(session);
-                        CommandResponse::QueueWaiting { revision }
-                    }
-                }
-            }
-            Command::QueueAck { queue, tags } => CommandResponse::QueueAcked { stale: queues.ack(queue, tags)? },
-            Command::QueueNack { queue, tags } => {
-                CommandResponse::QueueNacked { stale: queues.nack(queue, tags, now_ms, next_revision, touched)? }
-            }
-            Command::QueueExtend { queue, tag, visibility_ms } => {
-                CommandResponse::QueueExtended { visible_at_ms: queues.extend(queue, *tag, *visibility_ms, now_ms)? }
-            }
-            Command::QueueCancel { queue, request } => CommandResponse::QueueCancelled {
-                returned: queues.cancel(queue, (session, *request), now_ms, next_revision, touched),
-            },
-            _ => unreachable!("execute passes queue commands only"),
-        })
-    }
-
-    /// Where a get of `session` that started waiting at `queued_revision` stands, as far as this
-    /// replica has applied.
-    pub fn queue_await(
-        &self,
-        queue: &str,
-        session: SessionId,
-        request: u64,
-        queued_revision: u64,
-    ) -> QueueAwaitOutcome {
-        if self.revision < queued_revision {
-            return QueueAwaitOutcome::Pending;
-        }
-        match self.queues.await_state(queue, (session, request)) {
-            AwaitState::Waiting => QueueAwaitOutcome::Pending,
-            AwaitState::Delivered(deliveries) => QueueAwaitOutcome::Delivered(deliveries),
-            AwaitState::Gone if self.sessions.contains(session) => QueueAwaitOutcome::Empty,
-            AwaitState::Gone => QueueAwaitOutcome::SessionEnded,
-        }
-    }
-
-    /// Applies a lock command of `session` at `revision`; grants take fresh revisions as tokens.
-    fn execute_lock(
-        &mut self,
-        revision: u64,
-        session: SessionId,
-        command: &Command,
-    ) -> Result<CommandResponse, ServerError> {
-        let now_ms = self.now_ms;
-        // A relative wait becomes a deadline on the leader's clock.
-        let deadline = |wait: &LockWait| match wait {
-            LockWait::Try => Wait::No,
-            LockWait::TimeoutMs(ms) => Wait::Until { deadline_ms: now_ms.saturating_add(*ms) },
-            LockWait::Forever => Wait::Forever,
-        };
-        let queued = |outcome: AcquireOutcome| match outcome {
-            AcquireOutcome::Granted { token } => CommandResponse::LockGranted { token },
-            AcquireOutcome::Queued { ahead } => CommandResponse::LockQueued { revision, ahead: ahead as u64 },
-        };
-        let counter = &mut self.revision;
-        let next_token = &mut || next(counter);
-        let mut events = Vec::new();
-        let response = match command {
             Command::LockAcquire { name, actor, mode, wait } => {
-                let owner = Owner { session, actor: *actor };
-                queued(self.locks.acquire(owner, name, *mode, deadline(wait), now_ms, next_token)?)
+                self.lock_acquire(revision, owner(actor), name, *mode, wait)
             }
-            Command::LockUpgrade { name, actor, wait } => {
-                let owner = Owner { session, actor: *actor };
-                queued(self.locks.upgrade(owner, name, deadline(wait), now_ms, next_token)?)
-            }
-            Command::LockRelease { name, actor, token } => {
-                let owner = Owner { session, actor: *actor };
-                self.locks.release(owner, name, *token, now_ms, next_token, &mut events)?;
-                CommandResponse::LockReleased
-            }
+            Command::LockUpgrade { name, actor, wait } => self.lock_upgrade(revision, owner(actor), name, wait),
+            Command::LockRelease { name, actor, token } => self.lock_release(owner(actor), name, *token),
             Command::LockCancel { name, actor, queued_revision, upgrade } => {
-                let owner = Owner { session, actor: *actor };
-                let released =
-                    self.locks.cancel(owner, name, *queued_revision, *upgrade, now_ms, next_token, &mut events);
-                CommandResponse::LockCancelled { released }
+                Ok(self.lock_cancel(owner(actor), name, *queued_revision, *upgrade))
             }
-            _ => unreachable!("execute passes lock commands only"),
-        };
-        self.note_events(&events);
-        if matches!(response, CommandResponse::LockQueued { .. } | CommandResponse::LockCancelled { .. }) {
-            // Whoever waits for this request on another node learns of it by this.
-            self.touched.push(session);
+            Command::QueueCreate { queue, options } => self.queue_create(queue, *options),
+            Command::QueueDelete { queue } => self.queue_delete(queue),
+            Command::QueuePut { queue, messages } => self.queue_put(queue, messages),
+            Command::QueueGet { queue, request, max, visibility_ms, wait_ms, detach } => {
+                let get = queues::Get {
+                    request: *request,
+                    max: *max,
+                    visibility_ms: *visibility_ms,
+                    wait_ms: *wait_ms,
+                    detach: *detach,
+                };
+                self.queue_get(revision, session, queue, get)
+            }
+            Command::QueueAck { queue, tags } => self.queue_ack(queue, tags),
+            Command::QueueNack { queue, tags } => self.queue_nack(queue, tags),
+            Command::QueueExtend { queue, tag, visibility_ms } => self.queue_extend(queue, *tag, *visibility_ms),
+            Command::QueueCancel { queue, request } => Ok(self.queue_cancel(session, queue, *request)),
+            Command::CacheSet { key, value, ttl_ms } => self.cache_set(revision, key, value, *ttl_ms),
+            Command::CacheDelete { key } => Ok(self.cache_delete(revision, key)),
         }
-        Ok(response)
     }
 
-    /// Where a lock request queued at `queued_revision` stands, as far as this replica has
-    /// applied: granted (with its token), still pending (or not yet applied here), timed out or
-    /// cancelled, or ended with its session.
-    pub fn lock_await(&self, name: &str, owner: Owner, queued_revision: u64) -> LockAwaitOutcome {
-        if self.revision < queued_revision {
-            return LockAwaitOutcome::Pending;
-        }
-        if let Some(lock) = self.locks.get(name) {
-            if let Some(holder) = lock.holders.iter().find(|h| h.owner == owner && h.token > queued_revision) {
-                return LockAwaitOutcome::Granted { token: holder.token };
-            }
-            if lock.waiters.iter().any(|w| w.owner == owner) {
-                return LockAwaitOutcome::Pending;
-            }
-        }
-        if self.sessions.contains(owner.session) {
-            LockAwaitOutcome::TimedOut
-        } else {
-            LockAwaitOutcome::SessionEnded
-        }
+    /// Releases every hold, wait and delivery of `session`, which expired or was closed.
+    fn release_session(&mut self, session: SessionId) {
+        let mut events = Vec::new();
+        let revision = &mut self.revision;
+        self.locks.release_session(session, self.now_ms, &mut || next(revision), &mut events);
+        self.queues.release_session(session, self.now_ms, &mut || next(revision), &mut self.touched);
+        self.note_events(&events);
+        self.touched.push(session);
     }
 
     /// Whether `session` is open, or may still be (this replica has not applied its opening).
@@ -462,16 +327,8 @@ impl StateMachine {
     pub fn query(&self, query: &Query) -> QueryResponse {
         match query {
             Query::KvGet { key } => QueryResponse::KvGet { value: self.kv.get(key).cloned() },
-            Query::LockList { after } => {
-                let (page, more) = self.locks.list(after.as_deref(), LOCK_LIST_PAGE_MAX);
-                QueryResponse::LockList {
-                    locks: page.into_iter().map(|(name, lock)| lock_info(name, lock)).collect(),
-                    more,
-                }
-            }
-            Query::LockShow { name } => {
-                QueryResponse::LockShow { lock: self.locks.get(name).map(|lock| lock_info(name, lock)) }
-            }
+            Query::LockList { after } => self.lock_list(after.as_deref()),
+            Query::LockShow { name } => self.lock_show(name),
             Query::QueueStats { queue } => QueryResponse::QueueStats { stats: self.queues.stats(queue, self.now_ms) },
             Query::QueueList { after } => {
                 let (queues, more) = self.queues.list(after.as_deref(), QUEUE_LIST_PAGE_MAX, self.now_ms);
@@ -531,10 +388,7 @@ impl StateMachine {
 
     /// A 64-bit FNV-1a digest of the whole state; equal states give equal digests on every node.
     pub fn digest(&self) -> u64 {
-        let bytes = postcard::to_stdvec(self).expect("the state machine always serializes");
-        bytes
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3))
+        distsync::wire::fnv1a(&postcard::to_stdvec(self).expect("the state machine always serializes"))
     }
 
     /// Panics if the state is inconsistent, which would mean a bug: a replica that stops is
@@ -558,361 +412,4 @@ impl StateMachine {
 fn next(revision: &mut u64) -> u64 {
     *revision += 1;
     *revision
-}
-
-fn lock_info(name: &str, lock: &locks::Lock) -> LockInfo {
-    LockInfo { name: name.to_string(), holders: lock.holders.clone(), waiters: lock.waiters.iter().cloned().collect() }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use distsync::wire::{LockAwaitOutcome, LockWait, Owner};
-
-    const GRACE_MS: u64 = 600;
-
-    fn at(time_ms: u64, op: Op) -> LogCommand {
-        LogCommand { time_ms, grace_ms: GRACE_MS, ops: vec![op] }
-    }
-
-    /// Applies a one-operation entry and returns its result.
-    fn apply(machine: &mut StateMachine, index: u64, term: u64, command: &LogCommand) -> ApplyResult {
-        let mut results = machine.apply(index, term, command);
-        assert_eq!(results.len(), 1);
-        results.pop().expect("one result")
-    }
-
-    fn put(session: SessionId, seq: u64, acked_below: u64, key: &str, value: &str) -> Op {
-        Op::Write(WriteRequest {
-            session,
-            seq,
-            acked_below,
-            command: Command::KvPut { key: key.into(), value: value.into() },
-        })
-    }
-
-    fn opened(machine: &mut StateMachine, index: u64, time_ms: u64, ttl_ms: u64) -> SessionId {
-        match apply(machine, index, 1, &at(time_ms, Op::OpenSession { ttl_ms })) {
-            Ok(Response::SessionOpened { session, .. }) => session,
-            other => panic!("open session: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_retried_write_answers_the_first_response_and_applies_once() {
-        let mut machine = StateMachine::default();
-        let session = opened(&mut machine, 1, 1_000, 5_000);
-        let first = apply(&mut machine, 2, 1, &at(1_010, put(session, 1, 1, "k", "v1"))).unwrap();
-        // Another client changes the key; then the first client's retry of seq 1 arrives.
-        let other = opened(&mut machine, 3, 1_020, 5_000);
-        apply(&mut machine, 4, 1, &at(1_030, put(other, 1, 1, "k", "v2"))).unwrap();
-        let retry = apply(&mut machine, 5, 1, &at(1_040, put(session, 1, 1, "k", "v1"))).unwrap();
-        assert_eq!(first, retry);
-        assert_eq!(first, Response::Written(CommandResponse::KvPut { version: 2 }));
-        let QueryResponse::KvGet { value } = machine.query(&Query::KvGet { key: b"k".to_vec() }) else {
-            unreachable!()
-        };
-        assert_eq!(value, Some((b"v2".to_vec(), 4)), "the retry did not apply again");
-    }
-
-    #[test]
-    fn acknowledged_responses_are_forgotten_and_stale_retries_refused() {
-        let mut machine = StateMachine::default();
-        let session = opened(&mut machine, 1, 0, 5_000);
-        apply(&mut machine, 2, 1, &at(1, put(session, 1, 1, "a", "1"))).unwrap();
-        apply(&mut machine, 3, 1, &at(2, put(session, 2, 2, "a", "2"))).unwrap();
-        let stale = apply(&mut machine, 4, 1, &at(3, put(session, 1, 1, "a", "1")));
-        assert_eq!(stale, Err(ServerError::StaleSequence { session, seq: 1, oldest_kept: 2 }));
-    }
-
-    #[test]
-    fn sessions_expire_by_leader_time_and_keepalives_renew_them() {
-        let mut machine = StateMachine::default();
-        let session = opened(&mut machine, 1, 10_000, 1_000);
-        apply(&mut machine, 2, 1, &at(10_900, Op::KeepAlive { session })).unwrap();
-        apply(&mut machine, 3, 1, &at(11_800, Op::Tick)).unwrap();
-        assert_eq!(machine.session_count(), 1, "renewed at 10.9 s, lives until 11.9 s");
-        apply(&mut machine, 4, 1, &at(11_901, Op::Tick)).unwrap();
-        assert_eq!(machine.session_count(), 0);
-        let late = apply(&mut machine, 5, 1, &at(11_902, put(session, 1, 1, "k", "v")));
-        assert_eq!(late, Err(ServerError::SessionExpired { session }));
-    }
-
-    #[test]
-    fn time_never_runs_backwards_across_leaders() {
-        let mut machine = StateMachine::default();
-        let session = opened(&mut machine, 1, 50_000, 1_000);
-        // A leader whose clock is behind stamps an early time: the session must not revive or
-        // gain lease from it, and expiry still happens once the later clock passes its deadline.
-        apply(&mut machine, 2, 1, &at(40_000, Op::KeepAlive { session })).unwrap();
-        apply(&mut machine, 3, 1, &at(51_001, Op::Tick)).unwrap();
-        assert_eq!(machine.session_count(), 0);
-    }
-
-    #[test]
-    fn a_new_leader_grants_grace_before_anything_expires() {
-        let mut machine = StateMachine::default();
-        let session = opened(&mut machine, 1, 1_000, 1_000);
-        // The old leader died; the first entry of term 2 comes long after the lease ended.
-        apply(&mut machine, 2, 2, &at(2_500, Op::Tick)).unwrap();
-        assert_eq!(machine.session_count(), 1, "grace extends the lease to 2.5 s + 600 ms");
-        apply(&mut machine, 3, 2, &at(2_900, Op::KeepAlive { session })).unwrap();
-        apply(&mut machine, 4, 2, &at(3_901, Op::Tick)).unwrap();
-        assert_eq!(machine.session_count(), 0, "after the grace, the ordinary TTL applies");
-    }
-
-    #[test]
-    fn operations_sharing_an_entry_get_increasing_revisions() {
-        let mut machine = StateMachine::default();
-        let batch = LogCommand {
-            time_ms: 5,
-            grace_ms: GRACE_MS,
-            ops: vec![Op::OpenSession { ttl_ms: 5_000 }, Op::OpenSession { ttl_ms: 5_000 }],
-        };
-        let opened = machine.apply(1, 1, &batch);
-        assert_eq!(
-            opened,
-            vec![
-                Ok(Response::SessionOpened { session: 1, ttl_ms: 5_000 }),
-                Ok(Response::SessionOpened { session: 2, ttl_ms: 5_000 })
-            ]
-        );
-        let puts = LogCommand {
-            time_ms: 6,
-            grace_ms: GRACE_MS,
-            ops: vec![put(1, 1, 1, "k", "first"), put(2, 1, 1, "k", "second"), put(9, 1, 1, "k", "nobody")],
-        };
-        let results = machine.apply(2, 1, &puts);
-        assert_eq!(results[0], Ok(Response::Written(CommandResponse::KvPut { version: 3 })));
-        assert_eq!(results[1], Ok(Response::Written(CommandResponse::KvPut { version: 4 })));
-        assert_eq!(results[2], Err(ServerError::SessionExpired { session: 9 }), "one failure does not fail the batch");
-        let QueryResponse::KvGet { value } = machine.query(&Query::KvGet { key: b"k".to_vec() }) else {
-            unreachable!()
-        };
-        assert_eq!(value, Some((b"second".to_vec(), 4)), "later operations in an entry win");
-        machine.check_invariants();
-    }
-
-    #[test]
-    fn ttl_out_of_range_is_refused() {
-        let mut machine = StateMachine::default();
-        let result = apply(&mut machine, 1, 1, &at(0, Op::OpenSession { ttl_ms: 10 }));
-        assert!(matches!(result, Err(ServerError::InvalidArgument { .. })), "{result:?}");
-    }
-
-    #[test]
-    fn close_session_ends_it_at_once() {
-        let mut machine = StateMachine::default();
-        let session = opened(&mut machine, 1, 0, 60_000);
-        let close = Op::Write(WriteRequest { session, seq: 1, acked_below: 1, command: Command::CloseSession });
-        assert_eq!(apply(&mut machine, 2, 1, &at(1, close)), Ok(Response::Written(CommandResponse::SessionClosed)));
-        assert_eq!(machine.session_count(), 0);
-    }
-
-    #[test]
-    fn equal_logs_give_equal_digests() {
-        let log = [
-            at(1, Op::OpenSession { ttl_ms: 2_000 }),
-            at(2, put(1, 1, 1, "x", "1")),
-            at(3, put(1, 2, 1, "y", "2")),
-            at(9_000, Op::Tick),
-        ];
-        let mut left = StateMachine::default();
-        let mut right = StateMachine::default();
-        for (offset, command) in log.iter().enumerate() {
-            let _ = apply(&mut left, offset as u64 + 1, 1, command);
-            let _ = apply(&mut right, offset as u64 + 1, 1, command);
-        }
-        assert_eq!(left.digest(), right.digest());
-        assert_eq!(left, right);
-        left.check_invariants();
-        let _ = apply(&mut right, 5, 1, &at(9_001, Op::Tick));
-        assert_ne!(left.digest(), right.digest(), "the applied index is part of the state");
-    }
-
-    fn write_op(session: SessionId, seq: u64, command: Command) -> Op {
-        Op::Write(WriteRequest { session, seq, acked_below: seq, command })
-    }
-
-    fn acquire(name: &str, actor: u64, wait: LockWait) -> Command {
-        Command::LockAcquire { name: name.into(), actor, mode: distsync::wire::LockMode::Exclusive, wait }
-    }
-
-    #[test]
-    fn an_expired_session_frees_its_lock_and_the_next_waiter_gets_a_higher_token_in_that_entry() {
-        let mut machine = StateMachine::default();
-        let holder = opened(&mut machine, 1, 1_000, 1_000);
-        let waiter = opened(&mut machine, 2, 1_000, 60_000);
-        let granted = apply(&mut machine, 3, 1, &at(1_010, write_op(holder, 1, acquire("L", 7, LockWait::Forever))));
-        let Ok(Response::Written(CommandResponse::LockGranted { token: first })) = granted else {
-            panic!("{granted:?}")
-        };
-        let queued = apply(&mut machine, 4, 1, &at(1_020, write_op(waiter, 1, acquire("L", 9, LockWait::Forever))));
-        let Ok(Response::Written(CommandResponse::LockQueued { revision, ahead: 0 })) = queued else {
-            panic!("{queued:?}")
-        };
-        assert_eq!(machine.take_touched_sessions(), vec![waiter], "the queued waiter's node must look");
-        let owner = Owner { session: waiter, actor: 9 };
-        assert_eq!(machine.lock_await("L", owner, revision), LockAwaitOutcome::Pending);
-        // The holder falls silent past its TTL; the next entry (a tick) expires it and grants.
-        apply(&mut machine, 5, 1, &at(2_500, Op::Tick)).unwrap();
-        let LockAwaitOutcome::Granted { token: second } = machine.lock_await("L", owner, revision) else {
-            panic!("not granted")
-        };
-        assert!(second > first, "tokens increase: {first} then {second}");
-        let touched = machine.take_touched_sessions();
-        assert!(touched.contains(&holder) && touched.contains(&waiter), "{touched:?}");
-        // A retried release from the expired holder frees nothing.
-        let stale = apply(
-            &mut machine,
-            6,
-            1,
-            &at(2_510, write_op(holder, 2, Command::LockRelease { name: "L".into(), actor: 7, token: first })),
-        );
-        assert_eq!(stale, Err(ServerError::SessionExpired { session: holder }));
-        machine.check_invariants();
-    }
-
-    #[test]
-    fn a_waiter_whose_session_expires_in_the_releasing_entry_is_never_granted() {
-        let mut machine = StateMachine::default();
-        let holder = opened(&mut machine, 1, 1_000, 60_000);
-        let waiter = opened(&mut machine, 2, 1_000, 1_000);
-        let Ok(Response::Written(CommandResponse::LockGranted { token })) =
-            apply(&mut machine, 3, 1, &at(1_000, write_op(holder, 1, acquire("L", 1, LockWait::Forever))))
-        else {
-            panic!("not granted")
-        };
-        let Ok(Response::Written(CommandResponse::LockQueued { revision, .. })) =
-            apply(&mut machine, 4, 1, &at(1_000, write_op(waiter, 1, acquire("L", 2, LockWait::Forever))))
-        else {
-            panic!("not queued")
-        };
-        // The release arrives in an entry stamped after the waiter's lease ended (etcd-io/etcd#11456).
-        let release = write_op(holder, 2, Command::LockRelease { name: "L".into(), actor: 1, token });
-        assert_eq!(
-            apply(&mut machine, 5, 1, &at(2_001, release)),
-            Ok(Response::Written(CommandResponse::LockReleased))
-        );
-        assert_eq!(
-            machine.lock_await("L", Owner { session: waiter, actor: 2 }, revision),
-            LockAwaitOutcome::SessionEnded
-        );
-        assert_eq!(machine.lock_count(), 0, "nobody holds the lock");
-        machine.check_invariants();
-    }
-
-    #[test]
-    fn an_expired_consumer_gets_its_delivery_returned_and_its_wait_ended_in_the_expiring_entry() {
-        use distsync::wire::{PutMessage, QueueDelivery};
-        let mut machine = StateMachine::default();
-        let consumer = opened(&mut machine, 1, 1_000, 1_000);
-        let producer = opened(&mut machine, 2, 1_000, 60_000);
-        let get = |request, wait_ms| Command::QueueGet {
-            queue: "q".into(),
-            request,
-            max: 1,
-            visibility_ms: Some(600_000),
-            wait_ms,
-            detach: false,
-        };
-        // The consumer waits; the producer's put is handed to it in the put's own entry.
-        let waiting = apply(&mut machine, 3, 1, &at(1_010, write_op(consumer, 1, get(7, 30_000))));
-        let Ok(Response::Written(CommandResponse::QueueWaiting { revision })) = waiting else { panic!("{waiting:?}") };
-        assert_eq!(machine.queue_await("q", consumer, 7, revision), QueueAwaitOutcome::Pending);
-        let put =
-            Command::QueuePut { queue: "q".into(), messages: vec![PutMessage { body: b"m".to_vec(), dedup_id: None }] };
-        apply(&mut machine, 4, 1, &at(1_020, write_op(producer, 1, put))).unwrap();
-        assert_eq!(machine.take_touched_sessions(), vec![consumer], "the consumer's node must look");
-        let QueueAwaitOutcome::Delivered(delivered) = machine.queue_await("q", consumer, 7, revision) else {
-            panic!("not delivered")
-        };
-        let [QueueDelivery { attempt: 1, .. }] = &delivered[..] else { panic!("{delivered:?}") };
-        // The consumer starts waiting for a second message, then falls silent past its TTL.
-        let second = apply(&mut machine, 5, 1, &at(1_030, write_op(consumer, 2, get(8, 30_000))));
-        let Ok(Response::Written(CommandResponse::QueueWaiting { revision: second })) = second else { panic!() };
-        apply(&mut machine, 6, 1, &at(2_100, Op::Tick)).unwrap();
-        assert_eq!(machine.queue_await("q", consumer, 8, second), QueueAwaitOutcome::SessionEnded);
-        // The delivery came back at once, not after its 10-minute visibility timeout.
-        let other = opened(&mut machine, 7, 2_100, 60_000);
-        let again = apply(&mut machine, 8, 1, &at(2_110, write_op(other, 1, get(1, 0))));
-        let Ok(Response::Written(CommandResponse::QueueDelivered { deliveries })) = again else { panic!("{again:?}") };
-        assert_eq!((deliveries[0].id, deliveries[0].attempt), (delivered[0].id, 2));
-        machine.check_invariants();
-    }
-
-    #[test]
-    fn cache_writes_stay_pending_until_written_back_and_expire_at_one_log_position() {
-        use self::cache::DirectoryRead;
-        let mut machine = StateMachine::default();
-        let session = opened(&mut machine, 1, 1_000, 60_000);
-        let set = |seq, key: &str, ttl_ms| {
-            write_op(session, seq, Command::CacheSet { key: key.into(), value: b"v".to_vec(), ttl_ms })
-        };
-        let Ok(Response::Written(CommandResponse::CacheSet { version })) =
-            apply(&mut machine, 2, 1, &at(1_000, set(1, "user:1", None)))
-        else {
-            panic!("not set")
-        };
-        assert_eq!(machine.cache().read(b"user:1"), DirectoryRead::Pending { version, value: b"v" });
-        apply(&mut machine, 3, 1, &at(1_001, Op::CacheWrittenBack { written: vec![(b"user:1".to_vec(), version)] }))
-            .unwrap();
-        assert_eq!(machine.cache().read(b"user:1"), DirectoryRead::Stored { version });
-        apply(&mut machine, 4, 1, &at(1_002, set(2, "session:9", Some(500)))).unwrap();
-        assert_eq!(machine.next_deadline_ms(), Some(1_502), "the leader ticks when the TTL passes");
-        apply(&mut machine, 5, 1, &at(1_502, Op::Tick)).unwrap();
-        assert!(matches!(machine.cache().read(b"session:9"), DirectoryRead::Pending { .. }), "inclusive");
-        apply(&mut machine, 6, 1, &at(1_503, Op::Tick)).unwrap();
-        assert_eq!(machine.cache().read(b"session:9"), DirectoryRead::Absent);
-        let delete = write_op(session, 3, Command::CacheDelete { key: b"user:1".to_vec() });
-        assert_eq!(
-            apply(&mut machine, 7, 1, &at(1_504, delete)),
-            Ok(Response::Written(CommandResponse::CacheDeleted { existed: true }))
-        );
-        assert_eq!(machine.cache().read(b"user:1"), DirectoryRead::Absent);
-        machine.check_invariants();
-    }
-
-    #[test]
-    fn a_timed_wait_ends_by_leader_time_and_a_cancel_releases_a_grant_nobody_saw() {
-        let mut machine = StateMachine::default();
-        let a = opened(&mut machine, 1, 1_000, 60_000);
-        let b = opened(&mut machine, 2, 1_000, 60_000);
-        let Ok(Response::Written(CommandResponse::LockGranted { token })) =
-            apply(&mut machine, 3, 1, &at(1_000, write_op(a, 1, acquire("L", 1, LockWait::Forever))))
-        else {
-            panic!("not granted")
-        };
-        let Ok(Response::Written(CommandResponse::LockQueued { revision, .. })) =
-            apply(&mut machine, 4, 1, &at(1_000, write_op(b, 1, acquire("L", 2, LockWait::TimeoutMs(500)))))
-        else {
-            panic!("not queued")
-        };
-        let owner_b = Owner { session: b, actor: 2 };
-        apply(&mut machine, 5, 1, &at(1_500, Op::Tick)).unwrap();
-        assert_eq!(machine.lock_await("L", owner_b, revision), LockAwaitOutcome::Pending, "the deadline is inclusive");
-        apply(&mut machine, 6, 1, &at(1_501, Op::Tick)).unwrap();
-        assert_eq!(machine.lock_await("L", owner_b, revision), LockAwaitOutcome::TimedOut);
-        // b asks again, is granted on a's release, but gave up waiting before it learned of it:
-        // its cancel releases the grant.
-        let Ok(Response::Written(CommandResponse::LockQueued { revision, .. })) =
-            apply(&mut machine, 7, 1, &at(1_600, write_op(b, 2, acquire("L", 2, LockWait::Forever))))
-        else {
-            panic!("not queued")
-        };
-        let release = write_op(a, 2, Command::LockRelease { name: "L".into(), actor: 1, token });
-        apply(&mut machine, 8, 1, &at(1_700, release)).unwrap();
-        assert!(matches!(machine.lock_await("L", owner_b, revision), LockAwaitOutcome::Granted { .. }));
-        let cancel = write_op(
-            b,
-            3,
-            Command::LockCancel { name: "L".into(), actor: 2, queued_revision: revision, upgrade: false },
-        );
-        assert_eq!(
-            apply(&mut machine, 9, 1, &at(1_800, cancel)),
-            Ok(Response::Written(CommandResponse::LockCancelled { released: true }))
-        );
-        assert_eq!(machine.lock_count(), 0);
-        machine.check_invariants();
-    }
 }

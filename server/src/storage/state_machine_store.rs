@@ -13,8 +13,8 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use crate::near_cache::NearCache;
-use crate::raft_types::{ApplyResults, Entry, LogId, StorageError, TypeConfig};
+use crate::cache::near_cache::NearCache;
+use crate::raft::{ApplyResults, Entry, LogId, StorageError, TypeConfig};
 use crate::state::StateMachine;
 use distsync::SessionId;
 

@@ -7,96 +7,45 @@
 //! each key from the directory: absent; pending write-back (the value is in the directory); or
 //! stored, served from this node's copy when its version is the directory's, else fetched from
 //! Redis, checked against that version, and offered to the cache.
+//!
+//! The leader's write-back to Redis is in `write_back.rs`, the reports of each node's copies in
+//! `reports.rs`.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use distsync::wire::{
     validate_key, CacheDirectoryView, CacheKeyView, CacheNodeStats, CacheReport, CacheValue, Consistency,
     CACHE_GET_BYTES_MAX, CACHE_GET_KEYS_MAX,
 };
 use distsync::{NodeId, ServerError};
-use tokio::sync::watch;
 
-use crate::backing::{RedisStore, StoreWrite, Stored};
-use crate::near_cache::{HolderChange, Lookup, NearCache};
+use super::backing::{RedisStore, Stored};
+use super::near_cache::{Lookup, NearCache};
 use crate::state::cache::DirectoryRead;
 use crate::state::Op;
-
-/// Writes per write-back batch, at most.
-const WRITE_BACK_KEYS_MAX: usize = 512;
-
-/// Value bytes per write-back batch, roughly.
-const WRITE_BACK_BYTES_MAX: usize = 4 * 1024 * 1024;
-
-/// How often a node reports the copies it loaded and dropped.
-const REPORT_INTERVAL: Duration = Duration::from_millis(20);
-
-/// Holder changes per report, at most.
-const REPORT_CHANGES_MAX: usize = 4096;
-
-/// Holder changes kept for a later report while no leader takes them; beyond, they are dropped
-/// (holder sets only decide between E and S, never what a read returns).
-const REPORT_BACKLOG_MAX: usize = 100_000;
 
 /// Passes over the directory a read makes before giving up on a key that keeps changing.
 const READ_PASSES_MAX: usize = 4;
 
-/// Runs confirmations in rounds: a caller is answered by the first round that *started* after
-/// it arrived, so one round serves every caller waiting for it. One round runs at a time.
-#[derive(Default)]
-pub struct Rounds {
-    arrivals: AtomicU64,
-    /// The latest round: the last arrival it covers, and its result.
-    latest: tokio::sync::Mutex<Option<(u64, Result<u64, ServerError>)>>,
-}
-
-impl Rounds {
-    /// The result of a round that started after this call: `confirm`'s, or another caller's.
-    pub async fn join<F, Fut>(&self, confirm: F) -> Result<u64, ServerError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<u64, ServerError>>,
-    {
-        let ticket = self.arrivals.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut latest = self.latest.lock().await;
-        if let Some((covered, result)) = &*latest {
-            if *covered >= ticket {
-                return result.clone();
-            }
-        }
-        // Everyone who has arrived so far arrived before this round starts.
-        let covered = self.arrivals.load(Ordering::SeqCst);
-        let result = confirm().await;
-        *latest = Some((covered, result.clone()));
-        result
-    }
-}
-
 /// Counters of the read and write-back paths (the cache's own are in [`NearCache`]).
 #[derive(Default)]
-struct Counters {
-    misses: AtomicU64,
-    pending_reads: AtomicU64,
-    absent_reads: AtomicU64,
-    write_backs: AtomicU64,
-    write_back_failures: AtomicU64,
-    lost: AtomicU64,
+pub(super) struct Counters {
+    pub(super) misses: AtomicU64,
+    pub(super) pending_reads: AtomicU64,
+    pub(super) absent_reads: AtomicU64,
+    pub(super) write_backs: AtomicU64,
+    pub(super) write_back_failures: AtomicU64,
+    pub(super) lost: AtomicU64,
 }
 
 /// A node's cache service.
 pub struct CacheService {
-    node: NodeId,
-    near: Arc<NearCache>,
-    redis: Option<RedisStore>,
-    /// Read-index rounds this node runs as leader.
-    pub(crate) leader_rounds: Rounds,
-    /// Read-index rounds this node asks of the leader as follower.
-    pub(crate) follower_rounds: Rounds,
-    counters: Counters,
+    pub(super) node: NodeId,
+    pub(super) near: Arc<NearCache>,
+    pub(super) redis: Option<RedisStore>,
+    pub(super) counters: Counters,
 }
 
 /// What a node needs from its surroundings to serve the cache; implemented by the node.
@@ -117,14 +66,7 @@ pub trait CacheHost: Send + Sync {
 impl CacheService {
     /// The service of node `node`, with its cache and optional Redis.
     pub fn new(node: NodeId, near: Arc<NearCache>, redis: Option<RedisStore>) -> Self {
-        Self {
-            node,
-            near,
-            redis,
-            leader_rounds: Rounds::default(),
-            follower_rounds: Rounds::default(),
-            counters: Counters::default(),
-        }
+        Self { node, near, redis, counters: Counters::default() }
     }
 
     /// Reads `keys`; see the module documentation. The answer may cover a prefix of the keys
@@ -329,139 +271,6 @@ impl CacheService {
             capacity_entries: limits.entries as u64,
         }
     }
-
-    /// As leader, writes pending values to Redis in version order and records each batch in the
-    /// log; retries with backoff while Redis is down. Returns when `stopped` flips.
-    pub async fn write_back_loop(
-        &self,
-        host: &impl CacheHost,
-        mut applied_changes: watch::Receiver<u64>,
-        mut stopped: watch::Receiver<bool>,
-    ) {
-        let Some(redis) = &self.redis else { return };
-        let mut failures: u32 = 0;
-        loop {
-            if *stopped.borrow() {
-                return;
-            }
-            let batch = if host.is_leader() { pending_batch(host) } else { Vec::new() };
-            if batch.is_empty() {
-                tokio::select! {
-                    _ = applied_changes.changed() => {}
-                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = stopped.changed() => return,
-                }
-                continue;
-            }
-            match redis.write_back(&batch).await {
-                Ok(()) => {
-                    if failures > 0 {
-                        tracing::info!(after_failures = failures, "Redis is reachable again; writing back");
-                    }
-                    failures = 0;
-                    let written: Vec<(Vec<u8>, u64)> = batch.into_iter().map(|w| (w.key, w.version)).collect();
-                    let count = written.len() as u64;
-                    match host.propose(Op::CacheWrittenBack { written }).await {
-                        Ok(()) => {
-                            self.counters.write_backs.fetch_add(count, Ordering::Relaxed);
-                        }
-                        Err(error) => tracing::debug!(%error, "write-back not recorded; it is redone"),
-                    }
-                }
-                Err(error) => {
-                    failures += 1;
-                    self.counters.write_back_failures.fetch_add(1, Ordering::Relaxed);
-                    if failures == 1 || failures % 20 == 0 {
-                        tracing::warn!(%error, pending = batch.len(), failures, "cache write-back failed");
-                    }
-                    let pause = Duration::from_millis(50u64 << failures.min(5)).min(Duration::from_secs(2));
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        _ = stopped.changed() => return,
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reports this node's loaded and dropped copies to the leader every [`REPORT_INTERVAL`].
-    pub async fn report_loop(&self, host: &impl CacheHost, mut stopped: watch::Receiver<bool>) {
-        let mut backlog: Vec<HolderChange> = Vec::new();
-        let mut reset = false;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(REPORT_INTERVAL) => {}
-                _ = stopped.changed() => return,
-            }
-            let (fresh_reset, changes) = self.near.take_changes();
-            if fresh_reset {
-                // Changes before a reset are moot.
-                backlog.clear();
-                reset = true;
-            }
-            backlog.extend(changes);
-            while reset || !backlog.is_empty() {
-                let take = backlog.len().min(REPORT_CHANGES_MAX);
-                let report = build_report(self.node, reset, &backlog[..take]);
-                match host.propose(Op::CacheReport(report)).await {
-                    Ok(()) => {
-                        reset = false;
-                        backlog.drain(..take);
-                    }
-                    Err(error) => {
-                        tracing::debug!(%error, "cache report not committed; kept for the next one");
-                        if backlog.len() > REPORT_BACKLOG_MAX {
-                            let excess = backlog.len() - REPORT_BACKLOG_MAX;
-                            backlog.drain(..excess);
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The oldest pending writes, within the batch limits.
-fn pending_batch(host: &impl CacheHost) -> Vec<StoreWrite> {
-    let applied = host.applied();
-    let mut bytes = 0;
-    applied
-        .machine
-        .cache()
-        .pending_write_backs(WRITE_BACK_KEYS_MAX)
-        .into_iter()
-        .take_while(|write| {
-            let fits = bytes == 0 || bytes + write.value.map_or(0, <[u8]>::len) <= WRITE_BACK_BYTES_MAX;
-            bytes += write.key.len() + write.value.map_or(0, <[u8]>::len);
-            fits
-        })
-        .map(|write| StoreWrite {
-            key: write.key.to_vec(),
-            version: write.version,
-            value: write.value.map(<[u8]>::to_vec),
-            expires_at_ms: write.expires_at_ms,
-        })
-        .collect()
-}
-
-/// A report of `changes`, the last change of each key winning.
-fn build_report(node: NodeId, reset: bool, changes: &[HolderChange]) -> CacheReport {
-    let mut last: BTreeMap<&[u8], &HolderChange> = BTreeMap::new();
-    for change in changes {
-        let key = match change {
-            HolderChange::Loaded(key, _) | HolderChange::Dropped(key) => key.as_slice(),
-        };
-        last.insert(key, change);
-    }
-    let mut report = CacheReport { node, reset, ..CacheReport::default() };
-    for change in last.into_values() {
-        match change {
-            HolderChange::Loaded(key, version) => report.loaded.push((key.clone(), *version)),
-            HolderChange::Dropped(key) => report.dropped.push(key.clone()),
-        }
-    }
-    report
 }
 
 /// The longest prefix of `answers` whose values fit in [`CACHE_GET_BYTES_MAX`] (at least one).
@@ -482,63 +291,6 @@ fn within_byte_limit(mut answers: Vec<Option<CacheValue>>) -> Vec<Option<CacheVa
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_round_serves_only_callers_that_arrived_before_it_started() {
-        let rounds = Arc::new(Rounds::default());
-        let started = Arc::new(AtomicU64::new(0));
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        // The first caller starts round 1 and holds it open.
-        let first = {
-            let (rounds, started) = (rounds.clone(), started.clone());
-            tokio::spawn(async move {
-                rounds
-                    .join(|| async move {
-                        started.fetch_add(1, Ordering::SeqCst);
-                        let _ = released.await;
-                        Ok(1)
-                    })
-                    .await
-            })
-        };
-        while started.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        // These arrive during round 1, so round 1 cannot answer them: one round 2 serves all.
-        let later: Vec<_> = (0..5)
-            .map(|_| {
-                let (rounds, started) = (rounds.clone(), started.clone());
-                tokio::spawn(async move {
-                    rounds
-                        .join(|| async move {
-                            let round = started.fetch_add(1, Ordering::SeqCst) + 1;
-                            Ok(round)
-                        })
-                        .await
-                })
-            })
-            .collect();
-        tokio::task::yield_now().await;
-        release.send(()).unwrap();
-        assert_eq!(first.await.unwrap().unwrap(), 1);
-        for caller in later {
-            assert_eq!(caller.await.unwrap().unwrap(), 2, "served by the round that started after it arrived");
-        }
-        assert_eq!(started.load(Ordering::SeqCst), 2, "one round for all five");
-    }
-
-    #[test]
-    fn reports_keep_the_last_change_of_each_key() {
-        let changes = [
-            HolderChange::Loaded(b"a".to_vec(), 1),
-            HolderChange::Dropped(b"a".to_vec()),
-            HolderChange::Dropped(b"b".to_vec()),
-            HolderChange::Loaded(b"b".to_vec(), 4),
-        ];
-        let report = build_report(2, false, &changes);
-        assert_eq!(report.dropped, vec![b"a".to_vec()]);
-        assert_eq!(report.loaded, vec![(b"b".to_vec(), 4)]);
-    }
 
     #[test]
     fn a_large_answer_stops_at_the_byte_limit_but_never_empty() {

@@ -1,14 +1,12 @@
-//! The peer protocol (Raft RPCs and forwarded client requests) and openraft's network over it.
+//! openraft's network: one [`PeerNetwork`] per replication target, over the node's peer
+//! transport. An append that outlives openraft's wait goes on in the background
+//! ([`super::append`]); its answer serves whichever range is asked for next.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distsync::wire::FRAME_BYTES_MAX;
-use distsync::wire::{Reply, Request};
-use distsync::{NodeId, ServerError};
+use distsync::NodeId;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -17,42 +15,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::{BasicNode, LogId, LogIdOptionExt, Vote};
-use serde::{Deserialize, Serialize};
+use openraft::{BasicNode, LogIdOptionExt};
 
-use crate::raft_types::TypeConfig;
-use crate::transport::{PeerError, PeerTransport};
-
-/// A request from one node to another.
-#[derive(Serialize, Deserialize, Debug)]
-pub enum PeerRequest {
-    /// Raft log replication and heartbeats.
-    AppendEntries(AppendEntriesRequest<TypeConfig>),
-    /// Raft election.
-    Vote(VoteRequest<u64>),
-    /// Raft snapshot chunk.
-    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
-    /// A client request a follower relays to the leader.
-    Forward(Request),
-    /// A follower asks the leader for a read index: the leader confirms its leadership with a
-    /// quorum and answers its commit index, which the follower applies up to before reading.
-    ReadIndex,
-}
-
-/// The answer to a [`PeerRequest`].
-#[derive(Serialize, Deserialize, Debug)]
-pub enum PeerResponse {
-    /// Answer to [`PeerRequest::AppendEntries`].
-    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
-    /// Answer to [`PeerRequest::Vote`].
-    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
-    /// Answer to [`PeerRequest::InstallSnapshot`].
-    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
-    /// Answer to [`PeerRequest::Forward`].
-    Forward(Reply),
-    /// Answer to [`PeerRequest::ReadIndex`].
-    ReadIndex(Result<u64, ServerError>),
-}
+use super::append::{Append, AppendRange, AppendWait};
+use super::TypeConfig;
+use crate::transport::{PeerError, PeerRequest, PeerResponse, PeerTransport};
 
 /// Makes one [`PeerNetwork`] per target for openraft.
 #[derive(Clone)]
@@ -82,117 +49,6 @@ pub struct PeerNetwork {
     /// The latest AppendEntries carrying entries, from its sending until its answer is used (see
     /// [`PeerNetwork::append_entries`]).
     append: Option<Append>,
-}
-
-/// An AppendEntries carrying entries, in flight.
-struct Append {
-    range: Range,
-    sent: Instant,
-    call: Call,
-}
-
-impl Append {
-    fn start(transport: &Arc<PeerTransport>, target: NodeId, request: AppendEntriesRequest<TypeConfig>) -> Self {
-        let (range, sent, transport) = (Range::of(&request), Instant::now(), transport.clone());
-        let timeout = append_timeout(request.entries.iter().map(entry_bytes).sum());
-        let call = Box::pin(async move { transport.call(target, &PeerRequest::AppendEntries(request), timeout).await });
-        Self { range, sent, call: Call::Inline(Mutex::new(call)) }
-    }
-}
-
-type CallFuture = Pin<Box<dyn Future<Output = Result<PeerResponse, PeerError>> + Send>>;
-
-/// How an append is being sent: polled by the `append_entries` call waiting for it (no task
-/// hop on the common path, where it ends within openraft's wait), or, once openraft gave up on
-/// that call, by a task of its own, so that it goes on between openraft's calls. Dropping it
-/// ends it either way. (The mutex is never locked, only reached through `&mut`: it makes the
-/// network `Sync`, as openraft requires.)
-enum Call {
-    Inline(Mutex<CallFuture>),
-    Detached(Task<Result<PeerResponse, PeerError>>),
-}
-
-impl Call {
-    /// Moves an inline call into a task of its own (outside a runtime, which is shutting down,
-    /// it stays put and ends with the network).
-    fn detach(&mut self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        if let Call::Inline(call) = self {
-            let pending: CallFuture = Box::pin(std::future::pending());
-            let call = std::mem::replace(call.get_mut().unwrap_or_else(PoisonError::into_inner), pending);
-            *self = Call::Detached(Task(runtime.spawn(call)));
-        }
-    }
-}
-
-impl Future for Call {
-    type Output = Result<Result<PeerResponse, PeerError>, tokio::task::JoinError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Call::Inline(call) => call.get_mut().unwrap_or_else(PoisonError::into_inner).as_mut().poll(cx).map(Ok),
-            Call::Detached(Task(task)) => Pin::new(task).poll(cx),
-        }
-    }
-}
-
-/// A task aborted when dropped.
-struct Task<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for Task<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Waits for a [`Call`]; dropped before it ends (openraft's timeout), detaches it.
-struct Wait<'a> {
-    call: &'a mut Call,
-    done: bool,
-}
-
-impl Future for Wait<'_> {
-    type Output = Result<Result<PeerResponse, PeerError>, tokio::task::JoinError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let wait = self.get_mut();
-        let outcome = Pin::new(&mut *wait.call).poll(cx);
-        wait.done = outcome.is_ready();
-        outcome
-    }
-}
-
-impl Drop for Wait<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.call.detach();
-        }
-    }
-}
-
-/// What an AppendEntries asks of the follower: accept the leader's `vote`, and after `prev`
-/// the entries up to `last` (`last == prev` for a heartbeat).
-#[derive(Debug, PartialEq)]
-struct Range {
-    vote: Vote<u64>,
-    prev: Option<LogId<u64>>,
-    last: Option<LogId<u64>>,
-}
-
-impl Range {
-    fn of(request: &AppendEntriesRequest<TypeConfig>) -> Self {
-        let last = request.entries.last().map(|entry| entry.log_id).or(request.prev_log_id);
-        Self { vote: request.vote, prev: request.prev_log_id, last }
-    }
-
-    /// Whether a follower matching the leader's log up to `matching` has the part of this range
-    /// up to there: openraft's condition for a `PartialSuccess`.
-    fn reaches(&self, matching: &Option<LogId<u64>>) -> bool {
-        *matching >= self.prev
-            && *matching <= self.last
-            && matching.index() >= self.prev.index()
-            && matching.index() <= self.last.index()
-    }
 }
 
 type RpcError<E = openraft::error::Infallible> = RPCError<u64, BasicNode, RaftError<u64, E>>;
@@ -228,7 +84,7 @@ impl PeerNetwork {
 
     /// Any answer but a higher vote means the follower took this leader's vote and restarted
     /// its lease on receipt, which is after `sent`.
-    fn note_lease_ack(&self, range: &Range, sent: Instant, response: &AppendEntriesResponse<u64>) {
+    fn note_lease_ack(&self, range: &AppendRange, sent: Instant, response: &AppendEntriesResponse<u64>) {
         if range.vote.committed && !matches!(response, AppendEntriesResponse::HigherVote(_)) {
             self.transport.note_lease_ack(self.target, range.vote.leader_id.term, sent);
         }
@@ -241,7 +97,7 @@ impl PeerNetwork {
         &self,
         append: &Append,
         outcome: Result<Result<PeerResponse, PeerError>, tokio::task::JoinError>,
-        wanted: &Range,
+        wanted: &AppendRange,
     ) -> Option<Result<AppendEntriesResponse<u64>, RpcError>> {
         let same = append.range == *wanted;
         let response = match outcome {
@@ -303,7 +159,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     /// call and asks for the range again. A frame of entries may need longer to cross the network
     /// and be fsynced by the follower; cutting it off every time would resend it forever and the
     /// follower would never catch up (seen with one 300 KiB entry on a loaded machine). So an
-    /// append that outlives openraft's wait moves into a task of its own ([`Call`]); the next
+    /// append that outlives openraft's wait moves into a task of its own ([`AppendCall`](super::append::AppendCall)); the next
     /// call waits for it again rather than sending anew, and its answer serves whichever range is
     /// asked for next: a success that reaches into the range answers it as far as it reaches
     /// (openraft's `PartialSuccess`), and openraft sends only the rest. Heartbeats, when openraft
@@ -323,7 +179,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting as u64)));
             }
         }
-        let wanted = Range::of(&request);
+        let wanted = AppendRange::of(&request);
         if request.entries.is_empty() {
             let sent = Instant::now();
             let response = match self.call(PeerRequest::AppendEntries(request), &option).await? {
@@ -346,7 +202,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
             let append = self.append.as_mut().expect("an append is being sent");
             // Cancel-safe: when openraft gives up here, the append goes on in a task of its own
             // and the next call waits for it again.
-            let outcome = Wait { call: &mut append.call, done: false }.await;
+            let outcome = AppendWait { call: &mut append.call, done: false }.await;
             let append = self.append.take().expect("an append is being sent");
             if let Some(answer) = self.settle(&append, outcome, &wanted) {
                 return answer;
@@ -380,24 +236,11 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 const REPLICATION_FRAME_BYTES: usize = FRAME_BYTES_MAX / 2;
 
 /// Approximate encoded size of an entry.
-fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
+pub(super) fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
     match &entry.payload {
         openraft::EntryPayload::Normal(command) => {
             32 + command.ops.iter().map(|op| op.approximate_bytes()).sum::<usize>()
         }
         _ => 256,
     }
-}
-
-/// How long an AppendEntries carrying `bytes` of entries may take to be delivered, stored and
-/// answered before it is sent again: 5 s plus a second per MiB, so that a full 8 MiB frame
-/// crosses a link of 1 MiB/s, while entries lost to a dead connection or a partition are sent
-/// again soon after.
-fn append_timeout(bytes: usize) -> Duration {
-    Duration::from_secs(5) + Duration::from_secs_f64(bytes as f64 / (1024.0 * 1024.0))
-}
-
-/// How long a forwarded client request may take: the write timeout plus a margin for the hop.
-pub fn forward_timeout(write_timeout: Duration) -> Duration {
-    write_timeout + Duration::from_millis(500)
 }

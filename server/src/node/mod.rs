@@ -1,0 +1,221 @@
+//! A node: assembly of storage, Raft, the QUIC endpoint and the cache, and the handling of
+//! client and peer requests. [`run`] takes its configuration and a shutdown signal, so tests and
+//! the CLI drive it the same way.
+//!
+//! One client request's path: `listener.rs` reads the frame, `dispatch.rs` routes it by kind;
+//! a write goes to `proposer.rs`, which batches it into a log entry (or `forward.rs` relays it
+//! to the leader); openraft replicates and commits the entry, the state machine applies it
+//! (`crate::state`), and the result travels back the same way. Reads take a read index in
+//! `reads.rs`; requests held open until the applied state answers them are in `waits.rs`;
+//! `peers.rs` serves the other members; `status.rs` is the node's own view.
+
+mod dispatch;
+mod forward;
+mod listener;
+mod peers;
+mod proposer;
+mod reads;
+mod status;
+mod waits;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use distsync::wire::{LeaderInfo, Reply, Response};
+use distsync::{NodeId, ServerError};
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, RaftMetrics};
+use tokio::sync::{mpsc, watch};
+
+pub use self::listener::CONNECTIONS_MAX;
+use self::proposer::Proposal;
+pub use self::proposer::{BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_OPS_MAX, PROPOSAL_QUEUE_MAX};
+use crate::cache::backing::RedisStore;
+use crate::cache::near_cache::{NearCache, NearCacheLimits};
+use crate::cache::CacheService;
+use crate::config::ServerConfig;
+use crate::raft::{LeaderLease, NetworkFactory, Raft, ReadIndexRounds};
+use crate::storage::log_store::LogStore;
+use crate::storage::state_machine_store::StateMachineStore;
+use crate::transport::{NodeTls, PeerTransport};
+
+/// A running node's shared state.
+pub struct Node {
+    config: ServerConfig,
+    raft: Raft,
+    proposals: mpsc::Sender<Proposal>,
+    metrics: watch::Receiver<RaftMetrics<u64, BasicNode>>,
+    log: LogStore,
+    state: StateMachineStore,
+    transport: Arc<PeerTransport>,
+    started: Instant,
+    /// Milliseconds since `started` of the latest proposal, for the idle tick.
+    last_proposal_ms: AtomicU64,
+    /// The cache: reads, the writer's copies, write-back, reports.
+    cache: CacheService,
+    /// When this node, as leader, may answer a read index without a quorum round.
+    lease: LeaderLease,
+    /// Read-index confirmations this node runs as leader, shared by concurrent reads.
+    confirmations: ReadIndexRounds,
+    /// Read indexes this node asks of the leader as follower, shared by concurrent reads.
+    leader_reads: ReadIndexRounds,
+}
+
+/// Runs a node until `shutdown` completes, then stops it cleanly.
+///
+/// # Errors
+///
+/// When the configuration is invalid, the data directory belongs to another node, certificates
+/// are missing, or the address cannot be bound.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.validate()?;
+    claim_data_dir(&config)?;
+    let tls = NodeTls::load(&config.tls_dir, config.id)?;
+    let log = LogStore::open(&config.data_dir.join("raft.redb"))?;
+    let near_cache = Arc::new(NearCache::new(
+        config.id,
+        NearCacheLimits { bytes: config.cache_bytes, entries: config.cache_entries },
+    ));
+    let redis = match &config.redis {
+        Some(url) => {
+            tracing::info!(%url, "cache values are written back to Redis");
+            Some(RedisStore::new(url)?)
+        }
+        None => {
+            tracing::warn!(
+                "no --redis given: cache values stay in the replicated log and snapshots (the embedded store, \
+                 for development only; writes are refused once 256 MiB of values are held)"
+            );
+            None
+        }
+    };
+    let state = StateMachineStore::open(&config.data_dir.join("snapshots"), near_cache.clone())?;
+    let socket = std::net::UdpSocket::bind(config.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime for QUIC"))?;
+    let mut endpoint = quinn::Endpoint::new(tls.endpoint, Some(tls.server), socket, runtime)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    endpoint.set_default_client_config(tls.peer_client);
+    let members = config.peers.0.clone();
+    let transport = Arc::new(PeerTransport::new(config.id, endpoint.clone(), members.clone()));
+    let raft = Raft::new(
+        config.id,
+        Arc::new(config.raft_config()?),
+        NetworkFactory::new(transport.clone()),
+        log.clone(),
+        state.clone(),
+    )
+    .await?;
+    if !raft.is_initialized().await? {
+        let nodes: BTreeMap<u64, BasicNode> =
+            members.iter().map(|(id, address)| (*id, BasicNode { addr: address.clone() })).collect();
+        // Every initial member does this with the same list, which openraft allows; whichever
+        // wins the first election forms the cluster. Later starts find the log and skip it.
+        match raft.initialize(nodes).await {
+            Ok(()) => tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "cluster initialized"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let (proposals, proposal_queue) = mpsc::channel(PROPOSAL_QUEUE_MAX);
+    let lease = LeaderLease::new(Duration::from_millis(config.election_timeout_min_ms), config.peers.0.len());
+    let id = config.id;
+    let node = Arc::new(Node {
+        proposals,
+        metrics: raft.metrics(),
+        config,
+        raft,
+        log,
+        state,
+        transport,
+        started: Instant::now(),
+        last_proposal_ms: AtomicU64::new(0),
+        cache: CacheService::new(id, near_cache, redis),
+        lease,
+        confirmations: ReadIndexRounds::default(),
+        leader_reads: ReadIndexRounds::default(),
+    });
+    tracing::info!(id = node.config.id, listen = %node.config.listen, "node serving");
+
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(listener::accept_loop(node.clone(), endpoint.clone(), stopped.clone()));
+    tasks.spawn(proposer::tick_loop(node.clone(), stopped.clone()));
+    tasks.spawn(proposer::propose_loop(node.clone(), proposal_queue, stopped.clone()));
+    tasks.spawn({
+        let (node, stopped) = (node.clone(), stopped.clone());
+        async move { node.cache.write_back_loop(&*node, node.state.applied_changes(), stopped).await }
+    });
+    tasks.spawn({
+        let (node, stopped) = (node.clone(), stopped.clone());
+        async move { node.cache.report_loop(&*node, stopped).await }
+    });
+    if let Some(address) = node.config.admin {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for admin HTTP on {address}: {e}"))?;
+        tasks.spawn(crate::admin::serve(node.clone(), listener, stopped.clone()));
+    }
+
+    shutdown.await;
+    tracing::info!(id = node.config.id, "shutting down");
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
+    if let Err(error) = node.raft.shutdown().await {
+        tracing::warn!(%error, "raft did not stop cleanly");
+    }
+    endpoint.close(0u32.into(), b"node shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    Ok(())
+}
+
+/// Refuses a data directory that belongs to another node id: a reused id with another disk can
+/// split the quorum, because the disk's vote would count twice.
+fn claim_data_dir(config: &ServerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let marker = config.data_dir.join("node-id");
+    match std::fs::read_to_string(&marker) {
+        Ok(text) => {
+            let owner: u64 = text.trim().parse().map_err(|_| {
+                anyhow::anyhow!("{} is corrupt; it should hold this directory's node id", marker.display())
+            })?;
+            anyhow::ensure!(
+                owner == config.id,
+                "data dir {} belongs to node {owner}, not node {}; start node {owner} on it or use another directory",
+                config.data_dir.display(),
+                config.id
+            );
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::ensure!(
+                !config.data_dir.join("raft.redb").exists(),
+                "data dir {} has a Raft log but no node-id file; refusing to guess whose it is",
+                config.data_dir.display()
+            );
+            std::fs::write(&marker, format!("{}\n", config.id))?;
+            std::fs::File::open(&config.data_dir)?.sync_all()?;
+        }
+        Err(error) => return Err(error.into()),
+    }
+    Ok(())
+}
+
+impl Node {
+    /// The leader this node knows of, with its address.
+    fn leader(&self) -> Option<LeaderInfo> {
+        self.member(self.metrics.borrow().current_leader?)
+    }
+
+    /// Node `id` with its client address.
+    fn member(&self, id: NodeId) -> Option<LeaderInfo> {
+        Some(LeaderInfo { id, address: self.config.peers.0.get(&id)?.clone() })
+    }
+
+    fn reply(&self, body: Result<Response, ServerError>) -> Reply {
+        Reply { leader: self.leader(), body }
+    }
+}

@@ -1,0 +1,207 @@
+//! Turning writes into log entries: every write waiting is taken into one entry (group commit:
+//! one fsync and one replication round trip per batch), with a bounded number of entries in
+//! flight; and the idle leader's tick, so that leases expire on time.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use distsync::wire::{Request, Response};
+use distsync::{NodeId, ServerError};
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use super::dispatch::Origin;
+use super::Node;
+use crate::state::{ApplyResult, LogCommand, Op};
+
+/// Operations batched into one log entry at most. Concurrent writes share an entry, so the
+/// per-entry costs (an fsync, a replication round trip) are paid once per batch.
+pub const BATCH_OPS_MAX: usize = 512;
+
+/// Bytes batched into one log entry, roughly; one maximal value always fits.
+pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Batches proposed and not yet committed. While they are in flight, new writes wait and form
+/// the next batch; a lone client never waits for one.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
+
+/// Writes waiting to be batched. Beyond this the node answers `Unavailable` at once instead of
+/// queueing without bound.
+pub const PROPOSAL_QUEUE_MAX: usize = 16 * 1024;
+
+/// How late after its deadline an idle leader notices a lock wait or session lease has ended.
+const DEADLINE_RESOLUTION: Duration = Duration::from_millis(25);
+
+/// One write waiting to be proposed, and where its result goes.
+pub(super) struct Proposal {
+    op: Op,
+    reply: oneshot::Sender<Result<ApplyResult, Rejection>>,
+}
+
+/// Why a batch was not applied.
+#[derive(Clone, Debug)]
+enum Rejection {
+    /// This node is no longer the leader; the leader, if known.
+    NotLeader(Option<NodeId>),
+    /// This node is stopping or failed.
+    Unavailable(String),
+    /// A bug.
+    Internal(String),
+}
+
+impl Node {
+    /// Proposes `op` if this node leads, else forwards it to the leader.
+    pub(super) async fn write(&self, op: Op, origin: Origin) -> Result<Response, ServerError> {
+        let leader = self.metrics.borrow().current_leader;
+        if leader.is_some_and(|leader| leader != self.config.id) {
+            return match forwardable(op) {
+                Some(request) => self.forward(request, leader, origin).await,
+                None => Err(ServerError::NotLeader { leader: self.leader() }),
+            };
+        }
+        self.last_proposal_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        if self.proposals.try_send(Proposal { op, reply }).is_err() {
+            return Err(ServerError::Unavailable {
+                reason: format!("node {} has {PROPOSAL_QUEUE_MAX} writes queued; retry later", self.config.id),
+            });
+        }
+        let write_timeout = self.config.write_timeout();
+        match tokio::time::timeout(write_timeout, answer).await {
+            Ok(Ok(Ok(result))) => result,
+            // Leadership moved between the check above and the proposal, which is rare: the client
+            // follows the hint and retries under the same sequence number.
+            Ok(Ok(Err(Rejection::NotLeader(leader)))) => {
+                Err(ServerError::NotLeader { leader: leader.and_then(|id| self.member(id)) })
+            }
+            Ok(Ok(Err(Rejection::Unavailable(reason)))) => Err(ServerError::Unavailable { reason }),
+            Ok(Ok(Err(Rejection::Internal(reason)))) => Err(ServerError::Internal { reason }),
+            Ok(Err(_)) => Err(ServerError::Unavailable { reason: format!("node {} is stopping", self.config.id) }),
+            Err(_) => Err(ServerError::Unavailable { reason: uncommitted(self.config.id, write_timeout) }),
+        }
+    }
+}
+
+/// Why a write was not acknowledged in time; the same words whether the caller or the batch
+/// gave up first.
+fn uncommitted(id: NodeId, write_timeout: Duration) -> String {
+    format!(
+        "not committed within {write_timeout:?}: node {id} may be cut off from a majority; the write may still \
+         commit, and retrying under the same session is safe"
+    )
+}
+
+/// The client request that proposes `op`, for forwarding; ticks are a leader's own business and
+/// are never forwarded.
+fn forwardable(op: Op) -> Option<Request> {
+    match op {
+        Op::OpenSession { ttl_ms } => Some(Request::OpenSession { ttl_ms }),
+        Op::KeepAlive { session } => Some(Request::KeepAlive { session }),
+        Op::Write(write) => Some(Request::Write(write)),
+        Op::CacheReport(report) => Some(Request::CacheReport(report)),
+        Op::Tick | Op::CacheWrittenBack { .. } => None,
+    }
+}
+
+/// Turns queued writes into log entries: takes every write waiting (up to the batch limits) as one
+/// entry, with at most [`BATCHES_IN_FLIGHT_MAX`] entries awaiting commit. A batch that does not
+/// commit within the write timeout (a leader cut off from the majority) stops counting as in
+/// flight: its entry stays in the log, uncommitted, and later writes are still appended.
+pub(super) async fn propose_loop(
+    node: Arc<Node>,
+    mut queue: mpsc::Receiver<Proposal>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let grace_ms = node.config.lease_grace_ms();
+    let id = node.config.id;
+    let write_timeout = node.config.write_timeout();
+    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    loop {
+        let permit = in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let first = tokio::select! {
+            proposal = queue.recv() => match proposal {
+                Some(proposal) => proposal,
+                None => return,
+            },
+            _ = stopped.changed() => return,
+        };
+        let mut bytes = first.op.approximate_bytes();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
+            match queue.try_recv() {
+                Ok(proposal) => {
+                    bytes += proposal.op.approximate_bytes();
+                    batch.push(proposal);
+                }
+                Err(_) => break,
+            }
+        }
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+        let command = LogCommand { time_ms: now_ms(), grace_ms, ops };
+        let raft = node.raft.clone();
+        tokio::spawn(async move {
+            let Ok(outcome) = tokio::time::timeout(write_timeout, raft.client_write(command)).await else {
+                drop(permit);
+                let rejection = Rejection::Unavailable(uncommitted(id, write_timeout));
+                for reply in replies {
+                    let _ = reply.send(Err(rejection.clone()));
+                }
+                return;
+            };
+            drop(permit);
+            match outcome {
+                Ok(response) => {
+                    assert_eq!(response.data.len(), replies.len(), "one result per batched operation");
+                    for (reply, result) in replies.into_iter().zip(response.data) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(error) => {
+                    let rejection = match error {
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => {
+                            Rejection::NotLeader(to.leader_id)
+                        }
+                        RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
+                            Rejection::Internal(error.to_string())
+                        }
+                        RaftError::Fatal(error) => Rejection::Unavailable(format!("the node is stopping: {error}")),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(rejection.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Proposes a tick whenever the leader has been idle for a tick interval, so that leases expire
+/// on time even without traffic.
+pub(super) async fn tick_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
+    // Wake often enough to propose a tick soon after a lock wait or a session lease ends, so that
+    // timeouts and expiries happen within tens of milliseconds, not a whole tick interval.
+    let period = Duration::from_millis(node.config.tick_ms).min(DEADLINE_RESOLUTION);
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let is_leader = node.metrics.borrow().current_leader == Some(node.config.id);
+        let idle_ms =
+            (node.started.elapsed().as_millis() as u64).saturating_sub(node.last_proposal_ms.load(Ordering::Relaxed));
+        let deadline_passed =
+            || node.state.applied().machine.next_deadline_ms().is_some_and(|deadline_ms| now_ms() > deadline_ms);
+        if is_leader && (idle_ms >= node.config.tick_ms || deadline_passed()) {
+            if let Err(error) = node.write(Op::Tick, Origin::Forwarded).await {
+                tracing::debug!(%error, "tick not committed");
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

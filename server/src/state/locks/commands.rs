@@ -1,0 +1,132 @@
+//! The lock commands and queries of the state machine: what each does to [`Locks`](super::Locks), and which
+//! sessions' waiters must look again afterwards.
+
+use distsync::wire::{
+    CommandResponse, LockAwaitOutcome, LockInfo, LockMode, LockWait, Owner, QueryResponse, LOCK_LIST_PAGE_MAX,
+};
+use distsync::ServerError;
+
+use super::{AcquireOutcome, Lock, Wait};
+use crate::state::{next, StateMachine};
+
+impl StateMachine {
+    /// `LockAcquire` at `revision`; a grant takes a fresh revision as its token.
+    pub(in crate::state) fn lock_acquire(
+        &mut self,
+        revision: u64,
+        owner: Owner,
+        name: &str,
+        mode: LockMode,
+        wait: &LockWait,
+    ) -> Result<CommandResponse, ServerError> {
+        let (now_ms, wait) = (self.now_ms, deadline(self.now_ms, wait));
+        let counter = &mut self.revision;
+        let outcome = self.locks.acquire(owner, name, mode, wait, now_ms, &mut || next(counter))?;
+        Ok(self.answer_acquire(revision, owner, outcome))
+    }
+
+    /// `LockUpgrade` at `revision`: the owner's shared hold becomes exclusive, at once or after
+    /// the other shared holders leave.
+    pub(in crate::state) fn lock_upgrade(
+        &mut self,
+        revision: u64,
+        owner: Owner,
+        name: &str,
+        wait: &LockWait,
+    ) -> Result<CommandResponse, ServerError> {
+        let (now_ms, wait) = (self.now_ms, deadline(self.now_ms, wait));
+        let counter = &mut self.revision;
+        let outcome = self.locks.upgrade(owner, name, wait, now_ms, &mut || next(counter))?;
+        Ok(self.answer_acquire(revision, owner, outcome))
+    }
+
+    /// `LockRelease`: frees the owner's hold if it still has the one with `token`.
+    pub(in crate::state) fn lock_release(
+        &mut self,
+        owner: Owner,
+        name: &str,
+        token: u64,
+    ) -> Result<CommandResponse, ServerError> {
+        let mut events = Vec::new();
+        let counter = &mut self.revision;
+        self.locks.release(owner, name, token, self.now_ms, &mut || next(counter), &mut events)?;
+        self.note_events(&events);
+        Ok(CommandResponse::LockReleased)
+    }
+
+    /// `LockCancel`: gives up a request queued at `queued_revision` whose caller stopped waiting.
+    pub(in crate::state) fn lock_cancel(
+        &mut self,
+        owner: Owner,
+        name: &str,
+        queued_revision: u64,
+        upgrade: bool,
+    ) -> CommandResponse {
+        let mut events = Vec::new();
+        let counter = &mut self.revision;
+        let released =
+            self.locks.cancel(owner, name, queued_revision, upgrade, self.now_ms, &mut || next(counter), &mut events);
+        self.note_events(&events);
+        // Whoever waits for this request on another node learns of it by this.
+        self.touched.push(owner.session);
+        CommandResponse::LockCancelled { released }
+    }
+
+    /// The answer to an acquire or upgrade at `revision`.
+    fn answer_acquire(&mut self, revision: u64, owner: Owner, outcome: AcquireOutcome) -> CommandResponse {
+        match outcome {
+            AcquireOutcome::Granted { token } => CommandResponse::LockGranted { token },
+            AcquireOutcome::Queued { ahead } => {
+                // Whoever waits for this request on another node learns of it by this.
+                self.touched.push(owner.session);
+                CommandResponse::LockQueued { revision, ahead: ahead as u64 }
+            }
+        }
+    }
+
+    /// Where a lock request queued at `queued_revision` stands, as far as this replica has
+    /// applied: granted (with its token), still pending (or not yet applied here), timed out or
+    /// cancelled, or ended with its session.
+    pub fn lock_await(&self, name: &str, owner: Owner, queued_revision: u64) -> LockAwaitOutcome {
+        if self.revision < queued_revision {
+            return LockAwaitOutcome::Pending;
+        }
+        if let Some(lock) = self.locks.get(name) {
+            if let Some(holder) = lock.holders.iter().find(|h| h.owner == owner && h.token > queued_revision) {
+                return LockAwaitOutcome::Granted { token: holder.token };
+            }
+            if lock.waiters.iter().any(|w| w.owner == owner) {
+                return LockAwaitOutcome::Pending;
+            }
+        }
+        if self.sessions.contains(owner.session) {
+            LockAwaitOutcome::TimedOut
+        } else {
+            LockAwaitOutcome::SessionEnded
+        }
+    }
+
+    /// `Query::LockList`: a page of locks after `after`.
+    pub(in crate::state) fn lock_list(&self, after: Option<&str>) -> QueryResponse {
+        let (page, more) = self.locks.list(after, LOCK_LIST_PAGE_MAX);
+        QueryResponse::LockList { locks: page.into_iter().map(|(name, lock)| lock_info(name, lock)).collect(), more }
+    }
+
+    /// `Query::LockShow`: one lock, if anyone holds or awaits it.
+    pub(in crate::state) fn lock_show(&self, name: &str) -> QueryResponse {
+        QueryResponse::LockShow { lock: self.locks.get(name).map(|lock| lock_info(name, lock)) }
+    }
+}
+
+/// A relative wait as a deadline on the leader's clock.
+fn deadline(now_ms: u64, wait: &LockWait) -> Wait {
+    match wait {
+        LockWait::Try => Wait::No,
+        LockWait::TimeoutMs(ms) => Wait::Until { deadline_ms: now_ms.saturating_add(*ms) },
+        LockWait::Forever => Wait::Forever,
+    }
+}
+
+fn lock_info(name: &str, lock: &Lock) -> LockInfo {
+    LockInfo { name: name.to_string(), holders: lock.holders.clone(), waiters: lock.waiters.iter().cloned().collect() }
+}

@@ -1,0 +1,212 @@
+//! Scenarios of [`Queues`]: FIFO delivery, acks and nacks, visibility, dead letters, dedup,
+//! waiting gets, session ends, cancels and limits.
+
+use super::*;
+
+/// A revision counter for the tests.
+struct Revisions(u64);
+
+impl Revisions {
+    fn next(&mut self) -> impl FnMut() -> u64 + '_ {
+        || {
+            self.0 += 1;
+            self.0
+        }
+    }
+}
+
+fn message(body: &str) -> PutMessage {
+    PutMessage { body: body.as_bytes().to_vec(), dedup_id: None }
+}
+
+fn put(queues: &mut Queues, revisions: &mut Revisions, name: &str, bodies: &[&str], now: u64) -> Vec<u64> {
+    let messages: Vec<PutMessage> = bodies.iter().map(|b| message(b)).collect();
+    let mut touched = Vec::new();
+    let outcomes = queues.put(name, &messages, now, &mut revisions.next(), &mut touched).unwrap();
+    outcomes.into_iter().map(|o| o.id).collect()
+}
+
+fn get(queues: &mut Queues, revisions: &mut Revisions, consumer: Consumer, max: u32, now: u64) -> Vec<QueueDelivery> {
+    match queues.get("q", consumer, max, Some(1_000), 0, false, now, &mut revisions.next()).unwrap() {
+        GetOutcome::Delivered(deliveries) => deliveries,
+        GetOutcome::Waiting => panic!("a get without wait never waits"),
+    }
+}
+
+fn bodies(deliveries: &[QueueDelivery]) -> Vec<String> {
+    deliveries.iter().map(|d| String::from_utf8(d.body.clone()).unwrap()).collect()
+}
+
+#[test]
+fn delivery_is_fifo_and_an_ack_deletes_for_good() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    let ids = put(&mut queues, &mut revisions, "q", &["a", "b", "c"], 10);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    let first = get(&mut queues, &mut revisions, (1, 1), 2, 20);
+    assert_eq!(bodies(&first), ["a", "b"]);
+    assert_eq!(first[0].attempt, 1);
+    let second = get(&mut queues, &mut revisions, (2, 1), 5, 20);
+    assert_eq!(bodies(&second), ["c"], "in-flight messages are invisible to others");
+    let tags: Vec<u64> = first.iter().chain(&second).map(|d| d.tag).collect();
+    assert_eq!(queues.ack("q", &tags).unwrap(), Vec::<u64>::new());
+    assert_eq!(queues.ack("q", &tags[..1]).unwrap(), tags[..1], "a second ack is stale");
+    let stats = queues.stats("q", 30).unwrap();
+    assert_eq!((stats.depth, stats.in_flight, stats.acked_total, stats.bytes), (0, 0, 3, 0));
+    assert!(get(&mut queues, &mut revisions, (1, 2), 5, 40).is_empty(), "an acked message never comes back");
+    queues.check_invariants();
+}
+
+#[test]
+fn a_nacked_message_returns_to_the_head_and_its_old_tag_is_refused() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    put(&mut queues, &mut revisions, "q", &["a", "b"], 10);
+    let first = get(&mut queues, &mut revisions, (1, 1), 1, 20);
+    let mut touched = Vec::new();
+    queues.nack("q", &[first[0].tag], 30, &mut revisions.next(), &mut touched).unwrap();
+    let again = get(&mut queues, &mut revisions, (2, 1), 1, 40);
+    assert_eq!(bodies(&again), ["a"], "the nacked message is at the head again");
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(again[0].history.len(), 1);
+    assert_eq!(again[0].history[0].outcome, AttemptOutcome::Nacked);
+    assert_ne!(again[0].tag, first[0].tag, "each attempt has its own tag");
+    assert_eq!(queues.ack("q", &[first[0].tag]).unwrap(), [first[0].tag], "the old tag acks nothing");
+    assert_eq!(queues.stats("q", 50).unwrap().in_flight, 1, "the redelivery is still in flight");
+    let error = queues.extend("q", first[0].tag, 5_000, 50).unwrap_err();
+    assert!(matches!(error, ServerError::Queue(QueueRefusal::StaleTag { .. })), "{error:?}");
+    queues.check_invariants();
+}
+
+#[test]
+fn visibility_timeouts_redeliver_and_extend_keeps_the_message() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    put(&mut queues, &mut revisions, "q", &["a", "b"], 0);
+    let delivered = get(&mut queues, &mut revisions, (1, 1), 2, 100); // visible again at 1_100
+    assert_eq!(queues.next_deadline_ms(), Some(1_100));
+    assert_eq!(queues.extend("q", delivered[1].tag, 5_000, 600).unwrap(), 5_600);
+    let mut touched = Vec::new();
+    queues.expire(1_100, &mut revisions.next(), &mut touched);
+    assert_eq!(queues.stats("q", 1_100).unwrap().depth, 0, "the deadline itself is not past");
+    queues.expire(1_101, &mut revisions.next(), &mut touched);
+    let stats = queues.stats("q", 1_101).unwrap();
+    assert_eq!((stats.depth, stats.in_flight), (1, 1), "a timed out, b extended");
+    let again = get(&mut queues, &mut revisions, (2, 1), 2, 1_200);
+    assert_eq!(bodies(&again), ["a"]);
+    assert_eq!(again[0].history[0].outcome, AttemptOutcome::TimedOut);
+    queues.check_invariants();
+}
+
+#[test]
+fn after_the_last_attempt_a_message_moves_to_the_dead_letter_queue_with_its_history() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    let options = QueueOptions { max_attempts: 2, ..QueueOptions::default() };
+    queues.create("q", options).unwrap();
+    let [id] = put(&mut queues, &mut revisions, "q", &["poison"], 0)[..] else { panic!() };
+    let mut touched = Vec::new();
+    for attempt in 1..=2 {
+        let delivered = get(&mut queues, &mut revisions, (1, attempt), 1, attempt * 10);
+        assert_eq!(delivered[0].attempt, attempt as u32);
+        queues.nack("q", &[delivered[0].tag], attempt * 10 + 1, &mut revisions.next(), &mut touched).unwrap();
+    }
+    assert!(get(&mut queues, &mut revisions, (1, 9), 1, 100).is_empty(), "not redelivered a third time");
+    let stats = queues.stats("q", 100).unwrap();
+    assert_eq!((stats.depth, stats.dead_lettered), (0, 1));
+    let dead = match queues.get("q.dlq", (1, 10), 1, None, 0, false, 110, &mut revisions.next()).unwrap() {
+        GetOutcome::Delivered(deliveries) => deliveries,
+        GetOutcome::Waiting => panic!(),
+    };
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].id, dead[0].attempt, &dead[0].body[..]), (id, 1, &b"poison"[..]));
+    assert_eq!(dead[0].history.len(), 2, "both failed attempts travel with it");
+    assert!(dead[0].history.iter().all(|a| a.queue == "q" && a.outcome == AttemptOutcome::Nacked));
+    assert_eq!(queues.stats("q.dlq", 110).unwrap().options.max_attempts, 0, "a dead-letter queue keeps all");
+    queues.check_invariants();
+}
+
+#[test]
+fn a_repeated_dedup_id_returns_the_first_id_within_the_window_only() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    let with_id = |body: &str| PutMessage { body: body.into(), dedup_id: Some("order-42".into()) };
+    let mut touched = Vec::new();
+    let first = queues.put("q", &[with_id("one")], 0, &mut revisions.next(), &mut touched).unwrap();
+    let again = queues.put("q", &[with_id("two")], 1_000, &mut revisions.next(), &mut touched).unwrap();
+    assert_eq!(again, [PutOutcome { id: first[0].id, duplicate: true }]);
+    assert_eq!(queues.stats("q", 1_000).unwrap().depth, 1);
+    // The default window is two minutes: after it, the id enqueues again.
+    let later = queues.put("q", &[with_id("three")], 120_001, &mut revisions.next(), &mut touched).unwrap();
+    assert!(!later[0].duplicate && later[0].id > first[0].id);
+    queues.check_invariants();
+}
+
+#[test]
+fn a_waiting_get_is_served_in_the_entry_that_enqueues_and_in_arrival_order() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    let mut waiting = |queues: &mut Queues, consumer: Consumer| {
+        let outcome = queues.get("q", consumer, 1, None, 5_000, false, 10, &mut revisions.next()).unwrap();
+        assert_eq!(outcome, GetOutcome::Waiting);
+    };
+    waiting(&mut queues, (1, 1));
+    waiting(&mut queues, (2, 1));
+    assert_eq!(queues.await_state("q", (1, 1)), AwaitState::Waiting);
+    let mut touched = Vec::new();
+    queues.put("q", &[message("x")], 20, &mut revisions.next(), &mut touched).unwrap();
+    assert_eq!(touched, [1], "the first waiter is served and its node told");
+    let AwaitState::Delivered(deliveries) = queues.await_state("q", (1, 1)) else { panic!("not delivered") };
+    assert_eq!(bodies(&deliveries), ["x"]);
+    assert_eq!(queues.await_state("q", (2, 1)), AwaitState::Waiting);
+    // The second wait ends at its deadline, empty.
+    touched.clear();
+    queues.expire(5_011, &mut revisions.next(), &mut touched);
+    assert_eq!(touched, [2]);
+    assert_eq!(queues.await_state("q", (2, 1)), AwaitState::Gone);
+    queues.check_invariants();
+}
+
+#[test]
+fn a_session_ending_returns_its_deliveries_at_once_but_not_detached_ones() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    put(&mut queues, &mut revisions, "q", &["a", "b"], 0);
+    let bound = get(&mut queues, &mut revisions, (7, 1), 1, 10);
+    let detached = match queues.get("q", (7, 2), 1, Some(60_000), 0, true, 10, &mut revisions.next()).unwrap() {
+        GetOutcome::Delivered(deliveries) => deliveries,
+        GetOutcome::Waiting => panic!(),
+    };
+    let mut touched = Vec::new();
+    queues.release_session(7, 20, &mut revisions.next(), &mut touched);
+    let stats = queues.stats("q", 20).unwrap();
+    assert_eq!((stats.depth, stats.in_flight), (1, 1), "the bound delivery came back, the detached stays");
+    let again = get(&mut queues, &mut revisions, (8, 1), 5, 30);
+    assert_eq!(again[0].id, bound[0].id);
+    assert_eq!(again[0].history[0].outcome, AttemptOutcome::SessionEnded);
+    assert!(queues.ack("q", &[detached[0].tag]).unwrap().is_empty(), "a detached delivery acks from anywhere");
+    queues.check_invariants();
+}
+
+#[test]
+fn a_cancelled_get_returns_unseen_deliveries_without_counting_the_attempt() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    let waiting = queues.get("q", (3, 1), 1, None, 5_000, false, 0, &mut revisions.next()).unwrap();
+    assert_eq!(waiting, GetOutcome::Waiting);
+    put(&mut queues, &mut revisions, "q", &["a"], 10);
+    let mut touched = Vec::new();
+    assert_eq!(queues.cancel("q", (3, 1), 20, &mut revisions.next(), &mut touched), 1);
+    let again = get(&mut queues, &mut revisions, (4, 1), 1, 30);
+    assert_eq!(again[0].attempt, 1, "the unseen delivery does not count");
+    assert!(again[0].history.is_empty());
+    queues.check_invariants();
+}
+
+#[test]
+fn oversized_messages_and_unknown_queues_are_typed_errors_that_change_nothing() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    queues.create("q", QueueOptions { max_message_bytes: 4, ..QueueOptions::default() }).unwrap();
+    let mut touched = Vec::new();
+    let error =
+        queues.put("q", &[message("ok"), message("too long")], 0, &mut revisions.next(), &mut touched).unwrap_err();
+    assert!(matches!(error, ServerError::Queue(QueueRefusal::MessageTooLarge { bytes: 8, max: 4, .. })));
+    assert_eq!(queues.stats("q", 0).unwrap().depth, 0, "all or nothing");
+    let error = queues.ack("nope", &[1]).unwrap_err();
+    assert!(matches!(error, ServerError::Queue(QueueRefusal::NoSuchQueue { .. })), "{error:?}");
+    assert_eq!(queues.delete("q", &mut touched).unwrap(), 0);
+    assert!(queues.stats("q", 0).is_none());
+    queues.check_invariants();
+}

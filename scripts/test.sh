@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The cluster tests run the `distsync` binary; build it before they start.
-cargo build -p distsync-server --bin distsync
+cargo build -p distsync-cli --bin distsync
 cargo test --workspace
 
 # The Python SDK: built into a virtualenv the way `pip install ./python` builds it (maturin;

@@ -3,7 +3,7 @@
 // Sources/DistsyncFFI with the FFI header) over the distsync_bindings library, and an XCTest
 // suite against a real cluster. Build the library first:
 //
-//     cargo build --release -p distsync-bindings -p distsync-server
+//     cargo build --release -p distsync-bindings -p distsync-cli
 //     DISTSYNC_TARGET=../../target/release swift test
 //
 // (see bindings/README.md; this repository's CI machine has no Swift toolchain).

@@ -1,7 +1,7 @@
 """Fixtures: real clusters of the `distsync` binary (and a real redis-server) on loopback.
 
 The binary comes from $DISTSYNC_BIN, else target/debug/distsync or target/release/distsync of
-this repository, else `distsync` on PATH (build it with `cargo build -p distsync-server`).
+this repository, else `distsync` on PATH (build it with `cargo build -p distsync-cli`).
 Each cluster lives in a fresh temporary directory with its own certificates, data and logs, on
 ports the kernel picked, so test runs do not collide. Node processes die with the test process
 (PR_SET_PDEATHSIG). A failing test prints the tail of every node's log.
@@ -40,7 +40,7 @@ def binary() -> str:
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    raise RuntimeError("no distsync binary: build it with `cargo build -p distsync-server` or set DISTSYNC_BIN")
+    raise RuntimeError("no distsync binary: build it with `cargo build -p distsync-cli` or set DISTSYNC_BIN")
 
 
 def _die_with_parent() -> None:

@@ -17,19 +17,16 @@
 //! - [`node`]: assembly and request handling; [`node::run`] runs a node until told to stop.
 //! - [`admin`]: Prometheus metrics and JSON status over HTTP.
 //! - [`certs`]: `distsync certs init`.
-//! - [`local_cluster`]: child-process clusters for `distsync dev` and `bench failover`.
-//! - [`bench`]: `distsync bench write|failover`.
 //!
-//! The binary (`src/main.rs`) is the `distsync` CLI: `serve`, `dev`, `status`, `kv`, `bench`.
+//! The `distsync` binary (package `distsync-cli`) runs a node with [`run`]; nothing else here
+//! knows about command lines, benchmarks or child processes.
 
 #![warn(missing_docs)]
 
 pub mod admin;
-pub mod bench;
 pub mod cache;
 pub mod certs;
 pub mod config;
-pub mod local_cluster;
 pub mod node;
 pub mod raft;
 pub mod state;

@@ -1,7 +1,7 @@
 // Real clusters of the `distsync` binary (and a real redis-server) on loopback, for the tests.
 //
 // The binary comes from $DISTSYNC_BIN, else target/debug/distsync or target/release/distsync of
-// this repository, else `distsync` on PATH (build it with `cargo build -p distsync-server`).
+// this repository, else `distsync` on PATH (build it with `cargo build -p distsync-cli`).
 // Each cluster lives in a fresh temporary directory with its own certificates, data and logs,
 // on ports the kernel picked, so test files running in parallel do not collide. Node and
 // redis processes get SIGKILL when the test process dies (setpriv --pdeathsig), and are
@@ -42,7 +42,7 @@ function binary() {
   const onPath = (process.env.PATH || '').split(path.delimiter).map((dir) => path.join(dir, 'distsync'))
   const found = onPath.find(isExecutable)
   if (found) return found
-  throw new Error('no distsync binary: build it with `cargo build -p distsync-server` or set DISTSYNC_BIN')
+  throw new Error('no distsync binary: build it with `cargo build -p distsync-cli` or set DISTSYNC_BIN')
 }
 
 function isExecutable(file) {

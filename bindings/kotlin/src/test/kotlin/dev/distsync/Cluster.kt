@@ -17,7 +17,7 @@ import java.util.concurrent.TimeUnit
 class Cluster(private val nodes: Int = 3) : AutoCloseable {
     val binary: String = System.getProperty("distsync.bin")
         ?: System.getenv("DISTSYNC_BIN")
-        ?: error("no distsync binary: set -Ddistsync.bin or DISTSYNC_BIN (cargo build -p distsync-server)")
+        ?: error("no distsync binary: set -Ddistsync.bin or DISTSYNC_BIN (cargo build -p distsync-cli)")
     val directory: File = Files.createTempDirectory("distsync-kt-").toFile()
     val ids = (1..nodes).toList()
     val addresses: Map<Int, String>
@@ -26,7 +26,7 @@ class Cluster(private val nodes: Int = 3) : AutoCloseable {
     private val redis: Process
 
     init {
-        check(File(binary).canExecute()) { "$binary is not an executable: build it with `cargo build -p distsync-server`" }
+        check(File(binary).canExecute()) { "$binary is not an executable: build it with `cargo build -p distsync-cli`" }
         val ports = freeUdpPorts(nodes)
         addresses = ids.associateWith { "127.0.0.1:${ports[it - 1]}" }
         cli("certs", "init", "--dir", File(directory, "tls").path, "--nodes", nodes.toString())

@@ -8,10 +8,12 @@ use clap::Subcommand;
 use distsync::wire::{CacheKeyView, CacheNodeStats};
 use distsync::{Client, Consistency};
 
-use crate::{futures_join, seconds};
+use crate::connect::Target;
+use crate::flags::seconds;
+use crate::status::ask_all;
 
 #[derive(Subcommand)]
-pub enum CacheCommand {
+pub(crate) enum CacheCommand {
     /// Print KEY's value alone on stdout; exit status 1 when absent.
     Get {
         /// The key.
@@ -63,7 +65,7 @@ pub enum CacheCommand {
 
 impl CacheCommand {
     /// The node the command goes through, if it names one.
-    pub fn node(&self) -> Option<&str> {
+    fn node(&self) -> Option<&str> {
         match self {
             Self::Get { node, .. } | Self::Set { node, .. } | Self::Delete { node, .. } => node.as_deref(),
             Self::Show { .. } | Self::Stats { .. } => None,
@@ -71,8 +73,20 @@ impl CacheCommand {
     }
 }
 
+/// Runs one cache command: inspection asks every node on its own, reads and writes go through
+/// the node the command names (or the one the key's hash picks).
+pub(crate) async fn run(target: &Target, command: CacheCommand) -> anyhow::Result<ExitCode> {
+    let client = match (&command, command.node()) {
+        (CacheCommand::Show { .. } | CacheCommand::Stats { .. }, _) => target.unconnected()?,
+        (_, home) => target.connect_via(home).await?,
+    };
+    let code = run_command(&client, &target.endpoints, command).await;
+    client.close().await;
+    code
+}
+
 /// Runs one cache command against `client`; `endpoints` are every node to inspect.
-pub async fn run(client: &Client, endpoints: &[String], command: CacheCommand) -> anyhow::Result<ExitCode> {
+async fn run_command(client: &Client, endpoints: &[String], command: CacheCommand) -> anyhow::Result<ExitCode> {
     match command {
         CacheCommand::Get { key, local, .. } => {
             let consistency = if local { Consistency::Local } else { Consistency::Linearizable };
@@ -220,7 +234,7 @@ where
     F: Fn(Client, String) -> Fut,
     Fut: std::future::Future<Output = Result<T, distsync::ClientError>> + Send + 'static,
 {
-    let answers = futures_join(endpoints.iter().cloned().map(|endpoint| {
+    let answers = ask_all(endpoints.iter().cloned().map(|endpoint| {
         let answer = ask(client.clone(), endpoint.clone());
         async move { (endpoint, answer.await) }
     }))

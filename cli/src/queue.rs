@@ -8,10 +8,11 @@ use clap::Subcommand;
 use distsync::wire::QueueStats;
 use distsync::{Client, Delivery, QueueOptions};
 
-use crate::seconds;
+use crate::connect::Target;
+use crate::flags::seconds;
 
 #[derive(Subcommand)]
-pub enum QueueCommand {
+pub(crate) enum QueueCommand {
     /// Enqueue DATA (or, without DATA, all of stdin) into NAME; prints the message id.
     Put {
         /// The queue (created with default options on first use).
@@ -130,8 +131,16 @@ fn millis(value: f64, flag: &str) -> anyhow::Result<u64> {
     Ok(seconds(value, flag)?.as_millis().min(u128::from(u64::MAX)) as u64)
 }
 
-/// Runs one queue command.
-pub async fn run(client: &Client, command: QueueCommand) -> anyhow::Result<ExitCode> {
+/// Runs one queue command under a session of its own.
+pub(crate) async fn run(target: &Target, command: QueueCommand) -> anyhow::Result<ExitCode> {
+    let client = target.connect().await?;
+    let code = run_command(&client, command).await;
+    client.close().await;
+    code
+}
+
+/// Runs one queue command against `client`.
+async fn run_command(client: &Client, command: QueueCommand) -> anyhow::Result<ExitCode> {
     match command {
         QueueCommand::Put { name, data, dedup_id } => {
             let body = match data {

@@ -1,0 +1,53 @@
+//! Partitions through the nodes' fault-injection switch (`--enable-fault-injection`): Raft
+//! traffic between groups of nodes is dropped silently, as a cut network would, while client
+//! traffic still flows.
+
+use anyhow::Context as _;
+use distsync::{Client, NodeId};
+
+use crate::Cluster;
+
+impl Cluster {
+    /// Cuts Raft traffic between the groups `a` and `b` in both directions (client traffic still
+    /// flows). Traffic within each group is untouched.
+    ///
+    /// # Errors
+    ///
+    /// When a node does not accept the switch (not running, or fault injection disabled).
+    pub async fn partition(&self, a: &[NodeId], b: &[NodeId]) -> anyhow::Result<()> {
+        for &id in a {
+            self.set_dropped_peers(id, b).await?;
+        }
+        for &id in b {
+            self.set_dropped_peers(id, a).await?;
+        }
+        Ok(())
+    }
+
+    /// Restores Raft traffic on every running node.
+    ///
+    /// # Errors
+    ///
+    /// When a running node does not accept the switch.
+    pub async fn heal(&self) -> anyhow::Result<()> {
+        for id in self.ids() {
+            if self.is_running(id) {
+                self.set_dropped_peers(id, &[]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes node `id` drop Raft traffic to and from `peers` (an empty list heals it).
+    ///
+    /// # Errors
+    ///
+    /// When the node does not accept the switch.
+    pub async fn set_dropped_peers(&self, id: NodeId, peers: &[NodeId]) -> anyhow::Result<()> {
+        let client = Client::new_unconnected(self.options_for(&[id]))?;
+        client
+            .set_dropped_peers(&self.endpoint(id), peers)
+            .await
+            .with_context(|| format!("cannot make node {id} drop peers {peers:?}"))
+    }
+}

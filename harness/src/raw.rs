@@ -1,0 +1,77 @@
+//! A bare QUIC connection on the client protocol, for tests that must know exactly what a node
+//! was sent and answered: one request, one reply, no retries, no redirects.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use distsync::wire::{decode_body, encode_frame, read_frame, Reply, Request, FRAME_BYTES_MAX};
+use distsync::{FrameError, NodeId};
+
+use crate::Cluster;
+
+impl Cluster {
+    /// A bare QUIC connection to node `id` on the client protocol: one request, one reply, no
+    /// retries, no redirects, for tests that must know exactly what a node was sent and answered.
+    ///
+    /// # Errors
+    ///
+    /// When the handshake fails.
+    pub async fn raw_connection(&self, id: NodeId) -> anyhow::Result<RawConnection> {
+        let address = self.endpoint(id).parse()?;
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let connecting = endpoint.connect_with(self.tls.quinn_config()?, address, distsync::tls::SERVER_NAME)?;
+        let connection = connecting.await.with_context(|| format!("cannot connect to node {id}"))?;
+        Ok(RawConnection { endpoint, connection })
+    }
+}
+
+/// A bare client-protocol connection to one node; see [`Cluster::raw_connection`].
+pub struct RawConnection {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+}
+
+impl RawConnection {
+    /// Sends one request on a fresh stream and returns the node's own reply, waiting as long as
+    /// the node takes (up to `timeout`): when it returns, the node is done with the request.
+    ///
+    /// # Errors
+    ///
+    /// When the stream fails, no whole reply arrives within `timeout`, or the reply is garbled.
+    pub async fn request(&self, request: &Request, timeout: Duration) -> anyhow::Result<Reply> {
+        let body = self
+            .exchange(&encode_frame(request)?, timeout)
+            .await?
+            .with_context(|| format!("no reply to {request:?}"))?;
+        Ok(decode_body::<Reply>(&body)?)
+    }
+
+    /// Sends raw bytes on a fresh stream, finishes it, and reads one reply frame. The inner
+    /// error is the node ending the stream without a whole frame.
+    ///
+    /// # Errors
+    ///
+    /// When the stream cannot be opened or written, or the node neither answers nor ends the
+    /// stream within `timeout`.
+    pub async fn exchange(&self, bytes: &[u8], timeout: Duration) -> anyhow::Result<Result<Vec<u8>, FrameError>> {
+        let (mut send, mut recv) = self.connection.open_bi().await?;
+        send.write_all(bytes).await?;
+        send.finish()?;
+        let reply = tokio::time::timeout(timeout, read_frame(&mut recv, FRAME_BYTES_MAX))
+            .await
+            .with_context(|| format!("the node neither answered nor ended the stream within {timeout:?}"))?;
+        Ok(reply)
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.connection
+    }
+}
+
+impl Drop for RawConnection {
+    fn drop(&mut self) {
+        self.connection.close(0u32.into(), b"done");
+        self.endpoint.close(0u32.into(), b"done");
+    }
+}

@@ -3509,151 +3509,151 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_cache_delete() != 44873) {
+    if (uniffi_distsync_bindings_checksum_method_cache_delete() != 2543) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_cache_get() != 31469) {
+    if (uniffi_distsync_bindings_checksum_method_cache_get() != 64389) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_cache_get_blocking() != 25250) {
+    if (uniffi_distsync_bindings_checksum_method_cache_get_blocking() != 37106) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_cache_set() != 51716) {
+    if (uniffi_distsync_bindings_checksum_method_cache_set() != 12397) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_cache_set_blocking() != 33099) {
+    if (uniffi_distsync_bindings_checksum_method_cache_set_blocking() != 37329) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_client_cache() != 52072) {
+    if (uniffi_distsync_bindings_checksum_method_client_cache() != 49911) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_client_close_session() != 11415) {
+    if (uniffi_distsync_bindings_checksum_method_client_close_session() != 3529) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_client_close_session_blocking() != 3456) {
+    if (uniffi_distsync_bindings_checksum_method_client_close_session_blocking() != 24017) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_client_lock() != 1265) {
+    if (uniffi_distsync_bindings_checksum_method_client_lock() != 21140) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_client_lock_blocking() != 14639) {
+    if (uniffi_distsync_bindings_checksum_method_client_lock_blocking() != 16797) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_client_lock_info() != 20352) {
+    if (uniffi_distsync_bindings_checksum_method_client_lock_info() != 32660) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_client_owner() != 11942) {
+    if (uniffi_distsync_bindings_checksum_method_client_owner() != 53378) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_client_queue() != 63348) {
+    if (uniffi_distsync_bindings_checksum_method_client_queue() != 63664) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_client_try_lock() != 6561) {
+    if (uniffi_distsync_bindings_checksum_method_client_try_lock() != 44836) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_consumer_next() != 14890) {
+    if (uniffi_distsync_bindings_checksum_method_owner_actor() != 23933) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_consumer_next_blocking() != 50707) {
+    if (uniffi_distsync_bindings_checksum_method_lock_is_held() != 14775) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_consumer_stop() != 46803) {
+    if (uniffi_distsync_bindings_checksum_method_lock_is_shared() != 7888) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_delivery_ack() != 33565) {
+    if (uniffi_distsync_bindings_checksum_method_lock_name() != 60818) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_delivery_ack_blocking() != 24766) {
+    if (uniffi_distsync_bindings_checksum_method_lock_owner() != 47932) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_delivery_attempt() != 38509) {
+    if (uniffi_distsync_bindings_checksum_method_lock_release() != 37654) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_delivery_body() != 61819) {
+    if (uniffi_distsync_bindings_checksum_method_lock_release_blocking() != 2488) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_delivery_extend() != 11092) {
+    if (uniffi_distsync_bindings_checksum_method_lock_token() != 36021) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_delivery_id() != 61974) {
+    if (uniffi_distsync_bindings_checksum_method_lock_upgrade() != 28608) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_delivery_nack() != 47016) {
+    if (uniffi_distsync_bindings_checksum_method_consumer_next() != 23214) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_delivery_nack_blocking() != 52751) {
+    if (uniffi_distsync_bindings_checksum_method_consumer_next_blocking() != 36424) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_delivery_tag() != 29908) {
+    if (uniffi_distsync_bindings_checksum_method_consumer_stop() != 41227) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_lock_is_held() != 50204) {
+    if (uniffi_distsync_bindings_checksum_method_delivery_ack() != 771) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_lock_is_shared() != 59343) {
+    if (uniffi_distsync_bindings_checksum_method_delivery_ack_blocking() != 566) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_lock_name() != 63075) {
+    if (uniffi_distsync_bindings_checksum_method_delivery_attempt() != 34036) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_lock_owner() != 64584) {
+    if (uniffi_distsync_bindings_checksum_method_delivery_body() != 17217) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_lock_release() != 12898) {
+    if (uniffi_distsync_bindings_checksum_method_delivery_extend() != 24590) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_lock_release_blocking() != 28478) {
+    if (uniffi_distsync_bindings_checksum_method_delivery_id() != 2329) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_lock_token() != 25686) {
+    if (uniffi_distsync_bindings_checksum_method_delivery_nack() != 3904) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_lock_upgrade() != 64536) {
+    if (uniffi_distsync_bindings_checksum_method_delivery_nack_blocking() != 4943) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_owner_actor() != 12255) {
+    if (uniffi_distsync_bindings_checksum_method_delivery_tag() != 29659) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_queue_consume() != 50839) {
+    if (uniffi_distsync_bindings_checksum_method_queue_consume() != 14226) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_queue_create() != 489) {
+    if (uniffi_distsync_bindings_checksum_method_queue_create() != 57529) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_queue_delete() != 65037) {
+    if (uniffi_distsync_bindings_checksum_method_queue_delete() != 19348) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_queue_get() != 14647) {
+    if (uniffi_distsync_bindings_checksum_method_queue_get() != 58849) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_queue_get_batch() != 2943) {
+    if (uniffi_distsync_bindings_checksum_method_queue_get_batch() != 25036) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_queue_get_blocking() != 20335) {
+    if (uniffi_distsync_bindings_checksum_method_queue_get_blocking() != 38875) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_queue_name() != 7566) {
+    if (uniffi_distsync_bindings_checksum_method_queue_name() != 34503) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_queue_put() != 54256) {
+    if (uniffi_distsync_bindings_checksum_method_queue_put() != 47792) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_queue_put_batch() != 865) {
+    if (uniffi_distsync_bindings_checksum_method_queue_put_batch() != 30683) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_queue_put_blocking() != 813) {
+    if (uniffi_distsync_bindings_checksum_method_queue_put_blocking() != 46671) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_method_queue_stats() != 37929) {
+    if (uniffi_distsync_bindings_checksum_method_queue_stats() != 45359) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_constructor_client_connect() != 11250) {
+    if (uniffi_distsync_bindings_checksum_constructor_client_connect() != 50791) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_constructor_client_connect_blocking() != 50491) {
+    if (uniffi_distsync_bindings_checksum_constructor_client_connect_blocking() != 592) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_constructor_client_connect_with() != 22351) {
+    if (uniffi_distsync_bindings_checksum_constructor_client_connect_with() != 30561) {
         return InitializationResult.apiChecksumMismatch
     }
 

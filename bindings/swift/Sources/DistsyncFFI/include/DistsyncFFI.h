@@ -348,6 +348,71 @@ uint64_t uniffi_distsync_bindings_fn_method_client_queue(uint64_t ptr, RustBuffe
 uint64_t uniffi_distsync_bindings_fn_method_client_try_lock(uint64_t ptr, RustBuffer name, int8_t shared, RustBuffer owner
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_OWNER
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_OWNER
+uint64_t uniffi_distsync_bindings_fn_clone_owner(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_OWNER
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_OWNER
+void uniffi_distsync_bindings_fn_free_owner(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_OWNER_ACTOR
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_OWNER_ACTOR
+uint64_t uniffi_distsync_bindings_fn_method_owner_actor(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_LOCK
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_LOCK
+uint64_t uniffi_distsync_bindings_fn_clone_lock(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_LOCK
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_LOCK
+void uniffi_distsync_bindings_fn_free_lock(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_IS_HELD
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_IS_HELD
+int8_t uniffi_distsync_bindings_fn_method_lock_is_held(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_IS_SHARED
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_IS_SHARED
+int8_t uniffi_distsync_bindings_fn_method_lock_is_shared(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_NAME
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_NAME
+RustBuffer uniffi_distsync_bindings_fn_method_lock_name(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_OWNER
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_OWNER
+uint64_t uniffi_distsync_bindings_fn_method_lock_owner(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_RELEASE
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_RELEASE
+uint64_t uniffi_distsync_bindings_fn_method_lock_release(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_RELEASE_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_RELEASE_BLOCKING
+void uniffi_distsync_bindings_fn_method_lock_release_blocking(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_TOKEN
+uint64_t uniffi_distsync_bindings_fn_method_lock_token(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_UPGRADE
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_UPGRADE
+uint64_t uniffi_distsync_bindings_fn_method_lock_upgrade(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_CONSUMER
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_CONSUMER
 uint64_t uniffi_distsync_bindings_fn_clone_consumer(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -426,71 +491,6 @@ void uniffi_distsync_bindings_fn_method_delivery_nack_blocking(uint64_t ptr, Rus
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_DELIVERY_TAG
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_DELIVERY_TAG
 uint64_t uniffi_distsync_bindings_fn_method_delivery_tag(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_LOCK
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_LOCK
-uint64_t uniffi_distsync_bindings_fn_clone_lock(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_LOCK
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_LOCK
-void uniffi_distsync_bindings_fn_free_lock(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_IS_HELD
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_IS_HELD
-int8_t uniffi_distsync_bindings_fn_method_lock_is_held(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_IS_SHARED
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_IS_SHARED
-int8_t uniffi_distsync_bindings_fn_method_lock_is_shared(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_NAME
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_NAME
-RustBuffer uniffi_distsync_bindings_fn_method_lock_name(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_OWNER
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_OWNER
-uint64_t uniffi_distsync_bindings_fn_method_lock_owner(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_RELEASE
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_RELEASE
-uint64_t uniffi_distsync_bindings_fn_method_lock_release(uint64_t ptr
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_RELEASE_BLOCKING
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_RELEASE_BLOCKING
-void uniffi_distsync_bindings_fn_method_lock_release_blocking(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_TOKEN
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_TOKEN
-uint64_t uniffi_distsync_bindings_fn_method_lock_token(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_UPGRADE
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_LOCK_UPGRADE
-uint64_t uniffi_distsync_bindings_fn_method_lock_upgrade(uint64_t ptr
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_OWNER
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_OWNER
-uint64_t uniffi_distsync_bindings_fn_clone_owner(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_OWNER
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_FREE_OWNER
-void uniffi_distsync_bindings_fn_free_owner(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_OWNER_ACTOR
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_METHOD_OWNER_ACTOR
-uint64_t uniffi_distsync_bindings_fn_method_owner_actor(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_FN_CLONE_QUEUE
@@ -902,6 +902,60 @@ uint16_t uniffi_distsync_bindings_checksum_method_client_try_lock(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_OWNER_ACTOR
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_OWNER_ACTOR
+uint16_t uniffi_distsync_bindings_checksum_method_owner_actor(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_IS_HELD
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_IS_HELD
+uint16_t uniffi_distsync_bindings_checksum_method_lock_is_held(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_IS_SHARED
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_IS_SHARED
+uint16_t uniffi_distsync_bindings_checksum_method_lock_is_shared(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_NAME
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_NAME
+uint16_t uniffi_distsync_bindings_checksum_method_lock_name(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_OWNER
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_OWNER
+uint16_t uniffi_distsync_bindings_checksum_method_lock_owner(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_RELEASE
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_RELEASE
+uint16_t uniffi_distsync_bindings_checksum_method_lock_release(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_RELEASE_BLOCKING
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_RELEASE_BLOCKING
+uint16_t uniffi_distsync_bindings_checksum_method_lock_release_blocking(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_TOKEN
+uint16_t uniffi_distsync_bindings_checksum_method_lock_token(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_UPGRADE
+#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_UPGRADE
+uint16_t uniffi_distsync_bindings_checksum_method_lock_upgrade(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CONSUMER_NEXT
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_CONSUMER_NEXT
 uint16_t uniffi_distsync_bindings_checksum_method_consumer_next(void
@@ -971,60 +1025,6 @@ uint16_t uniffi_distsync_bindings_checksum_method_delivery_nack_blocking(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_TAG
 #define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_DELIVERY_TAG
 uint16_t uniffi_distsync_bindings_checksum_method_delivery_tag(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_IS_HELD
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_IS_HELD
-uint16_t uniffi_distsync_bindings_checksum_method_lock_is_held(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_IS_SHARED
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_IS_SHARED
-uint16_t uniffi_distsync_bindings_checksum_method_lock_is_shared(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_NAME
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_NAME
-uint16_t uniffi_distsync_bindings_checksum_method_lock_name(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_OWNER
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_OWNER
-uint16_t uniffi_distsync_bindings_checksum_method_lock_owner(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_RELEASE
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_RELEASE
-uint16_t uniffi_distsync_bindings_checksum_method_lock_release(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_RELEASE_BLOCKING
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_RELEASE_BLOCKING
-uint16_t uniffi_distsync_bindings_checksum_method_lock_release_blocking(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_TOKEN
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_TOKEN
-uint16_t uniffi_distsync_bindings_checksum_method_lock_token(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_UPGRADE
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_LOCK_UPGRADE
-uint16_t uniffi_distsync_bindings_checksum_method_lock_upgrade(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_OWNER_ACTOR
-#define UNIFFI_FFIDEF_UNIFFI_DISTSYNC_BINDINGS_CHECKSUM_METHOD_OWNER_ACTOR
-uint16_t uniffi_distsync_bindings_checksum_method_owner_actor(void
     
 );
 #endif

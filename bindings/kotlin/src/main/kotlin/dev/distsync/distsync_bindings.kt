@@ -710,6 +710,24 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_client_try_lock(
     ): Int
+    external fun uniffi_distsync_bindings_checksum_method_owner_actor(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_lock_is_held(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_lock_is_shared(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_lock_name(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_lock_owner(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_lock_release(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_lock_release_blocking(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_lock_token(
+    ): Int
+    external fun uniffi_distsync_bindings_checksum_method_lock_upgrade(
+    ): Int
     external fun uniffi_distsync_bindings_checksum_method_consumer_next(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_consumer_next_blocking(
@@ -733,24 +751,6 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_distsync_bindings_checksum_method_delivery_nack_blocking(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_delivery_tag(
-    ): Int
-    external fun uniffi_distsync_bindings_checksum_method_lock_is_held(
-    ): Int
-    external fun uniffi_distsync_bindings_checksum_method_lock_is_shared(
-    ): Int
-    external fun uniffi_distsync_bindings_checksum_method_lock_name(
-    ): Int
-    external fun uniffi_distsync_bindings_checksum_method_lock_owner(
-    ): Int
-    external fun uniffi_distsync_bindings_checksum_method_lock_release(
-    ): Int
-    external fun uniffi_distsync_bindings_checksum_method_lock_release_blocking(
-    ): Int
-    external fun uniffi_distsync_bindings_checksum_method_lock_token(
-    ): Int
-    external fun uniffi_distsync_bindings_checksum_method_lock_upgrade(
-    ): Int
-    external fun uniffi_distsync_bindings_checksum_method_owner_actor(
     ): Int
     external fun uniffi_distsync_bindings_checksum_method_queue_consume(
     ): Int
@@ -842,6 +842,32 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_distsync_bindings_fn_method_client_try_lock(`ptr`: Long,`name`: RustBuffer.ByValue,`shared`: Byte,`owner`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_distsync_bindings_fn_clone_owner(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_distsync_bindings_fn_free_owner(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_distsync_bindings_fn_method_owner_actor(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_distsync_bindings_fn_clone_lock(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_distsync_bindings_fn_free_lock(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_distsync_bindings_fn_method_lock_is_held(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_distsync_bindings_fn_method_lock_is_shared(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_distsync_bindings_fn_method_lock_name(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_distsync_bindings_fn_method_lock_owner(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_distsync_bindings_fn_method_lock_release(`ptr`: Long,
+    ): Long
+    external fun uniffi_distsync_bindings_fn_method_lock_release_blocking(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_distsync_bindings_fn_method_lock_token(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_distsync_bindings_fn_method_lock_upgrade(`ptr`: Long,
+    ): Long
     external fun uniffi_distsync_bindings_fn_clone_consumer(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_distsync_bindings_fn_free_consumer(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -873,32 +899,6 @@ internal object UniffiLib {
     external fun uniffi_distsync_bindings_fn_method_delivery_nack_blocking(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_distsync_bindings_fn_method_delivery_tag(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_distsync_bindings_fn_clone_lock(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_distsync_bindings_fn_free_lock(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_distsync_bindings_fn_method_lock_is_held(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Byte
-    external fun uniffi_distsync_bindings_fn_method_lock_is_shared(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Byte
-    external fun uniffi_distsync_bindings_fn_method_lock_name(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_distsync_bindings_fn_method_lock_owner(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_distsync_bindings_fn_method_lock_release(`ptr`: Long,
-    ): Long
-    external fun uniffi_distsync_bindings_fn_method_lock_release_blocking(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_distsync_bindings_fn_method_lock_token(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_distsync_bindings_fn_method_lock_upgrade(`ptr`: Long,
-    ): Long
-    external fun uniffi_distsync_bindings_fn_clone_owner(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_distsync_bindings_fn_free_owner(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_distsync_bindings_fn_method_owner_actor(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_distsync_bindings_fn_clone_queue(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1045,151 +1045,151 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if ((lib.uniffi_distsync_bindings_checksum_method_cache_delete() and 0xFFFF) != 44873) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_cache_delete() and 0xFFFF) != 2543) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_cache_get() and 0xFFFF) != 31469) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_cache_get() and 0xFFFF) != 64389) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_cache_get_blocking() and 0xFFFF) != 25250) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_cache_get_blocking() and 0xFFFF) != 37106) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_cache_set() and 0xFFFF) != 51716) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_cache_set() and 0xFFFF) != 12397) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_cache_set_blocking() and 0xFFFF) != 33099) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_cache_set_blocking() and 0xFFFF) != 37329) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_client_cache() and 0xFFFF) != 52072) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_client_cache() and 0xFFFF) != 49911) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_client_close_session() and 0xFFFF) != 11415) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_client_close_session() and 0xFFFF) != 3529) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_client_close_session_blocking() and 0xFFFF) != 3456) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_client_close_session_blocking() and 0xFFFF) != 24017) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_client_lock() and 0xFFFF) != 1265) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_client_lock() and 0xFFFF) != 21140) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_client_lock_blocking() and 0xFFFF) != 14639) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_client_lock_blocking() and 0xFFFF) != 16797) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_client_lock_info() and 0xFFFF) != 20352) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_client_lock_info() and 0xFFFF) != 32660) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_client_owner() and 0xFFFF) != 11942) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_client_owner() and 0xFFFF) != 53378) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_client_queue() and 0xFFFF) != 63348) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_client_queue() and 0xFFFF) != 63664) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_client_try_lock() and 0xFFFF) != 6561) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_client_try_lock() and 0xFFFF) != 44836) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_consumer_next() and 0xFFFF) != 14890) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_owner_actor() and 0xFFFF) != 23933) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_consumer_next_blocking() and 0xFFFF) != 50707) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_lock_is_held() and 0xFFFF) != 14775) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_consumer_stop() and 0xFFFF) != 46803) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_lock_is_shared() and 0xFFFF) != 7888) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_ack() and 0xFFFF) != 33565) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_lock_name() and 0xFFFF) != 60818) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_ack_blocking() and 0xFFFF) != 24766) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_lock_owner() and 0xFFFF) != 47932) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_attempt() and 0xFFFF) != 38509) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_lock_release() and 0xFFFF) != 37654) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_body() and 0xFFFF) != 61819) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_lock_release_blocking() and 0xFFFF) != 2488) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_extend() and 0xFFFF) != 11092) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_lock_token() and 0xFFFF) != 36021) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_id() and 0xFFFF) != 61974) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_lock_upgrade() and 0xFFFF) != 28608) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_nack() and 0xFFFF) != 47016) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_consumer_next() and 0xFFFF) != 23214) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_nack_blocking() and 0xFFFF) != 52751) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_consumer_next_blocking() and 0xFFFF) != 36424) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_tag() and 0xFFFF) != 29908) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_consumer_stop() and 0xFFFF) != 41227) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_lock_is_held() and 0xFFFF) != 50204) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_ack() and 0xFFFF) != 771) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_lock_is_shared() and 0xFFFF) != 59343) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_ack_blocking() and 0xFFFF) != 566) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_lock_name() and 0xFFFF) != 63075) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_attempt() and 0xFFFF) != 34036) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_lock_owner() and 0xFFFF) != 64584) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_body() and 0xFFFF) != 17217) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_lock_release() and 0xFFFF) != 12898) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_extend() and 0xFFFF) != 24590) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_lock_release_blocking() and 0xFFFF) != 28478) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_id() and 0xFFFF) != 2329) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_lock_token() and 0xFFFF) != 25686) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_nack() and 0xFFFF) != 3904) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_lock_upgrade() and 0xFFFF) != 64536) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_nack_blocking() and 0xFFFF) != 4943) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_owner_actor() and 0xFFFF) != 12255) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_delivery_tag() and 0xFFFF) != 29659) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_queue_consume() and 0xFFFF) != 50839) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_consume() and 0xFFFF) != 14226) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_queue_create() and 0xFFFF) != 489) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_create() and 0xFFFF) != 57529) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_queue_delete() and 0xFFFF) != 65037) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_delete() and 0xFFFF) != 19348) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_queue_get() and 0xFFFF) != 14647) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_get() and 0xFFFF) != 58849) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_queue_get_batch() and 0xFFFF) != 2943) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_get_batch() and 0xFFFF) != 25036) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_queue_get_blocking() and 0xFFFF) != 20335) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_get_blocking() and 0xFFFF) != 38875) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_queue_name() and 0xFFFF) != 7566) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_name() and 0xFFFF) != 34503) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_queue_put() and 0xFFFF) != 54256) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_put() and 0xFFFF) != 47792) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_queue_put_batch() and 0xFFFF) != 865) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_put_batch() and 0xFFFF) != 30683) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_queue_put_blocking() and 0xFFFF) != 813) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_put_blocking() and 0xFFFF) != 46671) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_method_queue_stats() and 0xFFFF) != 37929) {
+    if ((lib.uniffi_distsync_bindings_checksum_method_queue_stats() and 0xFFFF) != 45359) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect() and 0xFFFF) != 11250) {
+    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect() and 0xFFFF) != 50791) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect_blocking() and 0xFFFF) != 50491) {
+    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect_blocking() and 0xFFFF) != 592) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect_with() and 0xFFFF) != 22351) {
+    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect_with() and 0xFFFF) != 30561) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }

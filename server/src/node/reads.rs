@@ -66,7 +66,7 @@ impl Node {
             }
             metrics.current_term
         };
-        let applied = self.state.applied().last_applied;
+        let applied = || self.state.applied().last_applied;
         self.lease.read_index(term, self.transport.lease_acks(term), applied, Instant::now())
     }
 

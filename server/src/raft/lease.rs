@@ -33,9 +33,15 @@ impl LeaderLease {
 
     /// The read index a leader of `term` may answer at `now` without a round trip, or `None`
     /// when it must confirm with a quorum. `acks` are the send times of the latest
-    /// AppendEntries each other member accepted in `term`; `applied` is the leader's last
-    /// applied log id.
-    pub fn read_index(&self, term: u64, mut acks: Vec<Instant>, applied: Option<LogId>, now: Instant) -> Option<u64> {
+    /// AppendEntries each other member accepted in `term`; `applied` gives the leader's last
+    /// applied log id, asked only when the acks hold a lease (it takes the state's lock).
+    pub fn read_index(
+        &self,
+        term: u64,
+        mut acks: Vec<Instant>,
+        applied: impl FnOnce() -> Option<LogId>,
+        now: Instant,
+    ) -> Option<u64> {
         // The other members whose acks, with this node's own vote, make a majority.
         let needed = self.members / 2;
         if acks.len() < needed {
@@ -46,7 +52,7 @@ impl LeaderLease {
         if now.saturating_duration_since(oldest_needed) >= self.duration {
             return None;
         }
-        let applied = applied?;
+        let applied = applied()?;
         (applied.leader_id.term == term).then_some(applied.index)
     }
 }
@@ -67,35 +73,35 @@ mod tests {
     fn a_fresh_quorum_of_acks_and_an_entry_of_this_term_give_the_applied_index() {
         let lease = LeaderLease::new(150 * MS, 3);
         let now = Instant::now() + 1000 * MS;
-        assert_eq!(lease.read_index(4, vec![now - 10 * MS], log_id(4, 17), now), Some(17));
-        assert_eq!(lease.read_index(4, vec![now - 80 * MS, now - 10 * MS], log_id(4, 17), now), Some(17));
+        assert_eq!(lease.read_index(4, vec![now - 10 * MS], || log_id(4, 17), now), Some(17));
+        assert_eq!(lease.read_index(4, vec![now - 80 * MS, now - 10 * MS], || log_id(4, 17), now), Some(17));
     }
 
     #[test]
     fn stale_or_missing_acks_give_no_lease() {
         let lease = LeaderLease::new(150 * MS, 3);
         let now = Instant::now() + 1000 * MS;
-        assert_eq!(lease.read_index(4, vec![], log_id(4, 17), now), None);
-        assert_eq!(lease.read_index(4, vec![now - 75 * MS], log_id(4, 17), now), None, "half the timeout");
+        assert_eq!(lease.read_index(4, vec![], || log_id(4, 17), now), None);
+        assert_eq!(lease.read_index(4, vec![now - 75 * MS], || log_id(4, 17), now), None, "half the timeout");
         let five = LeaderLease::new(150 * MS, 5);
         let acks = vec![now - 10 * MS, now - 100 * MS, now - 5 * MS];
-        assert_eq!(five.read_index(4, acks, log_id(4, 17), now), Some(17), "the two freshest make the quorum");
+        assert_eq!(five.read_index(4, acks, || log_id(4, 17), now), Some(17), "the two freshest make the quorum");
         let acks = vec![now - 10 * MS, now - 100 * MS, now - 90 * MS];
-        assert_eq!(five.read_index(4, acks, log_id(4, 17), now), None, "the second freshest is too old");
+        assert_eq!(five.read_index(4, acks, || log_id(4, 17), now), None, "the second freshest is too old");
     }
 
     #[test]
     fn a_leader_that_applied_nothing_of_its_term_must_ask_the_quorum() {
         let lease = LeaderLease::new(150 * MS, 3);
         let now = Instant::now() + 1000 * MS;
-        assert_eq!(lease.read_index(5, vec![now], log_id(4, 17), now), None);
-        assert_eq!(lease.read_index(5, vec![now], None, now), None);
+        assert_eq!(lease.read_index(5, vec![now], || log_id(4, 17), now), None);
+        assert_eq!(lease.read_index(5, vec![now], || None, now), None);
     }
 
     #[test]
     fn a_single_node_leads_on_its_own() {
         let lease = LeaderLease::new(150 * MS, 1);
         let now = Instant::now();
-        assert_eq!(lease.read_index(2, vec![], log_id(2, 3), now), Some(3));
+        assert_eq!(lease.read_index(2, vec![], || log_id(2, 3), now), Some(3));
     }
 }

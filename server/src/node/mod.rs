@@ -104,7 +104,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let raft = Raft::new(
         config.id,
         Arc::new(config.raft_config()?),
-        NetworkFactory::new(transport.clone()),
+        NetworkFactory::new(transport.clone(), Duration::from_millis(config.heartbeat_ms)),
         log.clone(),
         state.clone(),
     )

@@ -25,12 +25,14 @@ use crate::transport::{PeerError, PeerRequest, PeerResponse, PeerTransport};
 #[derive(Clone)]
 pub struct NetworkFactory {
     transport: Arc<PeerTransport>,
+    retry_pause: Duration,
 }
 
 impl NetworkFactory {
-    /// A factory over `transport`.
-    pub fn new(transport: Arc<PeerTransport>) -> Self {
-        Self { transport }
+    /// A factory over `transport`; after a peer was unreachable, replication to it pauses
+    /// `retry_pause` between attempts (see [`PeerNetwork::backoff`]).
+    pub fn new(transport: Arc<PeerTransport>, retry_pause: Duration) -> Self {
+        Self { transport, retry_pause }
     }
 }
 
@@ -38,7 +40,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
-        PeerNetwork { target, transport: self.transport.clone(), append: None }
+        PeerNetwork { target, transport: self.transport.clone(), append: None, retry_pause: self.retry_pause }
     }
 }
 
@@ -49,6 +51,8 @@ pub struct PeerNetwork {
     /// The latest AppendEntries carrying entries, from its sending until its answer is used (see
     /// [`PeerNetwork::append_entries`]).
     append: Option<Append>,
+    /// The pause between replication attempts once the peer was unreachable.
+    retry_pause: Duration,
 }
 
 type RpcError<E = openraft::error::Infallible> = RPCError<u64, BasicNode, RaftError<u64, E>>;
@@ -223,6 +227,19 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         }
     }
 
+    /// openraft pauses replication to a peer that was unreachable until an RPC succeeds again,
+    /// and pauses after *every* attempt meanwhile, heartbeats included. Its default pause, 500 ms,
+    /// is longer than an election timeout: a follower that comes back (restarted, or a partition
+    /// healed) then hears nothing for longer than its election timeout between the leader's
+    /// attempts, starts an election with a higher term, and deposes the leader, again and again
+    /// while it catches up on entries that take longer than that to send (seen as a cluster
+    /// electing for a minute with a follower stuck at its old log). So the pause is the
+    /// heartbeat interval: an unreachable peer costs a retry per heartbeat (the connection pool
+    /// dials once at a time), and a returning one is kept a follower.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.retry_pause))
+    }
+
     async fn vote(&mut self, request: VoteRequest<u64>, option: RPCOption) -> Result<VoteResponse<u64>, RpcError> {
         match self.call(PeerRequest::Vote(request), &option).await? {
             PeerResponse::Vote(result) => result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
@@ -231,9 +248,16 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     }
 }
 
-/// Target size of one AppendEntries frame: half the frame limit, leaving room for encoding
-/// overhead the estimate misses.
-const REPLICATION_FRAME_BYTES: usize = FRAME_BYTES_MAX / 2;
+/// Target size of one AppendEntries frame: 1 MiB, far below the frame limit. A follower learns
+/// that its leader is alive only when a whole AppendEntries has arrived and been stored, and
+/// heartbeats to it queue behind a frame in flight on the same connection; a frame that takes
+/// longer than an election timeout to cross, decrypt and fsync (8 MiB on a loaded machine, or
+/// in a debug build) makes a catching-up follower start elections and depose the leader. One
+/// MiB per round trip still catches up at hundreds of MiB/s on a LAN. A single larger entry
+/// goes alone.
+const REPLICATION_FRAME_BYTES: usize = 1024 * 1024;
+
+const _: () = assert!(REPLICATION_FRAME_BYTES * 2 <= FRAME_BYTES_MAX, "room for encoding overhead");
 
 /// Approximate encoded size of an entry.
 pub(super) fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {

@@ -23,7 +23,7 @@ const REPORT_CHANGES_MAX: usize = 4096;
 const REPORT_BACKLOG_MAX: usize = 100_000;
 
 impl CacheService {
-    /// Reports this node's loaded and dropped copies to the leader every [`REPORT_INTERVAL`].
+    /// Reports this node's loaded and dropped copies to the leader every `REPORT_INTERVAL`.
     pub async fn report_loop(&self, host: &impl CacheHost, mut stopped: watch::Receiver<bool>) {
         let mut backlog: Vec<HolderChange> = Vec::new();
         let mut reset = false;

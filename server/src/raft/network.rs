@@ -1,6 +1,6 @@
 //! openraft's network: one [`PeerNetwork`] per replication target, over the node's peer
 //! transport. An append that outlives openraft's wait goes on in the background
-//! ([`super::append`]); its answer serves whichever range is asked for next.
+//! (`append.rs`); its answer serves whichever range is asked for next.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,7 +163,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     /// call and asks for the range again. A frame of entries may need longer to cross the network
     /// and be fsynced by the follower; cutting it off every time would resend it forever and the
     /// follower would never catch up (seen with one 300 KiB entry on a loaded machine). So an
-    /// append that outlives openraft's wait moves into a task of its own ([`AppendCall`](super::append::AppendCall)); the next
+    /// append that outlives openraft's wait moves into a task of its own (`AppendCall`); the next
     /// call waits for it again rather than sending anew, and its answer serves whichever range is
     /// asked for next: a success that reaches into the range answers it as far as it reaches
     /// (openraft's `PartialSuccess`), and openraft sends only the rest. Heartbeats, when openraft

@@ -544,7 +544,7 @@ impl Queues {
         sessions
     }
 
-    /// Checks one queue; see [`Queue::check`].
+    /// Checks one queue; see `Queue::check`.
     pub fn check_queue(&self, name: &str) {
         if let Some(queue) = self.queues.get(name) {
             queue.check(name);

@@ -37,6 +37,11 @@ impl Target {
         Ok(&self.endpoints)
     }
 
+    /// What a benchmark against a running cluster needs: the TLS settings and the endpoints.
+    pub(crate) fn running_cluster(&self) -> anyhow::Result<(ClientTls, &[String])> {
+        Ok((self.tls()?, self.endpoints()?))
+    }
+
     /// A client that asks each node on its own (status and inspection, which must work when
     /// most of the cluster is down).
     pub(crate) fn unconnected(&self) -> anyhow::Result<Client> {

@@ -146,8 +146,7 @@ pub(crate) enum BenchCommand {
 pub(crate) async fn run(target: &Target, command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Queue { producers, consumers, size, in_flight, prefetch, duration } => {
-            let tls = target.tls()?;
-            let endpoints = target.endpoints()?;
+            let (tls, endpoints) = target.running_cluster()?;
             for in_flight in in_flight {
                 let settings = queue::QueueSettings {
                     producers,
@@ -174,8 +173,7 @@ pub(crate) async fn run(target: &Target, command: BenchCommand) -> anyhow::Resul
             duration,
             warmup,
         } => {
-            let tls = target.tls()?;
-            let endpoints = target.endpoints()?;
+            let (tls, endpoints) = target.running_cluster()?;
             for consistency in consistency {
                 let consistency = match consistency.as_str() {
                     "linearizable" => distsync::Consistency::Linearizable,
@@ -200,16 +198,14 @@ pub(crate) async fn run(target: &Target, command: BenchCommand) -> anyhow::Resul
             }
         }
         BenchCommand::Write { clients, connections, duration, value_size } => {
-            let tls = target.tls()?;
-            let endpoints = target.endpoints()?;
+            let (tls, endpoints) = target.running_cluster()?;
             let connections = connections.unwrap_or(clients);
             let report =
                 write::run(endpoints, tls, clients, connections, Duration::from_secs(duration), value_size).await?;
             println!("{}", serde_json::to_string(&report)?);
         }
         BenchCommand::Lock { clients, contended, duration } => {
-            let tls = target.tls()?;
-            let endpoints = target.endpoints()?;
+            let (tls, endpoints) = target.running_cluster()?;
             let report = lock::run(endpoints, tls, clients, contended, Duration::from_secs(duration)).await?;
             println!("{}", serde_json::to_string(&report)?);
         }

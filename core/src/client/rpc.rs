@@ -136,8 +136,7 @@ impl Client {
                     }
                 }
             }
-            let pause =
-                retry::backoff(failures, self.next_random()).min(deadline.saturating_duration_since(Instant::now()));
+            let pause = self.backoff(failures).min(deadline.saturating_duration_since(Instant::now()));
             tokio::time::sleep(pause).await;
         }
     }
@@ -212,13 +211,14 @@ impl Client {
     }
 
     /// The next number of the client's jitter sequence.
-    pub(crate) fn next_random(&self) -> u64 {
+    fn next_random(&self) -> u64 {
         let next = retry::next_random(self.inner.jitter.load(Ordering::Relaxed));
         self.inner.jitter.store(next, Ordering::Relaxed);
         next
     }
 
-    /// A pause after `failures` failed calls of a background loop, as [`retry::backoff`].
+    /// The pause after `failures` failed attempts, as [`retry::backoff`], with this client's
+    /// jitter.
     pub(crate) fn backoff(&self, failures: u32) -> Duration {
         retry::backoff(failures, self.next_random())
     }

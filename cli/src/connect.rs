@@ -14,9 +14,17 @@ pub(crate) struct Target {
     /// Cluster nodes to talk to, `HOST:PORT,HOST:PORT,...` (any subset will do).
     #[arg(long, global = true, env = "DISTSYNC_ENDPOINTS", value_delimiter = ',')]
     pub(crate) endpoints: Vec<String>,
-    /// The cluster CA certificate (`ca.pem` from `distsync certs init`).
+    /// The cluster CA certificate (`ca.pem` from `distsync certs init`; a file of several CAs
+    /// trusts each, as during a CA rotation).
     #[arg(long, global = true, env = "DISTSYNC_CA")]
     pub(crate) ca: Option<PathBuf>,
+    /// This client's certificate, naming its identity (from `distsync certs client`). Default:
+    /// `client.pem` beside the --ca file (the admin identity of `distsync certs init`).
+    #[arg(long, global = true, env = "DISTSYNC_CERT", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// The private key of --cert. Default: `client-key.pem` beside the --ca file.
+    #[arg(long, global = true, env = "DISTSYNC_KEY", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
     /// Session TTL in seconds: how long the cluster keeps this command's locks after it falls
     /// silent (crashed, cut off). Between 1 and 3600.
     #[arg(long, global = true, env = "DISTSYNC_SESSION_TTL", default_value_t = 10.0)]
@@ -24,11 +32,11 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// The TLS settings: trust the `--ca`.
+    /// The TLS settings: trust the `--ca`, present `--cert` (or the certificate beside the CA).
     pub(crate) fn tls(&self) -> anyhow::Result<ClientTls> {
         let ca =
             self.ca.as_deref().context("give the cluster CA with --ca FILE (the ca.pem from `distsync certs init`)")?;
-        Ok(ClientTls::from_ca_file(ca)?)
+        Ok(ClientTls::load(ca, self.cert.as_deref(), self.key.as_deref())?)
     }
 
     /// The endpoints, refused when none were given.

@@ -80,6 +80,10 @@ async fn run_command(client: &Client, command: LockCommand) -> anyhow::Result<Ex
                     eprintln!("distsync: {error}");
                     return Ok(ExitCode::from(conflict_exit_code));
                 }
+                Err(error) if matches!(error.kind(), distsync::ErrorKind::PermissionDenied { .. }) => {
+                    eprintln!("distsync: {error}");
+                    return Ok(ExitCode::from(conflict_exit_code));
+                }
                 Err(error) => return Err(error.into()),
             };
             let status = run_holding(&guard, &command).await;
@@ -133,12 +137,17 @@ async fn run_command(client: &Client, command: LockCommand) -> anyhow::Result<Ex
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
             let age = |since_ms: u64| format!("{:.1}s", now_ms.saturating_sub(since_ms) as f64 / 1000.0);
+            let identity = |session: u64| {
+                let known = lock.identities.iter().find(|(id, _)| *id == session);
+                known.map(|(_, identity)| format!(" ({identity})")).unwrap_or_default()
+            };
             println!("lock {:?}", lock.name);
             println!("holders:");
             for holder in &lock.holders {
                 println!(
-                    "  session {} actor {:#x} {} token {} for {}",
+                    "  session {}{} actor {:#x} {} token {} for {}",
                     holder.owner.session,
+                    identity(holder.owner.session),
                     holder.owner.actor,
                     holder.mode.as_str(),
                     holder.token,
@@ -152,8 +161,9 @@ async fn run_command(client: &Client, command: LockCommand) -> anyhow::Result<Ex
                     None => String::new(),
                 };
                 println!(
-                    "  session {} actor {:#x} {}{} waiting {}{deadline}",
+                    "  session {}{} actor {:#x} {}{} waiting {}{deadline}",
                     waiter.owner.session,
+                    identity(waiter.owner.session),
                     waiter.owner.actor,
                     waiter.mode.as_str(),
                     if waiter.upgrade { " (upgrade)" } else { "" },

@@ -2,7 +2,7 @@
 //! benchmark it. See the README for the contract each command keeps.
 //!
 //! One file per command group: `certs.rs`, `serve.rs`, `dev.rs`, `status.rs`, `kv.rs`,
-//! `lock.rs`, `queue.rs`, `cache.rs`, `debug.rs`, and `bench/` with one file per benchmark.
+//! `lock.rs`, `queue.rs`, `cache.rs`, `debug.rs`, `access.rs` (acl and identity), and `bench/` with one file per benchmark.
 //! `connect.rs` turns the global options into a client; `flags.rs` parses durations;
 //! `signals.rs` waits for Ctrl-C and SIGTERM.
 
@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use distsync_server::ServerConfig;
 
+mod access;
 mod bench;
 mod cache;
 mod certs;
@@ -69,6 +70,12 @@ enum Command {
     /// Test-only fault injection (nodes must run with --enable-fault-injection).
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// Grants: which identity may read or write which names (admin only).
+    #[command(subcommand)]
+    Acl(access::AclCommand),
+    /// Client identities: disable a leaked one at once, enable it again, list them (admin only).
+    #[command(subcommand)]
+    Identity(access::IdentityCommand),
 }
 
 fn main() -> ExitCode {
@@ -112,5 +119,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cache(command) => cache::run(target, command).await,
         Command::Bench(command) => bench::run(target, command).await,
         Command::Debug(command) => debug::run(target, command).await,
+        Command::Acl(command) => access::run_acl(target, command).await,
+        Command::Identity(command) => access::run_identity(target, command).await,
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::wire::{LeaderInfo, Owner, SessionId};
+use crate::wire::{LeaderInfo, Owner, Permission, SessionId};
 
 /// An error answered by a node. Travels on the wire inside a [`crate::wire::Reply`].
 #[derive(Serialize, Deserialize, Error, Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,58 @@ pub enum ServerError {
         /// What failed.
         reason: String,
     },
+    /// The connection's identity lacks the permission the request needs; nothing was changed.
+    /// Ask an admin for the grant the message names, or use another identity.
+    #[error("permission denied: identity {identity} needs {needed} on {resource} (distsync acl grant {identity} {} {})", grant_target(resource, *needed), grant_permission(*needed))]
+    PermissionDenied {
+        /// Who asked.
+        identity: String,
+        /// What it asked about: `lock:team-b/x`, `kv:config`, or `admin` for admin commands.
+        resource: String,
+        /// The permission it would need.
+        needed: Permission,
+    },
+    /// The connection's identity was disabled by an admin (`distsync identity disable`); its
+    /// sessions have ended and every request is refused until `distsync identity enable`.
+    #[error("identity {identity} is disabled; an admin can enable it with `distsync identity enable {identity}`")]
+    IdentityDisabled {
+        /// The identity.
+        identity: String,
+    },
+    /// The request names a session that this connection did not open (another identity's, or
+    /// the secret is wrong); nothing was changed. A client only ever uses its own sessions.
+    #[error("session {session} was not opened by this identity with this secret; the request was refused")]
+    SessionNotOwned {
+        /// The session named in the request.
+        session: SessionId,
+    },
+    /// A sequence number of the session was already used for a different command; the stored
+    /// answer belongs to that command, so this one was refused, not applied. A client bug: every
+    /// command takes a fresh sequence number.
+    #[error("sequence number {seq} of session {session} was used for a different command; this one was refused")]
+    SequenceReused {
+        /// The session.
+        session: SessionId,
+        /// The reused sequence number.
+        seq: u64,
+    },
+}
+
+/// The target part of the `acl grant` suggested by a denial.
+fn grant_target(resource: &str, needed: Permission) -> &str {
+    if needed == Permission::Admin {
+        "admin"
+    } else {
+        resource
+    }
+}
+
+/// The permission part of the `acl grant` suggested by a denial (none for admin).
+fn grant_permission(needed: Permission) -> &'static str {
+    match needed {
+        Permission::Admin => "",
+        other => other.as_str(),
+    }
 }
 
 impl ServerError {
@@ -241,6 +293,14 @@ pub enum ClientError {
     /// The node reported an error that is neither retryable nor the caller's fault.
     #[error(transparent)]
     Server(ServerError),
+    /// The cluster refused this client's certificate during the TLS handshake: none was given,
+    /// it is not signed by the cluster's CA, it expired, or it is not a client certificate.
+    /// Retrying will not help; pass a certificate issued by `distsync certs client`.
+    #[error("{reason}")]
+    Unauthenticated {
+        /// What the handshake reported, and what to do.
+        reason: String,
+    },
     /// The client was created in another process, which then forked: its connections and
     /// background tasks stayed in the parent. Create a new client in this process (after the
     /// fork); see [`crate::runtime::ProcessBound`].
@@ -325,6 +385,18 @@ pub enum ErrorKind {
     },
     /// A client used in a process forked from the one that created it.
     Forked,
+    /// The identity may not do this: it lacks a grant, it is disabled, or the request named a
+    /// session that is not its own. Nothing was changed.
+    PermissionDenied {
+        /// The identity that asked (empty when the node did not say).
+        identity: String,
+        /// What it asked about: `lock:team-b/x`, `admin`, `session:7`, `identity:alice`.
+        resource: String,
+        /// The permission it would need: `read`, `write`, `admin`, `owner` or `enabled`.
+        needed: String,
+    },
+    /// The cluster refused the client's certificate; see [`ClientError::Unauthenticated`].
+    Unauthenticated,
     /// Anything else: a protocol mismatch or a fault on a node.
     Internal,
 }
@@ -339,9 +411,25 @@ impl ServerError {
             ServerError::Lock(refusal) => refusal.kind(),
             ServerError::Queue(refusal) => refusal.kind(),
             ServerError::LimitReached { .. } => ErrorKind::LimitReached { queue: None },
-            ServerError::StaleSequence { .. } | ServerError::FaultInjectionDisabled | ServerError::Internal { .. } => {
-                ErrorKind::Internal
-            }
+            ServerError::PermissionDenied { identity, resource, needed } => ErrorKind::PermissionDenied {
+                identity: identity.clone(),
+                resource: resource.clone(),
+                needed: needed.as_str().to_string(),
+            },
+            ServerError::IdentityDisabled { identity } => ErrorKind::PermissionDenied {
+                identity: identity.clone(),
+                resource: format!("identity:{identity}"),
+                needed: "enabled".into(),
+            },
+            ServerError::SessionNotOwned { session } => ErrorKind::PermissionDenied {
+                identity: String::new(),
+                resource: format!("session:{session}"),
+                needed: "owner".into(),
+            },
+            ServerError::StaleSequence { .. }
+            | ServerError::SequenceReused { .. }
+            | ServerError::FaultInjectionDisabled
+            | ServerError::Internal { .. } => ErrorKind::Internal,
         }
     }
 }
@@ -381,6 +469,7 @@ impl ClientError {
             ClientError::Protocol { .. } => ErrorKind::Internal,
             ClientError::Server(error) => error.kind(),
             ClientError::Forked { .. } => ErrorKind::Forked,
+            ClientError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
         }
     }
 }

@@ -17,10 +17,11 @@
 //!
 //! - [`wire`]: messages, limits and the frame codec shared with the server.
 //! - [`error`]: [`ServerError`] (on the wire), [`FrameError`], [`ClientError`] (what callers see).
-//! - [`tls`]: trusting the cluster CA; [`quic`]: the QUIC settings of every connection.
+//! - [`tls`]: trusting the cluster CA and presenting the client's certificate; [`quic`]: the QUIC settings of every connection.
 //! - [`pool`]: cached connections and the request/response exchange, shared with nodes.
 //! - [`client`]: [`Client`], which finds the leader, retries across failovers and keeps a
 //!   session so that retried writes apply once; every request takes its one request path.
+//! - [`access`]: grants and identities, for admins (`client.access().grant(…)`).
 //! - [`kv`]: the replicated register (`client.kv().put("k", "v").await`).
 //! - [`lock`]: distributed locks (`client.lock("name").acquire().await`).
 //! - [`queue`]: durable FIFO queues (`client.queue("jobs").put(body).await`).
@@ -35,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod cache;
 pub mod client;
 pub mod error;
@@ -53,6 +55,7 @@ pub mod wire;
 #[doc(hidden)]
 pub use self::runtime as blocking;
 
+pub use access::Access;
 pub use cache::Cache;
 pub use client::{Client, ClientOptions, Kv};
 pub use error::{ClientError, ErrorKind, FrameError, LockRefusal, QueueRefusal, ServerError};

@@ -12,41 +12,46 @@ use tokio::sync::watch;
 use crate::wire::{decode_body, read_frame, write_frame, FRAME_BYTES_MAX};
 
 /// The outcome of dialing: a connection, or why there is none.
-type Dialed = Result<quinn::Connection, String>;
+type Dialed<E> = Result<quinn::Connection, E>;
 
 /// What the pool has for one destination.
-enum Slot {
+enum Slot<E> {
     Open(quinn::Connection),
     /// Being dialed by a task of its own, which every caller asking meanwhile waits for.
-    Dialing(watch::Receiver<Option<Dialed>>),
+    Dialing(watch::Receiver<Option<Dialed<E>>>),
 }
 
 /// Live connections by destination, each dialed once however many callers ask at the same time.
 ///
 /// A dial runs in a task of its own: a caller that gives up (its deadline passed, its request
 /// was cancelled) does not abort the handshake for the others or for the next call. A caller
-/// that wants a fresh dial calls [`ConnectionPool::forget`] first.
-pub struct ConnectionPool<K> {
-    slots: Arc<Mutex<HashMap<K, Slot>>>,
+/// that wants a fresh dial calls [`ConnectionPool::forget`] first. `E` is what a failed dial
+/// reports.
+pub struct ConnectionPool<K, E = String> {
+    slots: Arc<Mutex<HashMap<K, Slot<E>>>>,
 }
 
-impl<K: Hash + Eq + Copy> Default for ConnectionPool<K> {
+impl<K: Hash + Eq + Copy, E> Default for ConnectionPool<K, E> {
     fn default() -> Self {
         Self { slots: Arc::new(Mutex::new(HashMap::new())) }
     }
 }
 
-impl<K: Hash + Eq + Copy + Send + 'static> ConnectionPool<K> {
+impl<K, E> ConnectionPool<K, E>
+where
+    K: Hash + Eq + Copy + Send + 'static,
+    E: Clone + Send + Sync + From<&'static str> + 'static,
+{
     /// The open connection to `key`, or the one being dialed, or a new one from `connect`
     /// (dialed outside the lock, in a task of its own). Must be called within a Tokio runtime.
     ///
     /// # Errors
     ///
     /// Whatever `connect` reports; every caller waiting for that dial gets the same message.
-    pub async fn get_or_connect<F, Fut>(&self, key: K, connect: F) -> Result<quinn::Connection, String>
+    pub async fn get_or_connect<F, Fut>(&self, key: K, connect: F) -> Result<quinn::Connection, E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Dialed> + Send + 'static,
+        Fut: Future<Output = Dialed<E>> + Send + 'static,
     {
         let mut dialing = {
             let mut slots = self.slots.lock().expect("connections lock");
@@ -65,17 +70,17 @@ impl<K: Hash + Eq + Copy + Send + 'static> ConnectionPool<K> {
         let dialed = dialing.wait_for(Option::is_some).await;
         match dialed.as_deref() {
             Ok(Some(dialed)) => dialed.clone(),
-            _ => Err("the connection attempt ended without an outcome (its task stopped)".to_string()),
+            _ => Err(E::from("the connection attempt ended without an outcome (its task stopped)")),
         }
     }
 
     /// Runs one dial, records its connection (unless the slot was forgotten meanwhile) and tells
     /// the callers waiting for it.
     async fn dial(
-        slots: Arc<Mutex<HashMap<K, Slot>>>,
+        slots: Arc<Mutex<HashMap<K, Slot<E>>>>,
         key: K,
-        connect: impl Future<Output = Dialed>,
-        sender: watch::Sender<Option<Dialed>>,
+        connect: impl Future<Output = Dialed<E>>,
+        sender: watch::Sender<Option<Dialed<E>>>,
     ) {
         let dialed = connect.await;
         {
@@ -135,7 +140,10 @@ mod tests {
     use super::*;
 
     /// A dial that fails once `gate` opens, counting how often it ran.
-    fn failing_dial(dials: &Arc<AtomicUsize>, gate: &Arc<Notify>) -> impl Future<Output = Dialed> + Send + 'static {
+    fn failing_dial(
+        dials: &Arc<AtomicUsize>,
+        gate: &Arc<Notify>,
+    ) -> impl Future<Output = Dialed<String>> + Send + 'static {
         dials.fetch_add(1, Ordering::SeqCst);
         let gate = gate.clone();
         async move {

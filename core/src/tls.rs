@@ -1,10 +1,17 @@
-//! TLS for clients: trust the cluster CA (`ca.pem` from `distsync certs init`), optionally
-//! present a client certificate. The QUIC settings the connections use are in [`crate::quic`].
+//! TLS for clients: trust the cluster CA (`ca.pem` from `distsync certs init`, or a bundle of
+//! several CAs during a rotation) and present the client's certificate, which names its
+//! identity (`NAME.client.distsync`). The QUIC settings the connections use are in [`crate::quic`].
 //!
 //! Every node certificate carries the DNS name [`SERVER_NAME`], which clients verify regardless of
 //! the address they dial, so nodes can move between addresses without new certificates.
+//!
+//! Nodes refuse connections without a CA-signed client certificate. Where a client finds its
+//! certificate: the one given explicitly; else the files named by the environment variables
+//! [`CERT_ENV`] and [`KEY_ENV`]; else `client.pem` and `client-key.pem` beside the CA file (what
+//! `distsync certs init` writes: the `admin` identity, for development). Production clients get
+//! an identity of their own from `distsync certs client --name NAME`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -14,6 +21,20 @@ use crate::wire::ALPN_CLIENT;
 
 /// The DNS name every node certificate carries and every client verifies.
 pub const SERVER_NAME: &str = "distsync";
+
+/// Environment variable naming the client certificate when none is given explicitly.
+pub const CERT_ENV: &str = "DISTSYNC_CERT";
+
+/// Environment variable naming the client certificate's private key.
+pub const KEY_ENV: &str = "DISTSYNC_KEY";
+
+/// QUIC application close code a node uses for a connection whose certificate is CA-signed but
+/// names no client identity (a node's certificate, say); the close reason says which.
+pub const CLOSE_NOT_A_CLIENT: u32 = 2;
+
+/// What a client that the cluster refused should do.
+const UNAUTHENTICATED_HINT: &str = "the cluster requires a client certificate signed by its CA: pass --cert and --key \
+     (or DISTSYNC_CERT and DISTSYNC_KEY), see `distsync certs client`";
 
 // Moved to `crate::quic`; re-exported so that programs written against these paths still build.
 #[doc(hidden)]
@@ -38,7 +59,10 @@ impl std::fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
-    /// Trusts the CA certificates in a PEM file (normally `DIR/ca.pem`).
+    /// Trusts the CA certificates in a PEM file (normally `DIR/ca.pem`; every certificate in it
+    /// is trusted, so a bundle of the old and the new CA carries a rotation) and presents the
+    /// client certificate found as the [module documentation](self) says: `DISTSYNC_CERT` and
+    /// `DISTSYNC_KEY`, else `client.pem` and `client-key.pem` beside the CA file.
     ///
     /// ```no_run
     /// let tls = distsync::ClientTls::from_ca_file("tls/ca.pem")?;
@@ -47,9 +71,32 @@ impl ClientTls {
     ///
     /// # Errors
     ///
-    /// [`ClientError::Config`] when the file is unreadable or holds no certificate.
+    /// [`ClientError::Config`] when a file is unreadable or invalid.
     pub fn from_ca_file(path: impl AsRef<Path>) -> Result<Self, ClientError> {
-        let path = path.as_ref();
+        Self::load(path, None, None)
+    }
+
+    /// Trusts the CA file `ca` and presents the certificate `cert` with its key `key`; a pair
+    /// left out is looked up as [`ClientTls::from_ca_file`] does.
+    ///
+    /// ```no_run
+    /// let tls = distsync::ClientTls::load("tls/ca.pem", Some("tls/alice.pem".as_ref()), Some("tls/alice-key.pem".as_ref()))?;
+    /// # Ok::<(), distsync::ClientError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Config`] when a file is unreadable or invalid, or only one of `cert` and
+    /// `key` is given.
+    pub fn load(ca: impl AsRef<Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Self, ClientError> {
+        let tls = Self::trust_ca_file(ca.as_ref())?;
+        match find_identity(ca.as_ref(), cert, key)? {
+            Some((cert, key)) => tls.with_client_certificate(cert, key),
+            None => Ok(tls),
+        }
+    }
+
+    fn trust_ca_file(path: &Path) -> Result<Self, ClientError> {
         let pem = std::fs::read(path)
             .map_err(|e| ClientError::Config { reason: format!("cannot read CA file {}: {e}", path.display()) })?;
         Self::from_ca_pem(&pem).map_err(|e| match e {
@@ -72,8 +119,8 @@ impl ClientTls {
         Ok(Self { roots: Arc::new(roots), identity: None })
     }
 
-    /// Also presents a client certificate (PEM certificate chain and private key), for clusters
-    /// that want to know their clients.
+    /// Presents this client certificate (PEM certificate chain and private key), whose name
+    /// `NAME.client.distsync` is the client's identity.
     ///
     /// # Errors
     ///
@@ -115,6 +162,67 @@ impl ClientTls {
             .map_err(|e| ClientError::Config { reason: e.to_string() })?;
         Ok(crate::quic::client_config(crypto))
     }
+}
+
+/// The client certificate and key to present: `cert` and `key` when given, else the environment,
+/// else the files `distsync certs init` writes beside the CA file, else none.
+fn find_identity(
+    ca: &Path,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<(PathBuf, PathBuf)>, ClientError> {
+    let pair = |cert: Option<PathBuf>, key: Option<PathBuf>, source: &str| match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) => Ok(None),
+        _ => {
+            Err(ClientError::Config { reason: format!("{source}: give both the certificate and its key, or neither") })
+        }
+    };
+    if let Some(found) = pair(cert.map(Path::to_path_buf), key.map(Path::to_path_buf), "--cert and --key")? {
+        return Ok(Some(found));
+    }
+    let from_env = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
+    if let Some(found) = pair(from_env(CERT_ENV), from_env(KEY_ENV), "DISTSYNC_CERT and DISTSYNC_KEY")? {
+        return Ok(Some(found));
+    }
+    let directory = ca.parent().unwrap_or(Path::new("."));
+    let (cert, key) = (directory.join("client.pem"), directory.join("client-key.pem"));
+    Ok((cert.exists() && key.exists()).then_some((cert, key)))
+}
+
+/// The error a client reports when the cluster (or the client itself) refused the TLS
+/// handshake over certificates, if `error` is that: retrying cannot help, so the caller stops at
+/// once with [`ClientError::Unauthenticated`] instead of timing out.
+pub(crate) fn refusal(error: &quinn::ConnectionError) -> Option<ClientError> {
+    let alert = |code: quinn::TransportErrorCode| {
+        let code = u64::from(code);
+        (0x100..0x200).contains(&code).then(|| (code - 0x100) as u8)
+    };
+    let reason = match error {
+        // The node refused this client's certificate with a TLS alert.
+        quinn::ConnectionError::ConnectionClosed(close) => match alert(close.error_code)? {
+            116 => "the node asked for a client certificate and got none".to_string(),
+            42 | 43 | 44 | 45 | 46 | 48 | 49 => {
+                format!("the node refused the client certificate ({})", close.error_code)
+            }
+            _ => return None,
+        },
+        // This client refused the node's certificate (not signed by a CA in the CA file).
+        quinn::ConnectionError::TransportError(error) => {
+            alert(error.code)?;
+            return Some(ClientError::Unauthenticated {
+                reason: format!(
+                    "the node's certificate is not trusted: {}; check that the --ca file holds the CA that signed the nodes' certificates",
+                    error.reason
+                ),
+            });
+        }
+        quinn::ConnectionError::ApplicationClosed(close) if close.error_code == CLOSE_NOT_A_CLIENT.into() => {
+            format!("the node refused the certificate: {}", String::from_utf8_lossy(&close.reason))
+        }
+        _ => return None,
+    };
+    Some(ClientError::Unauthenticated { reason: format!("{reason}; {UNAUTHENTICATED_HINT}") })
 }
 
 /// Parses every certificate in PEM text.

@@ -16,6 +16,7 @@
 //! - `cluster.rs`: [`Cluster`] and [`ClusterOptions`]: layout, start, kill, restart, stop;
 //! - `waits.rs`: statuses and waits (a leader, an applied index, converged replicas);
 //! - `faults.rs`: partitions; `cli.rs`: the command line; `raw.rs`: a bare connection;
+//! - `identity.rs`: client identities (certificates from the cluster CA, clients presenting them);
 //! - `redis.rs`: [`Redis`]; `process.rs`: child processes, deadlines, free ports.
 //!
 //! Everything is per cluster (directory, ports, processes), so clusters run side by side. A
@@ -39,6 +40,7 @@
 mod cli;
 mod cluster;
 mod faults;
+mod identity;
 mod process;
 mod raw;
 mod redis;

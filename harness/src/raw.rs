@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use distsync::wire::{decode_body, encode_frame, read_frame, Reply, Request, FRAME_BYTES_MAX};
-use distsync::{FrameError, NodeId};
+use distsync::{ClientTls, FrameError, NodeId};
 
 use crate::Cluster;
 
@@ -17,11 +17,7 @@ impl Cluster {
     ///
     /// When the handshake fails.
     pub async fn raw_connection(&self, id: NodeId) -> anyhow::Result<RawConnection> {
-        let address = self.endpoint(id).parse()?;
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-        let connecting = endpoint.connect_with(self.tls.quinn_config()?, address, distsync::tls::SERVER_NAME)?;
-        let connection = connecting.await.with_context(|| format!("cannot connect to node {id}"))?;
-        Ok(RawConnection { endpoint, connection })
+        RawConnection::open(&self.endpoint(id), &self.tls).await.with_context(|| format!("cannot connect to node {id}"))
     }
 }
 
@@ -32,6 +28,19 @@ pub struct RawConnection {
 }
 
 impl RawConnection {
+    /// Connects to `address` with `tls`. The handshake completing here does not mean the node
+    /// accepted the certificate: a refusal arrives as the connection's close.
+    ///
+    /// # Errors
+    ///
+    /// When the handshake fails on this side.
+    pub async fn open(address: &str, tls: &ClientTls) -> anyhow::Result<RawConnection> {
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let connecting = endpoint.connect_with(tls.quinn_config()?, address.parse()?, distsync::tls::SERVER_NAME)?;
+        let connection = connecting.await?;
+        Ok(RawConnection { endpoint, connection })
+    }
+
     /// Sends one request on a fresh stream and returns the node's own reply, waiting as long as
     /// the node takes (up to `timeout`): when it returns, the node is done with the request.
     ///

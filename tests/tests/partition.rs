@@ -144,17 +144,19 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
 struct BareWriter {
     connection: RawConnection,
     session: u64,
+    secret: distsync::wire::SessionSecret,
     next_seq: u64,
 }
 
 impl BareWriter {
     async fn open(connection: RawConnection) -> anyhow::Result<BareWriter> {
         let ttl_ms = SESSION_TTL.as_millis() as u64;
-        let reply = connection.request(&Request::OpenSession { ttl_ms }, BARE_REPLY_TIMEOUT).await?;
+        let secret = distsync::wire::SessionSecret::random();
+        let reply = connection.request(&Request::OpenSession { ttl_ms, secret }, BARE_REPLY_TIMEOUT).await?;
         let Ok(Response::SessionOpened { session, .. }) = reply.body else {
             anyhow::bail!("opening a session over a bare connection: {reply:?}");
         };
-        Ok(BareWriter { connection, session, next_seq: 1 })
+        Ok(BareWriter { connection, session, secret, next_seq: 1 })
     }
 
     async fn put(&mut self, key: &str, value: &str) -> anyhow::Result<Reply> {
@@ -162,7 +164,8 @@ impl BareWriter {
         self.next_seq += 1;
         let command = Command::KvPut { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() };
         // Every earlier request has been answered, so the cluster may forget their responses.
-        let request = Request::Write(WriteRequest { session: self.session, seq, acked_below: seq, command });
+        let secret = self.secret;
+        let request = Request::Write(WriteRequest { session: self.session, seq, acked_below: seq, command, secret });
         self.connection.request(&request, BARE_REPLY_TIMEOUT).await
     }
 }

@@ -1,11 +1,13 @@
 //! Sessions through real nodes: a write repeated under the same (session, seq), as a client does
 //! after a lost reply or a failover, gets the first answer back and is applied once, even when
-//! the repeat goes to another node; a session whose client falls silent expires after its TTL on
+//! the repeat goes to another node; a different command under a seen (session, seq) is refused,
+//! never answered with the first command's answer; an open retried with the same secret gets the
+//! session it opened, not a second one; a session whose client falls silent expires after its TTL on
 //! every node, driven by the leader's idle ticks, and its writes are refused afterwards.
 
 use std::time::{Duration, Instant};
 
-use distsync::wire::{Command, CommandResponse, Request, Response, WriteRequest};
+use distsync::wire::{Command, CommandResponse, Request, Response, SessionSecret, WriteRequest};
 use distsync::ServerError;
 use distsync_cluster_tests::{Cluster, ClusterOptions};
 
@@ -17,12 +19,15 @@ const SESSION_TTL: Duration = Duration::from_secs(1);
 const EXPIRY_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+const SECRET: SessionSecret = SessionSecret([7; 16]);
+
 fn put(session: u64, seq: u64, value: &str) -> Request {
     Request::Write(WriteRequest {
         session,
         seq,
         acked_below: seq,
         command: Command::KvPut { key: b"exactly-once".to_vec(), value: value.as_bytes().to_vec() },
+        secret: SECRET,
     })
 }
 
@@ -40,19 +45,25 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
     let to_follower = cluster.raw_connection(follower).await?;
 
     let ttl_ms = SESSION_TTL.as_millis() as u64;
-    let opened = to_leader.request(&Request::OpenSession { ttl_ms }, REPLY_TIMEOUT).await?;
+    let open = Request::OpenSession { ttl_ms, secret: SECRET };
+    let opened = to_leader.request(&open, REPLY_TIMEOUT).await?;
     let Ok(Response::SessionOpened { session, .. }) = opened.body else {
         anyhow::bail!("opening a session: {opened:?}");
     };
+    // The open retried (its answer lost, say), through another node: the same session.
+    let reopened = to_follower.request(&open, REPLY_TIMEOUT).await?;
+    assert_eq!(reopened.body, opened.body, "a retried open must answer the session it opened");
 
     // The first attempt applies; the repeat (through a follower, which forwards it) answers the
-    // stored response, even though it carries another value.
+    // stored response; another command under the same seq is refused.
     let first = to_leader.request(&put(session, 1, "first"), REPLY_TIMEOUT).await?;
     let Ok(Response::Written(CommandResponse::KvPut { version })) = first.body else {
         anyhow::bail!("first put: {first:?}");
     };
-    let repeat = to_follower.request(&put(session, 1, "repeat"), REPLY_TIMEOUT).await?;
+    let repeat = to_follower.request(&put(session, 1, "first"), REPLY_TIMEOUT).await?;
     assert_eq!(repeat.body, Ok(Response::Written(CommandResponse::KvPut { version })), "the repeat's answer");
+    let other = to_follower.request(&put(session, 1, "other"), REPLY_TIMEOUT).await?;
+    assert_eq!(other.body, Err(ServerError::SequenceReused { session, seq: 1 }), "another command under seq 1");
     let client = cluster.client().await?;
     assert_eq!(
         client.kv().get_versioned("exactly-once").await?,

@@ -72,7 +72,7 @@ struct Inner {
     leader: Mutex<Option<SocketAddr>>,
     /// Index in `addresses` of the node cache requests go to.
     home: AtomicUsize,
-    connections: ConnectionPool<SocketAddr>,
+    connections: ConnectionPool<SocketAddr, rpc::Trouble>,
     rotation: AtomicUsize,
     jitter: AtomicU64,
     session: Session,
@@ -188,6 +188,11 @@ impl Client {
                 cache,
             }),
         })
+    }
+
+    /// Grants and identities (admin only). See [`crate::access`].
+    pub fn access(&self) -> crate::access::Access {
+        crate::access::Access::new(self.clone())
     }
 
     /// The replicated key-value register.

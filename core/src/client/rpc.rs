@@ -11,8 +11,23 @@ use super::retry::{self, Attempt, Next, Route};
 use super::{unexpected, Client};
 use crate::error::ClientError;
 use crate::pool::exchange;
-use crate::tls::SERVER_NAME;
+use crate::tls::{refusal, SERVER_NAME};
 use crate::wire::{encode_frame, LeaderInfo, Query, QueryResponse, Reply, Request, Response};
+
+/// Why an attempt got no answer.
+#[derive(Clone, Debug)]
+pub(crate) enum Trouble {
+    /// The node refused the client's certificate (or the client the node's): final.
+    Refused(ClientError),
+    /// Anything else: the node may be down or unreachable; worth a retry.
+    Failed(String),
+}
+
+impl From<&'static str> for Trouble {
+    fn from(reason: &'static str) -> Self {
+        Trouble::Failed(reason.to_string())
+    }
+}
 
 /// How one call travels; each field left unset takes the client's default.
 ///
@@ -103,7 +118,12 @@ impl Client {
                     };
                     next
                 }
-                Ok(Err(reason)) => {
+                Ok(Err(Trouble::Refused(error))) => {
+                    // The handshake was refused over certificates: no retry can fix that.
+                    self.inner.connections.forget(target);
+                    return Err(error);
+                }
+                Ok(Err(Trouble::Failed(reason))) => {
                     last_failure = format!("{target}: {reason}");
                     retry::next(Attempt::Failed, failures, route)
                 }
@@ -156,16 +176,29 @@ impl Client {
         self.call(request, options.deadline(Instant::now() + attempt)).await
     }
 
-    async fn round_trip(&self, address: SocketAddr, frame: &[u8]) -> Result<Reply, String> {
+    async fn round_trip(&self, address: SocketAddr, frame: &[u8]) -> Result<Reply, Trouble> {
         let connection = self
             .inner
             .connections
             .get_or_connect(address, || {
                 let connecting = self.inner.endpoint.connect(address, SERVER_NAME);
-                async move { connecting.map_err(|e| e.to_string())?.await.map_err(|e| format!("cannot connect: {e}")) }
+                async move {
+                    let connecting = connecting.map_err(|e| Trouble::Failed(e.to_string()))?;
+                    connecting.await.map_err(|e| match refusal(&e) {
+                        Some(error) => Trouble::Refused(error),
+                        None => Trouble::Failed(format!("cannot connect: {e}")),
+                    })
+                }
             })
             .await?;
-        exchange(&connection, frame).await
+        exchange(&connection, frame).await.map_err(|reason| {
+            // A node that refuses the client's certificate closes the connection after the
+            // handshake looked done on this side: the first request finds it closed.
+            match connection.close_reason().as_ref().and_then(refusal) {
+                Some(error) => Trouble::Refused(error),
+                None => Trouble::Failed(reason),
+            }
+        })
     }
 
     /// The node an attempt along `route` goes to, `detour` endpoints past the first choice.

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::rpc::CallOptions;
 use super::{unexpected, Client, Inner};
 use crate::error::ClientError;
-use crate::wire::{Command, CommandResponse, Request, Response, SessionId, WriteRequest};
+use crate::wire::{Command, CommandResponse, Request, Response, SessionId, SessionSecret, WriteRequest};
 
 /// How long one session watch may stay open on a node.
 const SESSION_WATCH_MS: u64 = 20_000;
@@ -66,6 +66,8 @@ impl Drop for Session {
 #[derive(Default)]
 struct SessionState {
     id: Option<SessionId>,
+    /// The current session's secret, which every request naming it carries.
+    secret: SessionSecret,
     next_seq: u64,
     /// Sequence numbers sent but not yet answered; the smallest bounds what the cluster keeps.
     outstanding: BTreeSet<u64>,
@@ -98,15 +100,15 @@ impl Client {
         command.validate()?;
         let deadline = options.deadline_from(self, Instant::now());
         let session = self.ensure_session(deadline).await?;
-        let (seq, acked_below) = {
+        let (seq, acked_below, secret) = {
             let mut state = self.inner.session.state();
             let seq = state.next_seq;
             state.next_seq += 1;
             state.outstanding.insert(seq);
             let acked_below = *state.outstanding.first().expect("just inserted");
-            (seq, acked_below)
+            (seq, acked_below, state.secret)
         };
-        let request = Request::Write(WriteRequest { session, seq, acked_below, command });
+        let request = Request::Write(WriteRequest { session, seq, acked_below, command, secret });
         let result = self.call(&request, options.deadline(deadline)).await;
         self.inner.session.state().outstanding.remove(&seq);
         match result {
@@ -123,6 +125,17 @@ impl Client {
     /// The current session, if one is open.
     pub(crate) fn current_session(&self) -> Option<SessionId> {
         self.inner.session.state().id
+    }
+
+    /// The secret of `session` if it is the current one. A session that ended has no secret
+    /// here any more; the cluster answers requests about it with its end, which needs none.
+    pub(crate) fn session_secret(&self, session: SessionId) -> SessionSecret {
+        let state = self.inner.session.state();
+        if state.id == Some(session) {
+            state.secret
+        } else {
+            SessionSecret::default()
+        }
     }
 
     /// Closes the session (the cluster releases what it holds at once) and stops tending it.
@@ -206,18 +219,26 @@ impl Client {
         let ttl_ms = self.inner.options.session_ttl.as_millis() as u64;
         let sent = Instant::now();
         let options = CallOptions::default().deadline(deadline);
-        let session = match self.call(&Request::OpenSession { ttl_ms }, options).await? {
+        // Every attempt of this open carries the same fresh secret, so a retry after a lost
+        // answer gets the session the first attempt opened instead of a second one.
+        let secret = SessionSecret::random();
+        let session = match self.call(&Request::OpenSession { ttl_ms, secret }, options).await? {
             Response::SessionOpened { session, .. } => session,
             other => return Err(unexpected(&other)),
         };
         {
             let mut state = self.inner.session.state();
             // Sequence numbers are per session; a new session starts over.
-            *state =
-                SessionState { id: Some(session), next_seq: 1, outstanding: BTreeSet::new(), lease_deadline: None };
+            *state = SessionState {
+                id: Some(session),
+                secret,
+                next_seq: 1,
+                outstanding: BTreeSet::new(),
+                lease_deadline: None,
+            };
         }
         self.renew_lease(session, sent);
-        let task = tokio::spawn(keep_alive(Arc::downgrade(&self.inner), session));
+        let task = tokio::spawn(keep_alive(Arc::downgrade(&self.inner), session, secret));
         if let Some(previous) = self.inner.session.keepalive.lock().expect("keepalive lock").replace(task) {
             previous.abort();
         }
@@ -228,7 +249,7 @@ impl Client {
 
 /// Keeps the session alive every third of its TTL until the client is dropped or the session
 /// is found expired.
-async fn keep_alive(inner: Weak<Inner>, session: SessionId) {
+async fn keep_alive(inner: Weak<Inner>, session: SessionId, secret: SessionSecret) {
     let mut failed = false;
     loop {
         let Some(strong) = inner.upgrade() else { return };
@@ -244,7 +265,7 @@ async fn keep_alive(inner: Weak<Inner>, session: SessionId) {
         let client = Client { inner: strong };
         let sent = Instant::now();
         let options = CallOptions::default().deadline(sent + period);
-        match client.call(&Request::KeepAlive { session }, options).await {
+        match client.call(&Request::KeepAlive { session, secret }, options).await {
             Ok(_) => {
                 client.renew_lease(session, sent);
                 failed = false;
@@ -273,7 +294,8 @@ async fn watch_session(inner: Weak<Inner>, session: SessionId) {
         }
         let wait = Duration::from_millis(SESSION_WATCH_MS);
         let attempt = wait + client.attempt_timeout();
-        let request = Request::WatchSession { session, max_wait_ms: SESSION_WATCH_MS };
+        let secret = client.session_secret(session);
+        let request = Request::WatchSession { session, max_wait_ms: SESSION_WATCH_MS, secret };
         let options = CallOptions::default().deadline(Instant::now() + attempt).attempt(attempt);
         match client.call(&request, options).await {
             Ok(Response::SessionWatch { alive: false }) => {

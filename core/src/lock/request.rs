@@ -105,10 +105,11 @@ impl LockCall<'_> {
         limit: Option<Instant>,
     ) -> Result<u64, Ended<LockError>> {
         let name = self.name;
+        let secret = self.client.session_secret(owner.session);
         pending::await_outcome(
             self.client,
             limit,
-            |max_wait_ms| Request::AwaitLock { name: name.to_string(), owner, queued_revision, max_wait_ms },
+            |max_wait_ms| Request::AwaitLock { name: name.to_string(), owner, queued_revision, max_wait_ms, secret },
             |response| match response {
                 Response::LockAwait(LockAwaitOutcome::Granted { token }) => Verdict::Done(token),
                 Response::LockAwait(LockAwaitOutcome::Pending) => Verdict::Pending,

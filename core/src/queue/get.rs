@@ -112,6 +112,7 @@ impl Queue {
         queued_revision: u64,
         limit: Instant,
     ) -> Result<Vec<QueueDelivery>, Ended<QueueError>> {
+        let secret = self.client.session_secret(session);
         pending::await_outcome(
             &self.client,
             Some(limit),
@@ -121,6 +122,7 @@ impl Queue {
                 request,
                 queued_revision,
                 max_wait_ms,
+                secret,
             },
             |response| match response {
                 Response::QueueAwait(QueueAwaitOutcome::Delivered(deliveries)) => Verdict::Done(deliveries),

@@ -11,13 +11,16 @@ use super::cache::validate_ttl;
 use super::kv::{validate_key, validate_value};
 use super::lock::{validate_lock_name, validate_lock_request};
 use super::queue::{validate_batch, validate_get, validate_queue_name, validate_visibility};
-use super::{LockInfo, LockMode, LockWait, PutMessage, PutOutcome, QueueDelivery, QueueOptions, QueueStats};
+use super::{
+    IdentityInfo, LockInfo, LockMode, LockWait, PutMessage, PutOutcome, QueueDelivery, QueueOptions, QueueStats,
+    ResourceKind,
+};
 use crate::error::ServerError;
 
 #[allow(unused_imports)] // for intra-doc links
 use super::{
-    Request, CACHE_TTL_MS_MAX, KEY_BYTES_MAX, LOCK_LIST_PAGE_MAX, LOCK_NAME_BYTES_MAX, QUEUE_BATCH_MAX,
-    QUEUE_LIST_PAGE_MAX, QUEUE_NAME_BYTES_MAX, VALUE_BYTES_MAX,
+    Request, CACHE_TTL_MS_MAX, IDENTITY_LIST_PAGE_MAX, KEY_BYTES_MAX, LOCK_LIST_PAGE_MAX, LOCK_NAME_BYTES_MAX,
+    QUEUE_BATCH_MAX, QUEUE_LIST_PAGE_MAX, QUEUE_NAME_BYTES_MAX, VALUE_BYTES_MAX,
 };
 
 /// A state-changing command.
@@ -192,6 +195,28 @@ impl Command {
         }
     }
 
+    /// The name the command acts on, which its caller needs `write` on; `None` for commands on
+    /// the caller's own session.
+    pub fn resource(&self) -> Option<(ResourceKind, &[u8])> {
+        match self {
+            Command::KvPut { key, .. } | Command::KvDelete { key } => Some((ResourceKind::Kv, key)),
+            Command::CacheSet { key, .. } | Command::CacheDelete { key } => Some((ResourceKind::Cache, key)),
+            Command::CloseSession => None,
+            Command::LockAcquire { name, .. }
+            | Command::LockUpgrade { name, .. }
+            | Command::LockRelease { name, .. }
+            | Command::LockCancel { name, .. } => Some((ResourceKind::Lock, name.as_bytes())),
+            Command::QueueCreate { queue, .. }
+            | Command::QueueDelete { queue }
+            | Command::QueuePut { queue, .. }
+            | Command::QueueGet { queue, .. }
+            | Command::QueueAck { queue, .. }
+            | Command::QueueNack { queue, .. }
+            | Command::QueueExtend { queue, .. }
+            | Command::QueueCancel { queue, .. } => Some((ResourceKind::Queue, queue.as_bytes())),
+        }
+    }
+
     /// Checks sizes before the command is sent or proposed.
     ///
     /// # Errors
@@ -257,6 +282,12 @@ pub enum Query {
     /// Queues in name order, at most [`QUEUE_LIST_PAGE_MAX`] per page.
     QueueList {
         /// Start after this name (the last of the previous page).
+        after: Option<String>,
+    },
+    /// Identities with grants, a disabled mark or open sessions, in name order, at most
+    /// [`IDENTITY_LIST_PAGE_MAX`] per page. Admin only.
+    Identities {
+        /// Start after this identity (the last of the previous page).
         after: Option<String>,
     },
 }
@@ -382,6 +413,13 @@ pub enum QueryResponse {
         /// Queues, in name order.
         queues: Vec<QueueStats>,
         /// Whether more queues follow.
+        more: bool,
+    },
+    /// A page of identities; the list continues after the last one when `more` is set.
+    Identities {
+        /// Identities, in name order.
+        identities: Vec<IdentityInfo>,
+        /// Whether more follow.
         more: bool,
     },
 }

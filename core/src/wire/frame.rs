@@ -77,6 +77,7 @@ mod tests {
             seq: 3,
             acked_below: 2,
             command: Command::KvPut { key: b"k".to_vec(), value: vec![1, 2, 3] },
+            secret: crate::wire::SessionSecret([9; 16]),
         });
         let frame = encode_frame(&request).unwrap();
         let length = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;

@@ -92,6 +92,8 @@ pub struct LockInfo {
     pub holders: Vec<LockHolder>,
     /// Waiters in the order they are served.
     pub waiters: Vec<LockWaiter>,
+    /// The identity that opened each session among the holders and waiters, by session.
+    pub identities: Vec<(SessionId, String)>,
 }
 
 /// How an [`Request::AwaitLock`] ended.

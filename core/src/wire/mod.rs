@@ -12,7 +12,9 @@
 //!
 //! - this module: the envelope of every RPC, [`Request`] → [`Reply`] with a [`Response`];
 //! - [`command`]: what goes through the Raft log, [`Command`] and [`Query`], with their answers;
-//! - [`session`]: [`SessionId`] and [`WriteRequest`], the exactly-once envelope of a write;
+//! - [`session`]: [`SessionId`], [`SessionSecret`] and [`WriteRequest`], the exactly-once
+//!   envelope of a write;
+//! - [`access`]: identities, grants and the admin commands that change them;
 //! - [`kv`], [`lock`], [`queue`], [`cache`]: each primitive's messages and checks;
 //! - [`status`]: a node's own view, [`NodeStatus`];
 //! - [`limits`]: every size, count and time limit of the protocol;
@@ -20,6 +22,7 @@
 //!
 //! Every item is re-exported here, so `distsync::wire::Command` names it wherever it lives.
 
+pub mod access;
 pub mod cache;
 pub mod command;
 pub mod frame;
@@ -35,6 +38,7 @@ mod golden;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::access::*;
 pub use self::cache::*;
 pub use self::command::*;
 pub use self::frame::*;
@@ -68,15 +72,22 @@ pub struct LeaderInfo {
 /// A request from a client to a node.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub enum Request {
-    /// Open a session with the given time to live, in milliseconds.
+    /// Open a session with the given time to live, in milliseconds. Opening again with the same
+    /// secret (a retry after a lost answer) answers the session opened first, so retries leave
+    /// no orphan sessions behind.
     OpenSession {
         /// How long the session lives without a keepalive.
         ttl_ms: u64,
+        /// The secret every later request naming the session must carry; random, kept by the
+        /// client alone.
+        secret: SessionSecret,
     },
     /// Keep a session alive for another TTL.
     KeepAlive {
         /// The session to extend.
         session: SessionId,
+        /// The session's secret.
+        secret: SessionSecret,
     },
     /// A state-changing command under a session, exactly once.
     Write(WriteRequest),
@@ -97,6 +108,8 @@ pub enum Request {
         queued_revision: u64,
         /// How long the node may hold the request open, at most [`AWAIT_MS_MAX`].
         max_wait_ms: u64,
+        /// The secret of the owner's session.
+        secret: SessionSecret,
     },
     /// Waits, on the node that receives it, until `session` ends (expired or closed), so that a
     /// client holding locks learns at once that it lost them. Answers
@@ -106,6 +119,8 @@ pub enum Request {
         session: SessionId,
         /// How long the node may hold the request open, at most [`AWAIT_MS_MAX`].
         max_wait_ms: u64,
+        /// The session's secret.
+        secret: SessionSecret,
     },
     /// Waits, on the node that receives it, until a waiting queue get of `session` is decided:
     /// messages were delivered to it, its wait ended empty, or its session ended. Answered from
@@ -122,6 +137,8 @@ pub enum Request {
         queued_revision: u64,
         /// How long the node may hold the request open, at most [`AWAIT_MS_MAX`].
         max_wait_ms: u64,
+        /// The session's secret.
+        secret: SessionSecret,
     },
     /// Read cache keys on the node that receives it (never forwarded: each node has its own
     /// cache). Answered by [`Response::CacheValues`], one slot per key in order; an answer may
@@ -150,6 +167,9 @@ pub enum Request {
         /// Peers to cut off.
         peers: Vec<NodeId>,
     },
+    /// Change grants or identities, through the Raft log. Refused unless the connection's
+    /// identity is an admin.
+    Admin(AdminCommand),
 }
 
 /// Every reply: the body, plus the leader this node knows of, so that a client talking to a
@@ -198,6 +218,12 @@ pub enum Response {
     CacheShow(Box<CacheKeyView>),
     /// The answer to [`Request::CacheStats`].
     CacheStats(Box<CacheNodeStats>),
+    /// The answer to [`Request::Admin`].
+    AdminApplied {
+        /// False when the command changed nothing (the grant existed, the identity was already
+        /// disabled, …).
+        changed: bool,
+    },
 }
 
 /// A 64-bit FNV-1a hash: stable across processes, machines and versions, so that every client

@@ -1,6 +1,8 @@
-//! Client requests (and those a follower forwarded): one handler per request kind.
+//! Client requests (and those a follower forwarded): one handler per request kind, each with the
+//! identity of the connection it came in on. Writes carry the identity into the log, where the
+//! state machine checks it; requests answered here are checked here.
 
-use distsync::wire::{Command, CommandResponse, Reply, Request, Response, WriteRequest};
+use distsync::wire::{Command, CommandResponse, Permission, Reply, Request, ResourceKind, Response, WriteRequest};
 use distsync::{NodeId, ServerError};
 
 use super::Node;
@@ -19,37 +21,72 @@ pub(super) enum Origin {
 }
 
 impl Node {
-    /// Handles one client request (or one forwarded by a follower).
-    pub(super) async fn handle(&self, request: Request, origin: Origin) -> Reply {
-        let body = self.dispatch(request, origin).await;
+    /// Handles one client request (or one forwarded by a follower) from `identity`.
+    pub(super) async fn handle(&self, request: Request, origin: Origin, identity: &str) -> Reply {
+        let body = self.dispatch(request, origin, identity).await;
         self.reply(body)
     }
 
-    /// Routes one request to its handler. Every request kind is named here, so that a new one
-    /// does not compile until it is handled.
-    pub(super) async fn dispatch(&self, request: Request, origin: Origin) -> Result<Response, ServerError> {
+    /// Routes one request of `identity` to its handler. Every request kind is named here, so
+    /// that a new one does not compile until it is handled.
+    pub(super) async fn dispatch(
+        &self,
+        request: Request,
+        origin: Origin,
+        identity: &str,
+    ) -> Result<Response, ServerError> {
+        let caller = identity.to_string();
         match request {
-            Request::Status => Ok(Response::Status(Box::new(self.status()))),
-            Request::SetDroppedPeers { peers } => self.set_dropped_peers(&peers),
-            Request::OpenSession { ttl_ms } => self.write(Op::OpenSession { ttl_ms }, origin).await,
-            Request::KeepAlive { session } => self.write(Op::KeepAlive { session }, origin).await,
-            Request::Write(write) => self.write_command(write, origin).await,
-            Request::Read(query) => self.read(query, origin).await,
-            Request::AwaitLock { name, owner, queued_revision, max_wait_ms } => {
-                self.await_lock(&name, owner, queued_revision, max_wait_ms).await
+            Request::Status => {
+                self.state.applied().machine.access().check_enabled(identity)?;
+                Ok(Response::Status(Box::new(self.status())))
             }
-            Request::WatchSession { session, max_wait_ms } => Ok(self.watch_session(session, max_wait_ms).await),
-            Request::AwaitDelivery { queue, session, request, queued_revision, max_wait_ms } => {
-                self.await_delivery(&queue, session, request, queued_revision, max_wait_ms).await
+            Request::SetDroppedPeers { peers } => {
+                self.state.applied().machine.access().check_admin(identity)?;
+                self.set_dropped_peers(&peers)
+            }
+            Request::OpenSession { ttl_ms, secret } => {
+                self.write(Op::OpenSession { ttl_ms, identity: caller, secret }, origin).await
+            }
+            Request::KeepAlive { session, secret } => {
+                self.write(Op::KeepAlive { session, identity: caller, secret }, origin).await
+            }
+            Request::Write(write) => self.write_command(write, origin, caller).await,
+            Request::Read(query) => self.read(query, origin, identity).await,
+            Request::AwaitLock { name, owner, queued_revision, max_wait_ms, secret } => {
+                self.await_lock(&name, owner, queued_revision, max_wait_ms, (identity, &secret)).await
+            }
+            Request::WatchSession { session, max_wait_ms, secret } => {
+                self.watch_session(session, max_wait_ms, (identity, &secret)).await
+            }
+            Request::AwaitDelivery { queue, session, request, queued_revision, max_wait_ms, secret } => {
+                self.await_delivery(&queue, session, request, queued_revision, max_wait_ms, (identity, &secret)).await
             }
             Request::CacheGet { keys, consistency } => {
+                {
+                    let applied = self.state.applied();
+                    let access = applied.machine.access();
+                    for key in &keys {
+                        access.check(identity, ResourceKind::Cache, key, Permission::Read)?;
+                    }
+                }
                 self.cache.get(self, &keys, consistency).await.map(Response::CacheValues)
             }
             Request::CacheShow { key } => {
                 distsync::wire::validate_key(&key)?;
+                self.state.applied().machine.access().check(identity, ResourceKind::Cache, &key, Permission::Read)?;
                 Ok(Response::CacheShow(Box::new(self.cache.show(self, &key))))
             }
-            Request::CacheStats => Ok(Response::CacheStats(Box::new(self.cache.stats(self)))),
+            Request::CacheStats => {
+                self.state.applied().machine.access().check_enabled(identity)?;
+                Ok(Response::CacheStats(Box::new(self.cache.stats(self))))
+            }
+            Request::Admin(command) => {
+                command.validate()?;
+                // Checked here to refuse early; the state machine checks again where it applies.
+                self.state.applied().machine.access().check_admin(identity)?;
+                self.write(Op::Admin { identity: caller, command }, origin).await
+            }
             Request::CacheReport(report) => {
                 if origin == Origin::Client {
                     return Err(ServerError::InvalidArgument {
@@ -62,7 +99,12 @@ impl Node {
     }
 
     /// A client's command under its session, proposed here or forwarded to the leader.
-    async fn write_command(&self, write: WriteRequest, origin: Origin) -> Result<Response, ServerError> {
+    async fn write_command(
+        &self,
+        write: WriteRequest,
+        origin: Origin,
+        identity: String,
+    ) -> Result<Response, ServerError> {
         write.command.validate()?;
         // The node a client writes a cache value through keeps a copy (M); a leader serving a
         // follower's forward does not: the follower keeps it.
@@ -70,7 +112,7 @@ impl Node {
             Command::CacheSet { key, value, .. } if origin != Origin::Forwarded => Some((key.clone(), value.clone())),
             _ => None,
         };
-        let result = self.write(Op::Write(write), origin).await;
+        let result = self.write(Op::Write { identity, write }, origin).await;
         if let (Some((key, value)), Ok(Response::Written(CommandResponse::CacheSet { version }))) = (written, &result) {
             self.cache.keep_written(self, &key, value, *version);
         }

@@ -17,6 +17,7 @@ impl Node {
         request: Request,
         leader: Option<NodeId>,
         origin: Origin,
+        identity: &str,
     ) -> Result<Response, ServerError> {
         let Some(leader) = leader.filter(|leader| *leader != self.config.id) else {
             return Err(ServerError::Unavailable { reason: "no leader is elected right now".into() });
@@ -25,7 +26,7 @@ impl Node {
             return Err(ServerError::NotLeader { leader: self.leader() });
         }
         let timeout = forward_timeout(self.config.write_timeout());
-        let request = PeerRequest::Forward(request);
+        let request = PeerRequest::Forward { identity: identity.to_string(), request };
         let mut metrics = self.metrics.clone();
         let leader_moved = async {
             while metrics.changed().await.is_ok() {
@@ -47,8 +48,8 @@ impl Node {
             // belongs now instead of waiting for a dead node. Re-sending is safe because writes
             // are deduplicated by session and sequence number, and reads have no effect.
             () = leader_moved, if origin == Origin::Client => {
-                let PeerRequest::Forward(request) = request else { unreachable!("built above") };
-                Box::pin(self.dispatch(request, Origin::Rerouted)).await
+                let PeerRequest::Forward { request, .. } = request else { unreachable!("built above") };
+                Box::pin(self.dispatch(request, Origin::Rerouted, identity)).await
             }
         }
     }

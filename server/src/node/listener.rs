@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use distsync::tls::CLOSE_NOT_A_CLIENT;
 use distsync::wire::{decode_body, encode_frame, read_frame, write_frame, Request, ALPN_PEER, FRAME_BYTES_MAX};
 use distsync::{FrameError, NodeId};
 use tokio::sync::{watch, Semaphore};
 
 use super::dispatch::Origin;
 use super::Node;
-use crate::transport::{negotiated_protocol, peer_identity};
+use crate::transport::{client_identity, negotiated_protocol, peer_identity};
 
 /// Concurrent connections (clients and peers) a node accepts; more are refused. Each costs a
 /// task and QUIC state; 4096 is far above a coordination service's client count.
@@ -45,11 +46,19 @@ pub(super) async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint, mut 
     }
 }
 
+/// Who is at the other end of a connection, as its certificate proves.
+enum Party {
+    /// A cluster member.
+    Peer(NodeId),
+    /// A client with this identity.
+    Client(Arc<str>),
+}
+
 async fn serve_connection(node: Arc<Node>, connection: quinn::Connection) {
     let remote = connection.remote_address();
-    let peer = if negotiated_protocol(&connection).as_deref() == Some(ALPN_PEER) {
+    let party = if negotiated_protocol(&connection).as_deref() == Some(ALPN_PEER) {
         match peer_identity(&connection, &node.config.peers.0) {
-            Some(id) => Some(id),
+            Some(id) => Party::Peer(id),
             None => {
                 tracing::warn!(%remote, "refusing a peer connection whose certificate does not name a cluster member");
                 connection.close(CLOSE_NOT_A_MEMBER.into(), b"not a cluster member certificate");
@@ -57,8 +66,19 @@ async fn serve_connection(node: Arc<Node>, connection: quinn::Connection) {
             }
         }
     } else {
-        None
+        match client_identity(&connection) {
+            Ok(identity) => {
+                tracing::debug!(%remote, %identity, "client connected");
+                Party::Client(identity.into())
+            }
+            Err(reason) => {
+                tracing::warn!(%remote, reason, "refusing a client connection");
+                connection.close(CLOSE_NOT_A_CLIENT.into(), reason.as_bytes());
+                return;
+            }
+        }
     };
+    let party = Arc::new(party);
     loop {
         let (send, recv) = match connection.accept_bi().await {
             Ok(streams) => streams,
@@ -68,16 +88,22 @@ async fn serve_connection(node: Arc<Node>, connection: quinn::Connection) {
             }
         };
         let node = node.clone();
+        let party = party.clone();
         tokio::spawn(async move {
-            match peer {
-                Some(from) => serve_peer_stream(node, from, send, recv).await,
-                None => serve_client_stream(node, send, recv).await,
+            match &*party {
+                Party::Peer(from) => serve_peer_stream(node, *from, send, recv).await,
+                Party::Client(identity) => serve_client_stream(node, identity, send, recv).await,
             }
         });
     }
 }
 
-async fn serve_client_stream(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn serve_client_stream(
+    node: Arc<Node>,
+    identity: &str,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let reply = match read_frame(&mut recv, FRAME_BYTES_MAX).await {
         Ok(body) => match decode_body::<Request>(&body) {
             Ok(request) => {
@@ -86,7 +112,7 @@ async fn serve_client_stream(node: Arc<Node>, mut send: quinn::SendStream, mut r
                 // proposed still commits; the client's retry under the same seq finds its answer.
                 let abandoned = send.stopped();
                 tokio::select! {
-                    reply = node.handle(request, Origin::Client) => reply,
+                    reply = node.handle(request, Origin::Client, identity) => reply,
                     _ = abandoned => {
                         tracing::debug!("client abandoned a request");
                         return;

@@ -31,7 +31,9 @@ impl Node {
             PeerRequest::InstallSnapshot(request) => {
                 PeerResponse::InstallSnapshot(self.raft.install_snapshot(request).await)
             }
-            PeerRequest::Forward(request) => PeerResponse::Forward(self.handle(request, Origin::Forwarded).await),
+            PeerRequest::Forward { identity, request } => {
+                PeerResponse::Forward(self.handle(request, Origin::Forwarded, &identity).await)
+            }
             PeerRequest::ReadIndex => PeerResponse::ReadIndex(if self.is_leader() {
                 self.confirmations.join(|| self.confirm_leadership()).await
             } else {

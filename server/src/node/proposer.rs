@@ -56,7 +56,7 @@ impl Node {
         let leader = self.metrics.borrow().current_leader;
         if leader.is_some_and(|leader| leader != self.config.id) {
             return match forwardable(op) {
-                Some(request) => self.forward(request, leader, origin).await,
+                Some((identity, request)) => self.forward(request, leader, origin, &identity).await,
                 None => Err(ServerError::NotLeader { leader: self.leader() }),
             };
         }
@@ -92,14 +92,16 @@ fn uncommitted(id: NodeId, write_timeout: Duration) -> String {
     )
 }
 
-/// The client request that proposes `op`, for forwarding; ticks are a leader's own business and
-/// are never forwarded.
-fn forwardable(op: Op) -> Option<Request> {
+/// The client request that proposes `op`, with the identity it is sent as, for forwarding;
+/// ticks are a leader's own business and are never forwarded.
+fn forwardable(op: Op) -> Option<(String, Request)> {
     match op {
-        Op::OpenSession { ttl_ms } => Some(Request::OpenSession { ttl_ms }),
-        Op::KeepAlive { session } => Some(Request::KeepAlive { session }),
-        Op::Write(write) => Some(Request::Write(write)),
-        Op::CacheReport(report) => Some(Request::CacheReport(report)),
+        Op::OpenSession { ttl_ms, identity, secret } => Some((identity, Request::OpenSession { ttl_ms, secret })),
+        Op::KeepAlive { session, identity, secret } => Some((identity, Request::KeepAlive { session, secret })),
+        Op::Write { identity, write } => Some((identity, Request::Write(write))),
+        Op::Admin { identity, command } => Some((identity, Request::Admin(command))),
+        // A node's own report: no client identity (peers accept it only from a member).
+        Op::CacheReport(report) => Some((String::new(), Request::CacheReport(report))),
         Op::Tick | Op::CacheWrittenBack { .. } => None,
     }
 }

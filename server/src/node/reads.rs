@@ -20,16 +20,16 @@ use crate::transport::{PeerRequest, PeerResponse};
 impl Node {
     /// Serves a linearizable read: confirm leadership with a quorum (read index), wait until
     /// applied up to it, then read the local state.
-    pub(super) async fn read(&self, query: Query, origin: Origin) -> Result<Response, ServerError> {
+    pub(super) async fn read(&self, query: Query, origin: Origin, identity: &str) -> Result<Response, ServerError> {
         let leader = self.metrics.borrow().current_leader;
         if leader.is_some_and(|leader| leader != self.config.id) {
-            return self.forward(Request::Read(query), leader, origin).await;
+            return self.forward(Request::Read(query), leader, origin, identity).await;
         }
         let write_timeout = self.config.write_timeout();
         match tokio::time::timeout(write_timeout, self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(Response::Read(self.state.applied().machine.query(&query))),
+            Ok(Ok(_)) => self.state.applied().machine.query(identity, &query).map(Response::Read),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to)))) => {
-                self.forward(Request::Read(query), to.leader_id, origin).await
+                self.forward(Request::Read(query), to.leader_id, origin, identity).await
             }
             Ok(Err(error)) => Err(self.unconfirmed(Some(error))),
             Err(_) => Err(self.unconfirmed(None)),

@@ -11,15 +11,23 @@
 //!
 //! Layout: this file applies entries and routes each [`Command`] to the primitive it belongs to,
 //! by an exhaustive match, so a new command does not compile until it is handled. Each
-//! primitive's logic lives beside its state: [`sessions`] (leases and the exactly-once response
-//! cache), [`kv`] (the replicated register), [`locks`] (locks, their queues and the wait-for
+//! primitive's logic lives beside its state: [`sessions`] (leases, their owners and the
+//! exactly-once response cache), [`access`] (grants and disabled identities), [`kv`] (the replicated register), [`locks`] (locks, their queues and the wait-for
 //! graph), [`queues`] (durable FIFO queues), [`cache`] (the cache directory: versions and pending
 //! write-backs).
 //!
 //! Fencing tokens are revisions too: every grant takes a fresh one, so tokens increase per lock
-//! across leader changes, and a token says where in the log the grant happened. Message ids and
-//! delivery tags are fresh revisions as well.
+//! across leader changes, and a token says where in the log the grant happened. Message ids are
+//! fresh revisions as well; delivery tags are keyed hashes of one (unguessable, see
+//! `queues/queue.rs`).
+//!
+//! Every client operation carries the identity of the connection it came in on (set by the node
+//! that received it, which peers trust as cluster members). Writes are checked here against the
+//! grants, at the log position where they apply, so a forwarded write cannot escape them.
 
+pub mod access;
+#[cfg(test)]
+mod access_tests;
 pub mod cache;
 pub mod kv;
 pub mod locks;
@@ -29,11 +37,13 @@ pub mod sessions;
 mod tests;
 
 use distsync::wire::{
-    CacheReport, Command, CommandResponse, Owner, Query, QueryResponse, Response, WriteRequest, QUEUE_LIST_PAGE_MAX,
+    AdminCommand, CacheReport, Command, CommandResponse, Owner, Permission, Query, QueryResponse, ResourceKind,
+    Response, SessionSecret, WriteRequest, IDENTITY_LIST_PAGE_MAX, LOCK_LIST_PAGE_MAX, QUEUE_LIST_PAGE_MAX,
 };
 use distsync::{ServerError, SessionId};
 use serde::{Deserialize, Serialize};
 
+use self::access::AccessControl;
 use self::cache::CacheDirectory;
 use self::kv::KvRegister;
 use self::locks::{LockEvent, Locks};
@@ -60,14 +70,27 @@ pub enum Op {
     OpenSession {
         /// Requested TTL.
         ttl_ms: u64,
+        /// The connection's identity, which will own the session.
+        identity: String,
+        /// The secret the opener chose.
+        secret: SessionSecret,
     },
     /// Renew a session.
     KeepAlive {
         /// The session.
         session: SessionId,
+        /// The connection's identity.
+        identity: String,
+        /// The session's secret.
+        secret: SessionSecret,
     },
     /// A client command under a session.
-    Write(WriteRequest),
+    Write {
+        /// The connection's identity.
+        identity: String,
+        /// The command, with its session and sequence number.
+        write: WriteRequest,
+    },
     /// Proposed by an idle leader so that time advances and leases expire.
     Tick,
     /// Proposed by the leader's write-back worker: Redis holds these (key, version) pairs.
@@ -77,26 +100,35 @@ pub enum Op {
     },
     /// Proposed by a node about its cache copies; see [`CacheReport`].
     CacheReport(CacheReport),
+    /// A change to grants or identities, from an admin.
+    Admin {
+        /// The connection's identity.
+        identity: String,
+        /// The change.
+        command: AdminCommand,
+    },
 }
 
 impl Op {
     /// Roughly how many bytes the operation adds to an entry, to bound batches.
     pub fn approximate_bytes(&self) -> usize {
         match self {
-            Op::Write(WriteRequest { command: Command::KvPut { key, value }, .. }) => 64 + key.len() + value.len(),
-            Op::Write(WriteRequest { command: Command::KvDelete { key }, .. }) => 64 + key.len(),
-            Op::Write(WriteRequest { command: Command::CacheSet { key, value, .. }, .. }) => {
-                64 + key.len() + value.len()
+            Op::Write { write: WriteRequest { command: Command::KvPut { key, value }, .. }, .. } => {
+                96 + key.len() + value.len()
+            }
+            Op::Write { write: WriteRequest { command: Command::KvDelete { key }, .. }, .. } => 96 + key.len(),
+            Op::Write { write: WriteRequest { command: Command::CacheSet { key, value, .. }, .. }, .. } => {
+                96 + key.len() + value.len()
             }
             Op::CacheWrittenBack { written } => 64 + written.iter().map(|(key, _)| 16 + key.len()).sum::<usize>(),
             Op::CacheReport(report) => {
                 64 + report.loaded.iter().chain(&report.lost).map(|(key, _)| 16 + key.len()).sum::<usize>()
                     + report.dropped.iter().map(|key| 8 + key.len()).sum::<usize>()
             }
-            Op::Write(WriteRequest { command: Command::QueuePut { messages, .. }, .. }) => {
-                64 + messages.iter().map(|m| 16 + m.body.len()).sum::<usize>()
+            Op::Write { write: WriteRequest { command: Command::QueuePut { messages, .. }, .. }, .. } => {
+                96 + messages.iter().map(|m| 16 + m.body.len()).sum::<usize>()
             }
-            _ => 64,
+            _ => 96,
         }
     }
 }
@@ -120,6 +152,7 @@ pub struct StateMachine {
     locks: Locks,
     queues: Queues,
     cache: CacheDirectory,
+    access: AccessControl,
     /// Sessions whose locks or queue gets changed in the entries applied since the last
     /// [`StateMachine::take_touched_sessions`]: whoever waits on their behalf should look again.
     /// Not replicated state.
@@ -192,12 +225,17 @@ impl StateMachine {
     fn apply_op(&mut self, op: &Op) -> ApplyResult {
         let revision = self.revision;
         match op {
-            Op::OpenSession { ttl_ms } => self
-                .sessions
-                .open(revision, *ttl_ms, self.now_ms)
-                .map(|()| Response::SessionOpened { session: revision, ttl_ms: *ttl_ms }),
-            Op::KeepAlive { session } => self.sessions.keep_alive(*session, self.now_ms).map(|()| Response::KeptAlive),
-            Op::Write(write) => self.apply_write(revision, write).map(Response::Written),
+            Op::OpenSession { ttl_ms, identity, secret } => {
+                self.access.check_enabled(identity)?;
+                let (session, ttl_ms) = self.sessions.open(revision, *ttl_ms, self.now_ms, identity, *secret)?;
+                Ok(Response::SessionOpened { session, ttl_ms })
+            }
+            Op::KeepAlive { session, identity, secret } => {
+                self.access.check_enabled(identity)?;
+                self.sessions.keep_alive(*session, identity, secret, self.now_ms).map(|()| Response::KeptAlive)
+            }
+            Op::Write { identity, write } => self.apply_write(revision, identity, write).map(Response::Written),
+            Op::Admin { identity, command } => self.apply_admin(identity, command),
             Op::Tick => Ok(Response::Done),
             Op::CacheWrittenBack { written } => {
                 for (key, version) in written {
@@ -217,8 +255,8 @@ impl StateMachine {
     fn check_touched(&self, op: &Op) {
         self.sessions.check_counts();
         match op {
-            Op::KeepAlive { session } => self.sessions.check_session(*session),
-            Op::Write(write) => {
+            Op::KeepAlive { session, .. } => self.sessions.check_session(*session),
+            Op::Write { write, .. } => {
                 if let Some(name) = write.command.lock_name() {
                     if let Some(lock) = self.locks.get(name) {
                         self.locks.check_lock(name, lock);
@@ -236,6 +274,7 @@ impl StateMachine {
                 }
             }
             Op::OpenSession { .. } => self.sessions.check_session(self.revision),
+            Op::Admin { .. } => self.access.check_invariants(),
             Op::Tick | Op::CacheWrittenBack { .. } | Op::CacheReport(_) => {}
         }
     }
@@ -248,22 +287,58 @@ impl StateMachine {
         self.applied_index = index;
     }
 
-    fn apply_write(&mut self, revision: u64, write: &WriteRequest) -> Result<CommandResponse, ServerError> {
-        let admission = self.sessions.begin_write(write.session, write.seq, write.acked_below, self.now_ms)?;
+    /// A write from `identity`: its session must be the identity's (with the secret), then the
+    /// identity needs `write` on the name the command acts on. A refusal for want of a grant is
+    /// the command's answer, stored like any other for its retries.
+    fn apply_write(
+        &mut self,
+        revision: u64,
+        identity: &str,
+        write: &WriteRequest,
+    ) -> Result<CommandResponse, ServerError> {
+        self.access.check_enabled(identity)?;
+        let digest = command_digest(&write.command);
+        let admission = self.sessions.begin_write(
+            write.session,
+            identity,
+            &write.secret,
+            write.seq,
+            write.acked_below,
+            digest,
+            self.now_ms,
+        )?;
         if let WriteAdmission::Duplicate(stored) = admission {
             return stored;
         }
-        let result = self.execute(revision, write.session, &write.command);
+        let permitted = match write.command.resource() {
+            Some((kind, name)) => self.access.check(identity, kind, name, Permission::Write),
+            None => Ok(()),
+        };
+        let result = permitted.and_then(|()| self.execute(revision, write.session, &write.secret, &write.command));
         if self.sessions.contains(write.session) {
-            self.sessions.finish_write(write.session, write.seq, result.clone());
+            self.sessions.finish_write(write.session, write.seq, digest, result.clone());
         }
         result
+    }
+
+    /// An admin command; disabling an identity ends its sessions at once.
+    fn apply_admin(&mut self, identity: &str, command: &AdminCommand) -> ApplyResult {
+        self.access.check_admin(identity)?;
+        let changed = self.access.apply(command)?;
+        if let AdminCommand::SetEnabled { identity: target, enabled: false } = command {
+            for session in self.sessions.sessions_of(target) {
+                self.sessions.close(session);
+                self.release_session(session);
+            }
+        }
+        Ok(Response::AdminApplied { changed })
     }
 
     fn execute(
         &mut self,
         revision: u64,
         session: SessionId,
+        secret: &SessionSecret,
         command: &Command,
     ) -> Result<CommandResponse, ServerError> {
         command.validate()?;
@@ -296,12 +371,15 @@ impl StateMachine {
                     visibility_ms: *visibility_ms,
                     wait_ms: *wait_ms,
                     detach: *detach,
+                    tag_key: *secret,
                 };
                 self.queue_get(revision, session, queue, get)
             }
-            Command::QueueAck { queue, tags } => self.queue_ack(queue, tags),
-            Command::QueueNack { queue, tags } => self.queue_nack(queue, tags),
-            Command::QueueExtend { queue, tag, visibility_ms } => self.queue_extend(queue, *tag, *visibility_ms),
+            Command::QueueAck { queue, tags } => self.queue_ack(session, queue, tags),
+            Command::QueueNack { queue, tags } => self.queue_nack(session, queue, tags),
+            Command::QueueExtend { queue, tag, visibility_ms } => {
+                self.queue_extend(session, queue, *tag, *visibility_ms)
+            }
             Command::QueueCancel { queue, request } => Ok(self.queue_cancel(session, queue, *request)),
             Command::CacheSet { key, value, ttl_ms } => self.cache_set(revision, key, value, *ttl_ms),
             Command::CacheDelete { key } => Ok(self.cache_delete(revision, key)),
@@ -323,18 +401,84 @@ impl StateMachine {
         self.revision < session || self.sessions.contains(session)
     }
 
-    /// Answers a read from the applied state.
-    pub fn query(&self, query: &Query) -> QueryResponse {
-        match query {
-            Query::KvGet { key } => QueryResponse::KvGet { value: self.kv.get(key).cloned() },
-            Query::LockList { after } => self.lock_list(after.as_deref()),
-            Query::LockShow { name } => self.lock_show(name),
-            Query::QueueStats { queue } => QueryResponse::QueueStats { stats: self.queues.stats(queue, self.now_ms) },
+    /// Answers a read by `identity` from the applied state: a read of one name needs `read` on
+    /// it; a listing shows only the names the identity may read.
+    ///
+    /// # Errors
+    ///
+    /// `IdentityDisabled`, `PermissionDenied`.
+    pub fn query(&self, identity: &str, query: &Query) -> Result<QueryResponse, ServerError> {
+        self.access.check_enabled(identity)?;
+        let read = |kind, name: &[u8]| self.access.check(identity, kind, name, Permission::Read);
+        let may_read = |kind, name: &str| self.access.allows(identity, kind, name.as_bytes(), Permission::Read);
+        Ok(match query {
+            Query::KvGet { key } => {
+                read(ResourceKind::Kv, key)?;
+                QueryResponse::KvGet { value: self.kv.get(key).cloned() }
+            }
+            Query::LockList { after } => {
+                let (locks, more) = filtered_pages(
+                    after.clone(),
+                    LOCK_LIST_PAGE_MAX,
+                    |after| match self.lock_list(after.as_deref()) {
+                        QueryResponse::LockList { locks, more } => (locks, more),
+                        other => unreachable!("a lock list answers {other:?}"),
+                    },
+                    |lock| lock.name.clone(),
+                    |lock| may_read(ResourceKind::Lock, &lock.name),
+                );
+                QueryResponse::LockList { locks, more }
+            }
+            Query::LockShow { name } => {
+                read(ResourceKind::Lock, name.as_bytes())?;
+                self.lock_show(name)
+            }
+            Query::QueueStats { queue } => {
+                read(ResourceKind::Queue, queue.as_bytes())?;
+                QueryResponse::QueueStats { stats: self.queues.stats(queue, self.now_ms) }
+            }
             Query::QueueList { after } => {
-                let (queues, more) = self.queues.list(after.as_deref(), QUEUE_LIST_PAGE_MAX, self.now_ms);
+                let (queues, more) = filtered_pages(
+                    after.clone(),
+                    QUEUE_LIST_PAGE_MAX,
+                    |after| self.queues.list(after.as_deref(), QUEUE_LIST_PAGE_MAX, self.now_ms),
+                    |queue| queue.name.clone(),
+                    |queue| may_read(ResourceKind::Queue, &queue.name),
+                );
                 QueryResponse::QueueList { queues, more }
             }
+            Query::Identities { after } => {
+                self.access.check_admin(identity)?;
+                let sessions = self.sessions.count_by_identity();
+                let (identities, more) = self.access.list(after.as_deref(), IDENTITY_LIST_PAGE_MAX, &sessions);
+                QueryResponse::Identities { identities, more }
+            }
+        })
+    }
+
+    /// Grants and disabled identities.
+    pub fn access(&self) -> &AccessControl {
+        &self.access
+    }
+
+    /// Refuses a request naming `session` unless it comes from the session's opener: the
+    /// identity that opened it, with its secret. A session this replica does not know (ended,
+    /// or not applied here yet) passes: a wait on it answers with its end or keeps waiting.
+    ///
+    /// # Errors
+    ///
+    /// `IdentityDisabled`, `SessionNotOwned`.
+    pub fn check_session_owner(
+        &self,
+        session: SessionId,
+        identity: &str,
+        secret: &SessionSecret,
+    ) -> Result<(), ServerError> {
+        self.access.check_enabled(identity)?;
+        if self.sessions.contains(session) {
+            self.sessions.authorize(session, identity, secret)?;
         }
+        Ok(())
     }
 
     /// Index of the latest applied entry.
@@ -402,9 +546,46 @@ impl StateMachine {
         }
         self.queues.check_invariants();
         self.cache.check_invariants(self.revision);
+        self.access.check_invariants();
         for session in self.queues.sessions() {
             assert!(self.sessions.contains(session), "session {session} waits on or holds a delivery but is not open");
         }
+    }
+}
+
+/// The digest stored beside a write's answer: a retry under the same sequence number must carry
+/// the same command to get that answer.
+pub fn command_digest(command: &Command) -> u64 {
+    distsync::wire::fnv1a(&postcard::to_stdvec(command).expect("commands always serialize"))
+}
+
+/// Reads pages of a listing from `after` on, keeping the items `keep` allows, until `max` are
+/// kept or the listing ends; returns them and whether more may follow. An identity that may read
+/// everything keeps every item of the first page, so that costs what an unfiltered listing does.
+fn filtered_pages<T>(
+    mut after: Option<String>,
+    max: usize,
+    page: impl Fn(&Option<String>) -> (Vec<T>, bool),
+    name: impl Fn(&T) -> String,
+    keep: impl Fn(&T) -> bool,
+) -> (Vec<T>, bool) {
+    let mut kept = Vec::new();
+    loop {
+        let (items, more) = page(&after);
+        let last = items.last().map(&name);
+        let mut items = items.into_iter();
+        for item in items.by_ref() {
+            if keep(&item) {
+                kept.push(item);
+                if kept.len() == max {
+                    return (kept, more || items.len() > 0);
+                }
+            }
+        }
+        if !more || last.is_none() {
+            return (kept, false);
+        }
+        after = last;
     }
 }
 

@@ -1,9 +1,14 @@
 //! Client sessions: TTL leases renewed by keepalives, expiry by leader-stamped time, and the
 //! per-session response cache that makes retried writes exactly-once.
+//!
+//! A session belongs to the identity that opened it and is proven by the secret its opener
+//! chose: every request naming it must come from that identity with that secret. Stored answers
+//! are keyed by sequence number and checked against the digest of the command they answer, so
+//! a different command under a seen sequence number is refused instead of answered.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use distsync::wire::{CommandResponse, SessionId, SESSION_TTL_MAX, SESSION_TTL_MIN};
+use distsync::wire::{CommandResponse, SessionId, SessionSecret, SESSION_TTL_MAX, SESSION_TTL_MIN};
 use distsync::ServerError;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +21,15 @@ pub const RESPONSES_PER_SESSION_MAX: usize = 4096;
 /// in a loop; each costs a few hundred bytes.
 pub const SESSIONS_MAX: usize = 100_000;
 
+/// The answer of an applied write, kept for its retries.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    /// The digest of the command answered ([`command_digest`](super::command_digest)).
+    pub digest: u64,
+    /// The answer.
+    pub result: Result<CommandResponse, ServerError>,
+}
+
 /// One open session.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -26,7 +40,11 @@ pub struct Session {
     /// Every sequence number below this has been answered to the client and forgotten.
     pub acked_below: u64,
     /// Stored answers by sequence number, for retries.
-    pub responses: BTreeMap<u64, Result<CommandResponse, ServerError>>,
+    pub responses: BTreeMap<u64, StoredAnswer>,
+    /// The identity that opened the session.
+    pub identity: String,
+    /// The secret its opener chose.
+    pub secret: SessionSecret,
 }
 
 /// What [`Sessions::begin_write`] decided about a write.
@@ -44,6 +62,8 @@ pub struct Sessions {
     sessions: BTreeMap<SessionId, Session>,
     /// (expires_at_ms, session): the next to expire first.
     by_expiry: BTreeSet<(u64, SessionId)>,
+    /// (identity, secret) → session, so that a retried open finds the session it opened.
+    by_opener: BTreeMap<(String, SessionSecret), SessionId>,
 }
 
 impl Sessions {
@@ -62,12 +82,24 @@ impl Sessions {
         self.sessions.is_empty()
     }
 
-    /// Opens session `id` (the revision of the opening operation).
+    /// Opens session `id` (the revision of the opening operation) for `identity` with `secret`;
+    /// returns the session and its TTL. When `identity` has a session open with the same secret
+    /// already (a retry whose first answer was lost), answers that one instead.
     ///
     /// # Errors
     ///
     /// `InvalidArgument` for a TTL out of range, `Unavailable` when [`SESSIONS_MAX`] are open.
-    pub fn open(&mut self, id: SessionId, ttl_ms: u64, now_ms: u64) -> Result<(), ServerError> {
+    pub fn open(
+        &mut self,
+        id: SessionId,
+        ttl_ms: u64,
+        now_ms: u64,
+        identity: &str,
+        secret: SessionSecret,
+    ) -> Result<(SessionId, u64), ServerError> {
+        if let Some(&existing) = self.by_opener.get(&(identity.to_string(), secret)) {
+            return Ok((existing, self.sessions[&existing].ttl_ms));
+        }
         let range = SESSION_TTL_MIN.as_millis() as u64..=SESSION_TTL_MAX.as_millis() as u64;
         if !range.contains(&ttl_ms) {
             return Err(ServerError::InvalidArgument {
@@ -81,25 +113,62 @@ impl Sessions {
         }
         assert!(!self.sessions.contains_key(&id), "session ids are revisions and never repeat");
         let expires_at_ms = now_ms + ttl_ms;
-        self.sessions.insert(id, Session { ttl_ms, expires_at_ms, acked_below: 1, responses: BTreeMap::new() });
+        let session = Session {
+            ttl_ms,
+            expires_at_ms,
+            acked_below: 1,
+            responses: BTreeMap::new(),
+            identity: identity.to_string(),
+            secret,
+        };
+        self.sessions.insert(id, session);
         self.by_expiry.insert((expires_at_ms, id));
-        Ok(())
+        self.by_opener.insert((identity.to_string(), secret), id);
+        Ok((id, ttl_ms))
     }
 
-    /// Renews a session's lease from `now_ms`.
+    /// Checks that session `id` is open and was opened by `identity` with `secret`.
     ///
     /// # Errors
     ///
-    /// `SessionExpired` when the session is not open.
-    pub fn keep_alive(&mut self, id: SessionId, now_ms: u64) -> Result<(), ServerError> {
-        let session = self.sessions.get_mut(&id).ok_or(ServerError::SessionExpired { session: id })?;
+    /// `SessionExpired` when it is not open; `SessionNotOwned` when the caller is not its opener.
+    pub fn authorize(&self, id: SessionId, identity: &str, secret: &SessionSecret) -> Result<(), ServerError> {
+        let session = self.sessions.get(&id).ok_or(ServerError::SessionExpired { session: id })?;
+        // Both are compared whatever the first finds, so the answer time tells nothing.
+        let secret_matches = session.secret.matches(secret);
+        if secret_matches & (session.identity == identity) {
+            Ok(())
+        } else {
+            Err(ServerError::SessionNotOwned { session: id })
+        }
+    }
+
+    /// Renews a session's lease from `now_ms`, for its opener.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sessions::authorize`].
+    pub fn keep_alive(
+        &mut self,
+        id: SessionId,
+        identity: &str,
+        secret: &SessionSecret,
+        now_ms: u64,
+    ) -> Result<(), ServerError> {
+        self.authorize(id, identity, secret)?;
+        self.renew(id, now_ms);
+        Ok(())
+    }
+
+    /// Renews an open session's lease from `now_ms`.
+    fn renew(&mut self, id: SessionId, now_ms: u64) {
+        let session = self.sessions.get_mut(&id).expect("renewed sessions are open");
         let renewed = now_ms + session.ttl_ms;
         if renewed > session.expires_at_ms {
             self.by_expiry.remove(&(session.expires_at_ms, id));
             session.expires_at_ms = renewed;
             self.by_expiry.insert((renewed, id));
         }
-        Ok(())
     }
 
     /// Closes a session at once; returns whether it was open.
@@ -107,10 +176,30 @@ impl Sessions {
         match self.sessions.remove(&id) {
             Some(session) => {
                 self.by_expiry.remove(&(session.expires_at_ms, id));
+                self.by_opener.remove(&(session.identity, session.secret));
                 true
             }
             None => false,
         }
+    }
+
+    /// The identity that opened session `id`, if it is open.
+    pub fn identity_of(&self, id: SessionId) -> Option<&str> {
+        self.sessions.get(&id).map(|session| session.identity.as_str())
+    }
+
+    /// The open sessions of `identity`, oldest first.
+    pub fn sessions_of(&self, identity: &str) -> Vec<SessionId> {
+        self.sessions.iter().filter(|(_, session)| session.identity == identity).map(|(id, _)| *id).collect()
+    }
+
+    /// Open sessions per identity.
+    pub fn count_by_identity(&self) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for session in self.sessions.values() {
+            *counts.entry(session.identity.clone()).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// Removes every session whose lease ended before `now_ms`; returns their ids, oldest first.
@@ -121,7 +210,8 @@ impl Sessions {
                 break;
             }
             self.by_expiry.pop_first();
-            self.sessions.remove(&id);
+            let session = self.sessions.remove(&id).expect("indexed sessions are open");
+            self.by_opener.remove(&(session.identity, session.secret));
             expired.push(id);
         }
         expired
@@ -140,24 +230,32 @@ impl Sessions {
         }
     }
 
-    /// Admits a write `(id, seq)`: renews the lease, forgets responses the client has seen, and
-    /// says whether to apply the command or answer a stored response.
+    /// Admits a write `(id, seq)` of the command with `digest` from `identity` with `secret`:
+    /// renews the lease, forgets responses the client has seen, and says whether to apply the
+    /// command or answer a stored response.
     ///
     /// # Errors
     ///
-    /// `SessionExpired` for an unknown session; `StaleSequence` when `seq` was answered and
-    /// forgotten already.
+    /// As [`Sessions::authorize`]; `StaleSequence` when `seq` was answered and forgotten
+    /// already; `SequenceReused` when `seq` answered a different command.
+    #[allow(clippy::too_many_arguments)]
     pub fn begin_write(
         &mut self,
         id: SessionId,
+        identity: &str,
+        secret: &SessionSecret,
         seq: u64,
         acked_below: u64,
+        digest: u64,
         now_ms: u64,
     ) -> Result<WriteAdmission, ServerError> {
-        self.keep_alive(id, now_ms)?;
+        self.keep_alive(id, identity, secret, now_ms)?;
         let session = self.sessions.get_mut(&id).expect("kept alive above");
         if let Some(stored) = session.responses.get(&seq) {
-            return Ok(WriteAdmission::Duplicate(stored.clone()));
+            if stored.digest != digest {
+                return Err(ServerError::SequenceReused { session: id, seq });
+            }
+            return Ok(WriteAdmission::Duplicate(stored.result.clone()));
         }
         if seq < session.acked_below {
             return Err(ServerError::StaleSequence { session: id, seq, oldest_kept: session.acked_below });
@@ -170,10 +268,10 @@ impl Sessions {
         Ok(WriteAdmission::Apply)
     }
 
-    /// Stores the answer of an applied write for retries.
-    pub fn finish_write(&mut self, id: SessionId, seq: u64, response: Result<CommandResponse, ServerError>) {
+    /// Stores the answer of an applied write (of the command with `digest`) for retries.
+    pub fn finish_write(&mut self, id: SessionId, seq: u64, digest: u64, result: Result<CommandResponse, ServerError>) {
         if let Some(session) = self.sessions.get_mut(&id) {
-            session.responses.insert(seq, response);
+            session.responses.insert(seq, StoredAnswer { digest, result });
             while session.responses.len() > RESPONSES_PER_SESSION_MAX {
                 let (oldest, _) = session.responses.pop_first().expect("non-empty");
                 session.acked_below = oldest + 1;
@@ -197,12 +295,14 @@ impl Sessions {
     /// Every session is indexed once (cheap).
     pub fn check_counts(&self) {
         assert_eq!(self.sessions.len(), self.by_expiry.len(), "every session is indexed once");
+        assert_eq!(self.sessions.len(), self.by_opener.len(), "every session is indexed by its opener once");
     }
 
     /// One session agrees with the index and keeps its bounds; an absent session is fine.
     pub fn check_session(&self, id: SessionId) {
         let Some(session) = self.sessions.get(&id) else { return };
         assert!(self.by_expiry.contains(&(session.expires_at_ms, id)), "index agrees with session {id}");
+        assert_eq!(self.by_opener.get(&(session.identity.clone(), session.secret)), Some(&id));
         assert!(session.responses.len() <= RESPONSES_PER_SESSION_MAX);
         if let Some((&first, _)) = session.responses.first_key_value() {
             assert!(first >= session.acked_below, "session {id} keeps no response below its bound");

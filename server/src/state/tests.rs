@@ -1,34 +1,80 @@
 //! Scenarios of the whole state machine: sessions, time, revisions, and how the primitives meet
 //! in one log (expiry freeing locks and deliveries in the entry that notices it).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use super::*;
-use distsync::wire::{LockAwaitOutcome, LockWait, QueueAwaitOutcome};
+use distsync::wire::{LockAwaitOutcome, LockWait, QueueAwaitOutcome, ADMIN_IDENTITY};
 
-const GRACE_MS: u64 = 600;
+pub(super) const GRACE_MS: u64 = 600;
 
-fn at(time_ms: u64, op: Op) -> LogCommand {
+thread_local! {
+    /// The secret each session of the running test was opened with.
+    static SECRETS: RefCell<HashMap<SessionId, SessionSecret>> = RefCell::new(HashMap::new());
+}
+
+/// Remembers that `session` was opened with `secret`.
+pub(super) fn remember(session: SessionId, secret: SessionSecret) {
+    SECRETS.with(|secrets| secrets.borrow_mut().insert(session, secret));
+}
+
+/// The secret `session` was opened with (none for a session never opened).
+pub(super) fn secret_of(session: SessionId) -> SessionSecret {
+    SECRETS.with(|secrets| secrets.borrow().get(&session).copied().unwrap_or_default())
+}
+
+/// An open by the admin identity.
+pub(super) fn open_op(ttl_ms: u64, secret: SessionSecret) -> Op {
+    Op::OpenSession { ttl_ms, identity: ADMIN_IDENTITY.into(), secret }
+}
+
+pub(super) fn keep_alive(session: SessionId) -> Op {
+    Op::KeepAlive { session, identity: ADMIN_IDENTITY.into(), secret: secret_of(session) }
+}
+
+pub(super) fn kv_get(machine: &StateMachine, key: &str) -> Option<(Vec<u8>, u64)> {
+    match machine.query(ADMIN_IDENTITY, &Query::KvGet { key: key.into() }) {
+        Ok(QueryResponse::KvGet { value }) => value,
+        other => panic!("kv get: {other:?}"),
+    }
+}
+
+pub(super) fn at(time_ms: u64, op: Op) -> LogCommand {
     LogCommand { time_ms, grace_ms: GRACE_MS, ops: vec![op] }
 }
 
 /// Applies a one-operation entry and returns its result.
-fn apply(machine: &mut StateMachine, index: u64, term: u64, command: &LogCommand) -> ApplyResult {
+pub(super) fn apply(machine: &mut StateMachine, index: u64, term: u64, command: &LogCommand) -> ApplyResult {
     let mut results = machine.apply(index, term, command);
     assert_eq!(results.len(), 1);
     results.pop().expect("one result")
 }
 
-fn put(session: SessionId, seq: u64, acked_below: u64, key: &str, value: &str) -> Op {
-    Op::Write(WriteRequest {
-        session,
-        seq,
-        acked_below,
-        command: Command::KvPut { key: key.into(), value: value.into() },
-    })
+pub(super) fn put(session: SessionId, seq: u64, acked_below: u64, key: &str, value: &str) -> Op {
+    let command = Command::KvPut { key: key.into(), value: value.into() };
+    let write = WriteRequest { session, seq, acked_below, command, secret: secret_of(session) };
+    Op::Write { identity: ADMIN_IDENTITY.into(), write }
 }
 
-fn opened(machine: &mut StateMachine, index: u64, time_ms: u64, ttl_ms: u64) -> SessionId {
-    match apply(machine, index, 1, &at(time_ms, Op::OpenSession { ttl_ms })) {
-        Ok(Response::SessionOpened { session, .. }) => session,
+pub(super) fn opened(machine: &mut StateMachine, index: u64, time_ms: u64, ttl_ms: u64) -> SessionId {
+    opened_as(machine, index, time_ms, ttl_ms, ADMIN_IDENTITY)
+}
+
+pub(super) fn opened_as(
+    machine: &mut StateMachine,
+    index: u64,
+    time_ms: u64,
+    ttl_ms: u64,
+    identity: &str,
+) -> SessionId {
+    let secret = SessionSecret::random();
+    let op = Op::OpenSession { ttl_ms, identity: identity.into(), secret };
+    match apply(machine, index, 1, &at(time_ms, op)) {
+        Ok(Response::SessionOpened { session, .. }) => {
+            remember(session, secret);
+            session
+        }
         other => panic!("open session: {other:?}"),
     }
 }
@@ -44,8 +90,7 @@ fn a_retried_write_answers_the_first_response_and_applies_once() {
     let retry = apply(&mut machine, 5, 1, &at(1_040, put(session, 1, 1, "k", "v1"))).unwrap();
     assert_eq!(first, retry);
     assert_eq!(first, Response::Written(CommandResponse::KvPut { version: 2 }));
-    let QueryResponse::KvGet { value } = machine.query(&Query::KvGet { key: b"k".to_vec() }) else { unreachable!() };
-    assert_eq!(value, Some((b"v2".to_vec(), 4)), "the retry did not apply again");
+    assert_eq!(kv_get(&machine, "k"), Some((b"v2".to_vec(), 4)), "the retry did not apply again");
 }
 
 #[test]
@@ -62,7 +107,7 @@ fn acknowledged_responses_are_forgotten_and_stale_retries_refused() {
 fn sessions_expire_by_leader_time_and_keepalives_renew_them() {
     let mut machine = StateMachine::default();
     let session = opened(&mut machine, 1, 10_000, 1_000);
-    apply(&mut machine, 2, 1, &at(10_900, Op::KeepAlive { session })).unwrap();
+    apply(&mut machine, 2, 1, &at(10_900, keep_alive(session))).unwrap();
     apply(&mut machine, 3, 1, &at(11_800, Op::Tick)).unwrap();
     assert_eq!(machine.session_count(), 1, "renewed at 10.9 s, lives until 11.9 s");
     apply(&mut machine, 4, 1, &at(11_901, Op::Tick)).unwrap();
@@ -77,7 +122,7 @@ fn time_never_runs_backwards_across_leaders() {
     let session = opened(&mut machine, 1, 50_000, 1_000);
     // A leader whose clock is behind stamps an early time: the session must not revive or
     // gain lease from it, and expiry still happens once the later clock passes its deadline.
-    apply(&mut machine, 2, 1, &at(40_000, Op::KeepAlive { session })).unwrap();
+    apply(&mut machine, 2, 1, &at(40_000, keep_alive(session))).unwrap();
     apply(&mut machine, 3, 1, &at(51_001, Op::Tick)).unwrap();
     assert_eq!(machine.session_count(), 0);
 }
@@ -89,7 +134,7 @@ fn a_new_leader_grants_grace_before_anything_expires() {
     // The old leader died; the first entry of term 2 comes long after the lease ended.
     apply(&mut machine, 2, 2, &at(2_500, Op::Tick)).unwrap();
     assert_eq!(machine.session_count(), 1, "grace extends the lease to 2.5 s + 600 ms");
-    apply(&mut machine, 3, 2, &at(2_900, Op::KeepAlive { session })).unwrap();
+    apply(&mut machine, 3, 2, &at(2_900, keep_alive(session))).unwrap();
     apply(&mut machine, 4, 2, &at(3_901, Op::Tick)).unwrap();
     assert_eq!(machine.session_count(), 0, "after the grace, the ordinary TTL applies");
 }
@@ -100,9 +145,11 @@ fn operations_sharing_an_entry_get_increasing_revisions() {
     let batch = LogCommand {
         time_ms: 5,
         grace_ms: GRACE_MS,
-        ops: vec![Op::OpenSession { ttl_ms: 5_000 }, Op::OpenSession { ttl_ms: 5_000 }],
+        ops: vec![open_op(5_000, SessionSecret([1; 16])), open_op(5_000, SessionSecret([2; 16]))],
     };
     let opened = machine.apply(1, 1, &batch);
+    remember(1, SessionSecret([1; 16]));
+    remember(2, SessionSecret([2; 16]));
     assert_eq!(
         opened,
         vec![
@@ -119,15 +166,14 @@ fn operations_sharing_an_entry_get_increasing_revisions() {
     assert_eq!(results[0], Ok(Response::Written(CommandResponse::KvPut { version: 3 })));
     assert_eq!(results[1], Ok(Response::Written(CommandResponse::KvPut { version: 4 })));
     assert_eq!(results[2], Err(ServerError::SessionExpired { session: 9 }), "one failure does not fail the batch");
-    let QueryResponse::KvGet { value } = machine.query(&Query::KvGet { key: b"k".to_vec() }) else { unreachable!() };
-    assert_eq!(value, Some((b"second".to_vec(), 4)), "later operations in an entry win");
+    assert_eq!(kv_get(&machine, "k"), Some((b"second".to_vec(), 4)), "later operations in an entry win");
     machine.check_invariants();
 }
 
 #[test]
 fn ttl_out_of_range_is_refused() {
     let mut machine = StateMachine::default();
-    let result = apply(&mut machine, 1, 1, &at(0, Op::OpenSession { ttl_ms: 10 }));
+    let result = apply(&mut machine, 1, 1, &at(0, open_op(10, SessionSecret::random())));
     assert!(matches!(result, Err(ServerError::InvalidArgument { .. })), "{result:?}");
 }
 
@@ -135,15 +181,16 @@ fn ttl_out_of_range_is_refused() {
 fn close_session_ends_it_at_once() {
     let mut machine = StateMachine::default();
     let session = opened(&mut machine, 1, 0, 60_000);
-    let close = Op::Write(WriteRequest { session, seq: 1, acked_below: 1, command: Command::CloseSession });
+    let close = write_op(session, 1, Command::CloseSession);
     assert_eq!(apply(&mut machine, 2, 1, &at(1, close)), Ok(Response::Written(CommandResponse::SessionClosed)));
     assert_eq!(machine.session_count(), 0);
 }
 
 #[test]
 fn equal_logs_give_equal_digests() {
+    remember(1, SessionSecret([5; 16]));
     let log = [
-        at(1, Op::OpenSession { ttl_ms: 2_000 }),
+        at(1, open_op(2_000, SessionSecret([5; 16]))),
         at(2, put(1, 1, 1, "x", "1")),
         at(3, put(1, 2, 1, "y", "2")),
         at(9_000, Op::Tick),
@@ -161,11 +208,16 @@ fn equal_logs_give_equal_digests() {
     assert_ne!(left.digest(), right.digest(), "the applied index is part of the state");
 }
 
-fn write_op(session: SessionId, seq: u64, command: Command) -> Op {
-    Op::Write(WriteRequest { session, seq, acked_below: seq, command })
+pub(super) fn write_op(session: SessionId, seq: u64, command: Command) -> Op {
+    write_as(ADMIN_IDENTITY, session, seq, command)
 }
 
-fn acquire(name: &str, actor: u64, wait: LockWait) -> Command {
+pub(super) fn write_as(identity: &str, session: SessionId, seq: u64, command: Command) -> Op {
+    let write = WriteRequest { session, seq, acked_below: seq, command, secret: secret_of(session) };
+    Op::Write { identity: identity.into(), write }
+}
+
+pub(super) fn acquire(name: &str, actor: u64, wait: LockWait) -> Command {
     Command::LockAcquire { name: name.into(), actor, mode: distsync::wire::LockMode::Exclusive, wait }
 }
 

@@ -8,4 +8,4 @@ pub mod tls;
 
 pub use self::peers::{PeerError, PeerTransport};
 pub use self::protocol::{PeerRequest, PeerResponse};
-pub use self::tls::{negotiated_protocol, peer_identity, NodeTls};
+pub use self::tls::{client_identity, negotiated_protocol, peer_identity, NodeTls};

@@ -21,8 +21,14 @@ pub enum PeerRequest {
     Vote(VoteRequest<u64>),
     /// Raft snapshot chunk.
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
-    /// A client request a follower relays to the leader.
-    Forward(Request),
+    /// A client request a follower relays to the leader, with the identity of the client's
+    /// connection (which the leader trusts: only members speak this protocol).
+    Forward {
+        /// The client's identity.
+        identity: String,
+        /// The request.
+        request: Request,
+    },
     /// A follower asks the leader for a read index: the leader confirms its leadership with a
     /// quorum and answers its commit index, which the follower applies up to before reading.
     ReadIndex,

@@ -1,9 +1,11 @@
 //! TLS for a node: one endpoint serves clients and peers and dials peers.
 //!
-//! Clients connect with ALPN [`ALPN_CLIENT`] and need only trust the CA. Peers connect with
-//! [`ALPN_PEER`] and must present a certificate signed by the cluster CA that names them as a
-//! cluster member ([`PEER_NAME`]) and as a specific node (`node-N.distsync`); a stranger's
-//! handshake fails, and a CA-signed client certificate is refused the peer protocol.
+//! Every connection presents a certificate signed by the cluster CA (any CA in the CA file: a
+//! bundle carries a rotation), or its handshake fails. Clients connect with ALPN [`ALPN_CLIENT`]
+//! and a client certificate naming their identity (`NAME.client.distsync`, see
+//! [`client_identity`]); a node's certificate is refused there. Peers connect with [`ALPN_PEER`]
+//! and a certificate that names them as a cluster member ([`PEER_NAME`]) and as a specific node
+//! (`node-N.distsync`); a client certificate is refused the peer protocol.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +14,9 @@ use std::time::Duration;
 
 use distsync::quic::transport_config;
 use distsync::tls::{load_certificates, load_private_key};
-use distsync::wire::{ALPN_CLIENT, ALPN_PEER};
+use distsync::wire::{
+    validate_identity, ADMIN_IDENTITY, ALPN_CLIENT, ALPN_PEER, CLIENT_NAME_SUFFIX, LEGACY_CLIENT_NAME,
+};
 use distsync::NodeId;
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -60,11 +64,10 @@ impl NodeTls {
         let roots = Arc::new(roots);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
 
-        // Clients may connect without a certificate; a certificate that is presented must chain
-        // to the CA, and peers are checked further per connection (see `peer_identity`).
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .allow_unauthenticated()
-            .build()?;
+        // Every connection must present a certificate chaining to the CA; what it may do is
+        // decided per connection from its names (see `peer_identity` and `client_identity`).
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -114,6 +117,35 @@ pub fn peer_identity(connection: &quinn::Connection, members: &BTreeMap<NodeId, 
     let mut matching = members.keys().copied().filter(|id| names(&node_name(*id)));
     let id = matching.next()?;
     matching.next().is_none().then_some(id)
+}
+
+/// The identity a client connection's certificate (verified against the CA by rustls) names:
+/// its one `NAME.client.distsync` name, or `admin` for the `client.distsync` certificate made
+/// before identities existed.
+///
+/// # Errors
+///
+/// Why the certificate cannot be a client's: a node's certificate, no identity name, several.
+pub fn client_identity(connection: &quinn::Connection) -> Result<String, &'static str> {
+    let identity = connection.peer_identity().ok_or("no client certificate")?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().map_err(|_| "no client certificate")?;
+    let leaf = webpki::EndEntityCert::try_from(chain.first().ok_or("no client certificate")?)
+        .map_err(|_| "the client certificate cannot be parsed")?;
+    let names: Vec<&str> = leaf.valid_dns_names().collect();
+    if names.contains(&PEER_NAME) {
+        return Err("a node's certificate cannot be used as a client identity; use one from `distsync certs client`");
+    }
+    let mut identities = names.iter().filter_map(|name| {
+        if *name == LEGACY_CLIENT_NAME {
+            return Some(ADMIN_IDENTITY);
+        }
+        name.strip_suffix(CLIENT_NAME_SUFFIX).filter(|identity| validate_identity(identity).is_ok())
+    });
+    let identity = identities.next().ok_or("the certificate names no client identity (NAME.client.distsync)")?;
+    if identities.any(|other| other != identity) {
+        return Err("the certificate names several client identities");
+    }
+    Ok(identity.to_string())
 }
 
 /// The negotiated ALPN protocol of an incoming connection.

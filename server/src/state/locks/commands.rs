@@ -4,9 +4,10 @@
 use distsync::wire::{
     CommandResponse, LockAwaitOutcome, LockInfo, LockMode, LockWait, Owner, QueryResponse, LOCK_LIST_PAGE_MAX,
 };
-use distsync::ServerError;
+use distsync::{ServerError, SessionId};
 
 use super::{AcquireOutcome, Lock, Wait};
+use crate::state::sessions::Sessions;
 use crate::state::{next, StateMachine};
 
 impl StateMachine {
@@ -109,12 +110,13 @@ impl StateMachine {
     /// `Query::LockList`: a page of locks after `after`.
     pub(in crate::state) fn lock_list(&self, after: Option<&str>) -> QueryResponse {
         let (page, more) = self.locks.list(after, LOCK_LIST_PAGE_MAX);
-        QueryResponse::LockList { locks: page.into_iter().map(|(name, lock)| lock_info(name, lock)).collect(), more }
+        let locks = page.into_iter().map(|(name, lock)| lock_info(name, lock, &self.sessions)).collect();
+        QueryResponse::LockList { locks, more }
     }
 
     /// `Query::LockShow`: one lock, if anyone holds or awaits it.
     pub(in crate::state) fn lock_show(&self, name: &str) -> QueryResponse {
-        QueryResponse::LockShow { lock: self.locks.get(name).map(|lock| lock_info(name, lock)) }
+        QueryResponse::LockShow { lock: self.locks.get(name).map(|lock| lock_info(name, lock, &self.sessions)) }
     }
 }
 
@@ -127,6 +129,22 @@ fn deadline(now_ms: u64, wait: &LockWait) -> Wait {
     }
 }
 
-fn lock_info(name: &str, lock: &Lock) -> LockInfo {
-    LockInfo { name: name.to_string(), holders: lock.holders.clone(), waiters: lock.waiters.iter().cloned().collect() }
+/// A lock as `lock show` prints it, with the identities of its sessions (never their secrets).
+fn lock_info(name: &str, lock: &Lock, sessions: &Sessions) -> LockInfo {
+    let mut ids: Vec<SessionId> = lock
+        .holders
+        .iter()
+        .map(|holder| holder.owner.session)
+        .chain(lock.waiters.iter().map(|waiter| waiter.owner.session))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let identities =
+        ids.into_iter().filter_map(|id| sessions.identity_of(id).map(|identity| (id, identity.to_string()))).collect();
+    LockInfo {
+        name: name.to_string(),
+        holders: lock.holders.clone(),
+        waiters: lock.waiters.iter().cloned().collect(),
+        identities,
+    }
 }

@@ -20,6 +20,8 @@ pub struct Get {
     pub wait_ms: u64,
     /// Whether the deliveries outlive the session.
     pub detach: bool,
+    /// The consumer session's secret, which keys the delivery tags.
+    pub tag_key: distsync::wire::SessionSecret,
 }
 
 impl StateMachine {
@@ -56,11 +58,12 @@ impl StateMachine {
         queue: &str,
         get: Get,
     ) -> Result<CommandResponse, ServerError> {
-        let Get { request, max, visibility_ms, wait_ms, detach } = get;
+        let Get { request, max, visibility_ms, wait_ms, detach, tag_key } = get;
         let counter = &mut self.revision;
         let outcome = self.queues.get(
             queue,
             (session, request),
+            tag_key,
             max,
             visibility_ms,
             wait_ms,
@@ -79,26 +82,37 @@ impl StateMachine {
     }
 
     /// `QueueAck`: deletes the delivered messages for good.
-    pub(in crate::state) fn queue_ack(&mut self, queue: &str, tags: &[u64]) -> Result<CommandResponse, ServerError> {
-        Ok(CommandResponse::QueueAcked { stale: self.queues.ack(queue, tags)? })
+    pub(in crate::state) fn queue_ack(
+        &mut self,
+        session: SessionId,
+        queue: &str,
+        tags: &[u64],
+    ) -> Result<CommandResponse, ServerError> {
+        Ok(CommandResponse::QueueAcked { stale: self.queues.ack(queue, session, tags)? })
     }
 
     /// `QueueNack`: makes the delivered messages deliverable again (or dead-letters them).
-    pub(in crate::state) fn queue_nack(&mut self, queue: &str, tags: &[u64]) -> Result<CommandResponse, ServerError> {
+    pub(in crate::state) fn queue_nack(
+        &mut self,
+        session: SessionId,
+        queue: &str,
+        tags: &[u64],
+    ) -> Result<CommandResponse, ServerError> {
         let counter = &mut self.revision;
-        let stale = self.queues.nack(queue, tags, self.now_ms, &mut || next(counter), &mut self.touched)?;
+        let stale = self.queues.nack(queue, session, tags, self.now_ms, &mut || next(counter), &mut self.touched)?;
         Ok(CommandResponse::QueueNacked { stale })
     }
 
     /// `QueueExtend`: keeps a delivery invisible longer.
     pub(in crate::state) fn queue_extend(
         &mut self,
+        session: SessionId,
         queue: &str,
         tag: u64,
         visibility_ms: u64,
     ) -> Result<CommandResponse, ServerError> {
         Ok(CommandResponse::QueueExtended {
-            visible_at_ms: self.queues.extend(queue, tag, visibility_ms, self.now_ms)?,
+            visible_at_ms: self.queues.extend(queue, session, tag, visibility_ms, self.now_ms)?,
         })
     }
 

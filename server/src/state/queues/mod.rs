@@ -23,7 +23,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 
 use distsync::wire::{
-    AttemptOutcome, DeliveryAttempt, PutMessage, PutOutcome, QueueDelivery, QueueOptions, QueueStats,
+    AttemptOutcome, DeliveryAttempt, PutMessage, PutOutcome, QueueDelivery, QueueOptions, QueueStats, SessionSecret,
     DEAD_LETTER_SUFFIX,
 };
 use distsync::{QueueRefusal, ServerError, SessionId};
@@ -252,6 +252,7 @@ impl Queues {
         &mut self,
         name: &str,
         consumer: Consumer,
+        tag_key: SessionSecret,
         max: u32,
         visibility_ms: Option<u64>,
         wait_ms: u64,
@@ -268,28 +269,31 @@ impl Queues {
                 visibility_ms,
                 detach,
                 deadline_ms: now_ms.saturating_add(wait_ms),
+                tag_key,
             });
             GetOutcome::Waiting
         } else {
-            let tags = queue.deliver(consumer, max, visibility_ms, !detach, now_ms, next_revision);
+            let tags = queue.deliver(consumer, &tag_key, max, visibility_ms, !detach, now_ms, next_revision);
             GetOutcome::Delivered(tags.into_iter().map(|tag| queue.delivery(tag)).collect())
         };
         self.reindex(name);
         Ok(outcome)
     }
 
-    /// Acks deliveries: their messages are gone for good. Returns the tags that named no
-    /// current delivery (they changed nothing).
+    /// Acks deliveries for the session `caller`: their messages are gone for good. Returns the
+    /// tags that named no current delivery of `caller`'s (they changed nothing): a delivery bound
+    /// to a session is settled by that session only, a detached one by any session that has
+    /// its exact tag.
     ///
     /// # Errors
     ///
     /// `NoSuchQueue`.
-    pub fn ack(&mut self, name: &str, tags: &[u64]) -> Result<Vec<u64>, ServerError> {
+    pub fn ack(&mut self, name: &str, caller: SessionId, tags: &[u64]) -> Result<Vec<u64>, ServerError> {
         let queue = self.existing(name)?;
         let mut stale = Vec::new();
         let mut freed = 0u64;
         for &tag in tags {
-            match queue.land(tag) {
+            match queue.land_for(caller, tag) {
                 Some(flight) => {
                     freed += queue.remove_message(flight.id).body.len() as u64;
                     queue.acked_total += 1;
@@ -311,6 +315,7 @@ impl Queues {
     pub fn nack(
         &mut self,
         name: &str,
+        caller: SessionId,
         tags: &[u64],
         now_ms: u64,
         next_revision: &mut dyn FnMut() -> u64,
@@ -320,7 +325,7 @@ impl Queues {
         let mut landed = Vec::new();
         let mut stale = Vec::new();
         for &tag in tags {
-            match queue.land(tag) {
+            match queue.land_for(caller, tag) {
                 Some(flight) => landed.push(flight),
                 None => stale.push(tag),
             }
@@ -337,9 +342,16 @@ impl Queues {
     /// # Errors
     ///
     /// `NoSuchQueue`, `StaleTag`.
-    pub fn extend(&mut self, name: &str, tag: u64, visibility_ms: u64, now_ms: u64) -> Result<u64, ServerError> {
+    pub fn extend(
+        &mut self,
+        name: &str,
+        caller: SessionId,
+        tag: u64,
+        visibility_ms: u64,
+        now_ms: u64,
+    ) -> Result<u64, ServerError> {
         let queue = self.existing(name)?;
-        let Some(flight) = queue.in_flight.get_mut(&tag) else {
+        let Some(flight) = queue.in_flight.get_mut(&tag).filter(|flight| flight.belongs_to(caller)) else {
             return Err(ServerError::Queue(QueueRefusal::StaleTag { queue: name.to_string(), tag }));
         };
         let visible_at_ms = now_ms.saturating_add(visibility_ms);

@@ -2,13 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use distsync::wire::{DeliveryAttempt, QueueDelivery, QueueOptions, QueueStats, QUEUE_GET_BYTES_MAX};
+use distsync::wire::{DeliveryAttempt, QueueDelivery, QueueOptions, QueueStats, SessionSecret, QUEUE_GET_BYTES_MAX};
 use distsync::SessionId;
 use serde::{Deserialize, Serialize};
 
 #[allow(unused_imports)] // for intra-doc links
 use super::Queues;
 use super::HISTORY_MAX;
+
+/// Delivery tags are 53-bit numbers (exact in every language's numbers).
+const TAG_MASK: u64 = (1 << 53) - 1;
 
 /// Who a delivery went to: the consumer's session and its id for the get.
 pub(super) type Consumer = (SessionId, u64);
@@ -38,6 +41,14 @@ pub struct InFlight {
     pub(super) visible_at_ms: u64,
 }
 
+impl InFlight {
+    /// Whether the session `caller` may ack, nack or extend this delivery: a delivery bound to
+    /// its session belongs to that session alone; a detached one to whoever has its tag.
+    pub(super) fn belongs_to(&self, caller: SessionId) -> bool {
+        !self.bound || self.consumer.0 == caller
+    }
+}
+
 /// A get waiting for a message.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Waiter {
@@ -46,6 +57,8 @@ pub struct Waiter {
     pub(super) visibility_ms: u64,
     pub(super) detach: bool,
     pub(super) deadline_ms: u64,
+    /// The consumer session's secret, which keys the tags of what it is delivered.
+    pub(super) tag_key: SessionSecret,
 }
 
 /// One queue.
@@ -108,9 +121,11 @@ impl Queue {
 
     /// Delivers up to `max` ready messages (and at most [`QUEUE_GET_BYTES_MAX`] bytes, but at
     /// least one) to `consumer`; returns their tags.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn deliver(
         &mut self,
         consumer: Consumer,
+        tag_key: &SessionSecret,
         max: u32,
         visibility_ms: u64,
         bound: bool,
@@ -128,7 +143,8 @@ impl Queue {
             self.ready.pop_first();
             bytes += message.body.len();
             message.attempts += 1;
-            let tag = next_revision();
+            let tag = self.fresh_tag(tag_key, next_revision());
+            let message = self.messages.get_mut(&id).expect("ready messages exist");
             message.delivery = Some(tag);
             let visible_at_ms = now_ms.saturating_add(visibility_ms);
             self.in_flight.insert(
@@ -140,6 +156,25 @@ impl Queue {
             tags.push(tag);
         }
         tags
+    }
+
+    /// An unguessable tag for the delivery at `revision`, unique among this queue's deliveries:
+    /// the consumer session's secret keys an HMAC of the revision, so only that session (which
+    /// is handed the tag) can know it, and every replica computes the same. Kept below 2^53 so
+    /// that JavaScript numbers hold it exactly.
+    fn fresh_tag(&self, key: &SessionSecret, revision: u64) -> u64 {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key.0);
+        (0u32..)
+            .map(|salt| {
+                let mut input = [0u8; 12];
+                input[..8].copy_from_slice(&revision.to_be_bytes());
+                input[8..].copy_from_slice(&salt.to_be_bytes());
+                let digest = ring::hmac::sign(&key, &input);
+                let bytes: [u8; 8] = digest.as_ref()[..8].try_into().expect("an HMAC-SHA256 has 32 bytes");
+                u64::from_be_bytes(bytes) & TAG_MASK
+            })
+            .find(|tag| *tag != 0 && !self.in_flight.contains_key(tag))
+            .expect("some salt gives a free tag")
     }
 
     /// The delivery `tag` as a get returns it.
@@ -154,6 +189,15 @@ impl Queue {
             enqueued_ms: message.enqueued_ms,
             visible_at_ms: flight.visible_at_ms,
             history: message.history.clone(),
+        }
+    }
+
+    /// [`Queue::land`], if delivery `tag` is `caller`'s to settle.
+    pub(super) fn land_for(&mut self, caller: SessionId, tag: u64) -> Option<InFlight> {
+        if self.in_flight.get(&tag)?.belongs_to(caller) {
+            self.land(tag)
+        } else {
+            None
         }
     }
 
@@ -181,7 +225,15 @@ impl Queue {
         let mut served = Vec::new();
         while !self.ready.is_empty() {
             let Some(waiter) = self.waiters.pop_front() else { break };
-            self.deliver(waiter.consumer, waiter.max, waiter.visibility_ms, !waiter.detach, now_ms, next_revision);
+            self.deliver(
+                waiter.consumer,
+                &waiter.tag_key,
+                waiter.max,
+                waiter.visibility_ms,
+                !waiter.detach,
+                now_ms,
+                next_revision,
+            );
             served.push(waiter.consumer.0);
         }
         served

@@ -26,8 +26,13 @@ fn put(queues: &mut Queues, revisions: &mut Revisions, name: &str, bodies: &[&st
     outcomes.into_iter().map(|o| o.id).collect()
 }
 
+/// The secret of session `session` in these tests.
+fn key(session: u64) -> SessionSecret {
+    SessionSecret([session as u8; 16])
+}
+
 fn get(queues: &mut Queues, revisions: &mut Revisions, consumer: Consumer, max: u32, now: u64) -> Vec<QueueDelivery> {
-    match queues.get("q", consumer, max, Some(1_000), 0, false, now, &mut revisions.next()).unwrap() {
+    match queues.get("q", consumer, key(consumer.0), max, Some(1_000), 0, false, now, &mut revisions.next()).unwrap() {
         GetOutcome::Delivered(deliveries) => deliveries,
         GetOutcome::Waiting => panic!("a get without wait never waits"),
     }
@@ -47,9 +52,10 @@ fn delivery_is_fifo_and_an_ack_deletes_for_good() {
     assert_eq!(first[0].attempt, 1);
     let second = get(&mut queues, &mut revisions, (2, 1), 5, 20);
     assert_eq!(bodies(&second), ["c"], "in-flight messages are invisible to others");
-    let tags: Vec<u64> = first.iter().chain(&second).map(|d| d.tag).collect();
-    assert_eq!(queues.ack("q", &tags).unwrap(), Vec::<u64>::new());
-    assert_eq!(queues.ack("q", &tags[..1]).unwrap(), tags[..1], "a second ack is stale");
+    let tags: Vec<u64> = first.iter().map(|d| d.tag).collect();
+    assert_eq!(queues.ack("q", 1, &tags).unwrap(), Vec::<u64>::new());
+    assert_eq!(queues.ack("q", 2, &[second[0].tag]).unwrap(), Vec::<u64>::new());
+    assert_eq!(queues.ack("q", 1, &tags[..1]).unwrap(), tags[..1], "a second ack is stale");
     let stats = queues.stats("q", 30).unwrap();
     assert_eq!((stats.depth, stats.in_flight, stats.acked_total, stats.bytes), (0, 0, 3, 0));
     assert!(get(&mut queues, &mut revisions, (1, 2), 5, 40).is_empty(), "an acked message never comes back");
@@ -62,16 +68,16 @@ fn a_nacked_message_returns_to_the_head_and_its_old_tag_is_refused() {
     put(&mut queues, &mut revisions, "q", &["a", "b"], 10);
     let first = get(&mut queues, &mut revisions, (1, 1), 1, 20);
     let mut touched = Vec::new();
-    queues.nack("q", &[first[0].tag], 30, &mut revisions.next(), &mut touched).unwrap();
+    queues.nack("q", 1, &[first[0].tag], 30, &mut revisions.next(), &mut touched).unwrap();
     let again = get(&mut queues, &mut revisions, (2, 1), 1, 40);
     assert_eq!(bodies(&again), ["a"], "the nacked message is at the head again");
     assert_eq!(again[0].attempt, 2);
     assert_eq!(again[0].history.len(), 1);
     assert_eq!(again[0].history[0].outcome, AttemptOutcome::Nacked);
     assert_ne!(again[0].tag, first[0].tag, "each attempt has its own tag");
-    assert_eq!(queues.ack("q", &[first[0].tag]).unwrap(), [first[0].tag], "the old tag acks nothing");
+    assert_eq!(queues.ack("q", 1, &[first[0].tag]).unwrap(), [first[0].tag], "the old tag acks nothing");
     assert_eq!(queues.stats("q", 50).unwrap().in_flight, 1, "the redelivery is still in flight");
-    let error = queues.extend("q", first[0].tag, 5_000, 50).unwrap_err();
+    let error = queues.extend("q", 1, first[0].tag, 5_000, 50).unwrap_err();
     assert!(matches!(error, ServerError::Queue(QueueRefusal::StaleTag { .. })), "{error:?}");
     queues.check_invariants();
 }
@@ -82,7 +88,7 @@ fn visibility_timeouts_redeliver_and_extend_keeps_the_message() {
     put(&mut queues, &mut revisions, "q", &["a", "b"], 0);
     let delivered = get(&mut queues, &mut revisions, (1, 1), 2, 100); // visible again at 1_100
     assert_eq!(queues.next_deadline_ms(), Some(1_100));
-    assert_eq!(queues.extend("q", delivered[1].tag, 5_000, 600).unwrap(), 5_600);
+    assert_eq!(queues.extend("q", 1, delivered[1].tag, 5_000, 600).unwrap(), 5_600);
     let mut touched = Vec::new();
     queues.expire(1_100, &mut revisions.next(), &mut touched);
     assert_eq!(queues.stats("q", 1_100).unwrap().depth, 0, "the deadline itself is not past");
@@ -105,12 +111,12 @@ fn after_the_last_attempt_a_message_moves_to_the_dead_letter_queue_with_its_hist
     for attempt in 1..=2 {
         let delivered = get(&mut queues, &mut revisions, (1, attempt), 1, attempt * 10);
         assert_eq!(delivered[0].attempt, attempt as u32);
-        queues.nack("q", &[delivered[0].tag], attempt * 10 + 1, &mut revisions.next(), &mut touched).unwrap();
+        queues.nack("q", 1, &[delivered[0].tag], attempt * 10 + 1, &mut revisions.next(), &mut touched).unwrap();
     }
     assert!(get(&mut queues, &mut revisions, (1, 9), 1, 100).is_empty(), "not redelivered a third time");
     let stats = queues.stats("q", 100).unwrap();
     assert_eq!((stats.depth, stats.dead_lettered), (0, 1));
-    let dead = match queues.get("q.dlq", (1, 10), 1, None, 0, false, 110, &mut revisions.next()).unwrap() {
+    let dead = match queues.get("q.dlq", (1, 10), key(1), 1, None, 0, false, 110, &mut revisions.next()).unwrap() {
         GetOutcome::Delivered(deliveries) => deliveries,
         GetOutcome::Waiting => panic!(),
     };
@@ -141,7 +147,8 @@ fn a_repeated_dedup_id_returns_the_first_id_within_the_window_only() {
 fn a_waiting_get_is_served_in_the_entry_that_enqueues_and_in_arrival_order() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
     let mut waiting = |queues: &mut Queues, consumer: Consumer| {
-        let outcome = queues.get("q", consumer, 1, None, 5_000, false, 10, &mut revisions.next()).unwrap();
+        let outcome =
+            queues.get("q", consumer, key(consumer.0), 1, None, 5_000, false, 10, &mut revisions.next()).unwrap();
         assert_eq!(outcome, GetOutcome::Waiting);
     };
     waiting(&mut queues, (1, 1));
@@ -166,7 +173,7 @@ fn a_session_ending_returns_its_deliveries_at_once_but_not_detached_ones() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
     put(&mut queues, &mut revisions, "q", &["a", "b"], 0);
     let bound = get(&mut queues, &mut revisions, (7, 1), 1, 10);
-    let detached = match queues.get("q", (7, 2), 1, Some(60_000), 0, true, 10, &mut revisions.next()).unwrap() {
+    let detached = match queues.get("q", (7, 2), key(7), 1, Some(60_000), 0, true, 10, &mut revisions.next()).unwrap() {
         GetOutcome::Delivered(deliveries) => deliveries,
         GetOutcome::Waiting => panic!(),
     };
@@ -177,14 +184,14 @@ fn a_session_ending_returns_its_deliveries_at_once_but_not_detached_ones() {
     let again = get(&mut queues, &mut revisions, (8, 1), 5, 30);
     assert_eq!(again[0].id, bound[0].id);
     assert_eq!(again[0].history[0].outcome, AttemptOutcome::SessionEnded);
-    assert!(queues.ack("q", &[detached[0].tag]).unwrap().is_empty(), "a detached delivery acks from anywhere");
+    assert!(queues.ack("q", 9, &[detached[0].tag]).unwrap().is_empty(), "a detached delivery acks from anywhere");
     queues.check_invariants();
 }
 
 #[test]
 fn a_cancelled_get_returns_unseen_deliveries_without_counting_the_attempt() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
-    let waiting = queues.get("q", (3, 1), 1, None, 5_000, false, 0, &mut revisions.next()).unwrap();
+    let waiting = queues.get("q", (3, 1), key(3), 1, None, 5_000, false, 0, &mut revisions.next()).unwrap();
     assert_eq!(waiting, GetOutcome::Waiting);
     put(&mut queues, &mut revisions, "q", &["a"], 10);
     let mut touched = Vec::new();
@@ -204,9 +211,33 @@ fn oversized_messages_and_unknown_queues_are_typed_errors_that_change_nothing() 
         queues.put("q", &[message("ok"), message("too long")], 0, &mut revisions.next(), &mut touched).unwrap_err();
     assert!(matches!(error, ServerError::Queue(QueueRefusal::MessageTooLarge { bytes: 8, max: 4, .. })));
     assert_eq!(queues.stats("q", 0).unwrap().depth, 0, "all or nothing");
-    let error = queues.ack("nope", &[1]).unwrap_err();
+    let error = queues.ack("nope", 1, &[1]).unwrap_err();
     assert!(matches!(error, ServerError::Queue(QueueRefusal::NoSuchQueue { .. })), "{error:?}");
     assert_eq!(queues.delete("q", &mut touched).unwrap(), 0);
     assert!(queues.stats("q", 0).is_none());
+    queues.check_invariants();
+}
+
+#[test]
+fn a_bound_delivery_is_settled_by_its_session_only_and_tags_are_keyed_by_its_secret() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    put(&mut queues, &mut revisions, "q", &["a", "b"], 0);
+    let mine = get(&mut queues, &mut revisions, (1, 1), 1, 10);
+    let tag = mine[0].tag;
+    assert!(tag < 1 << 53, "tags stay exact in JavaScript numbers: {tag}");
+    assert!(tag > 1_000, "a tag is not a small revision anyone could count to: {tag}");
+    let mut touched = Vec::new();
+    // Another session that learned the tag can neither ack, nack nor extend the delivery.
+    assert_eq!(queues.ack("q", 2, &[tag]).unwrap(), [tag], "someone else's ack is refused");
+    assert_eq!(queues.nack("q", 2, &[tag], 20, &mut revisions.next(), &mut touched).unwrap(), [tag]);
+    let error = queues.extend("q", 2, tag, 5_000, 20).unwrap_err();
+    assert!(matches!(error, ServerError::Queue(QueueRefusal::StaleTag { .. })), "{error:?}");
+    assert_eq!(queues.stats("q", 20).unwrap().in_flight, 1, "the delivery is untouched");
+    assert_eq!(queues.ack("q", 1, &[tag]).unwrap(), Vec::<u64>::new(), "its own session acks it");
+    // The same revision under another session's secret gives another tag.
+    let mut same = Queues::default();
+    put(&mut same, &mut Revisions(0), "q", &["a"], 0);
+    let other = get(&mut same, &mut Revisions(2), (2, 1), 1, 10);
+    assert_ne!(other[0].tag, tag, "tags are keyed by the consumer's secret");
     queues.check_invariants();
 }

@@ -20,10 +20,25 @@ pub(crate) struct Target {
     pub(crate) ca: Option<PathBuf>,
     /// This client's certificate, naming its identity (from `distsync certs client`). Default:
     /// `client.pem` beside the --ca file (the admin identity of `distsync certs init`).
-    #[arg(long, global = true, env = "DISTSYNC_CERT", requires = "key")]
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        value_name = "FILE",
+        global = true,
+        env = "DISTSYNC_CERT",
+        requires = "client_key"
+    )]
     pub(crate) cert: Option<PathBuf>,
     /// The private key of --cert. Default: `client-key.pem` beside the --ca file.
-    #[arg(long, global = true, env = "DISTSYNC_KEY", requires = "cert")]
+    // Its own id: commands have a KEY argument of their own.
+    #[arg(
+        long = "key",
+        id = "client_key",
+        value_name = "FILE",
+        global = true,
+        env = "DISTSYNC_KEY",
+        requires = "client_cert"
+    )]
     pub(crate) key: Option<PathBuf>,
     /// Session TTL in seconds: how long the cluster keeps this command's locks after it falls
     /// silent (crashed, cut off). Between 1 and 3600.

@@ -43,10 +43,24 @@ pub use crate::quic::{
 };
 
 /// Trust settings for connecting to a cluster.
+///
+/// Settings loaded from files ([`ClientTls::load`], [`ClientTls::from_ca_file`]) are read again
+/// for every new connection, so a long-running client follows a CA rotation or a re-issued
+/// certificate as soon as the files on disk change: it keeps its connections, and the next one
+/// it dials (after a node restarts, say) uses the new files.
 #[derive(Clone)]
 pub struct ClientTls {
     roots: Arc<rustls::RootCertStore>,
     identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    /// Where `roots` and `identity` came from, when they came from files.
+    files: Option<Arc<TlsFiles>>,
+}
+
+/// The files a [`ClientTls`] was loaded from.
+#[derive(Debug)]
+struct TlsFiles {
+    ca: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -89,8 +103,19 @@ impl ClientTls {
     /// [`ClientError::Config`] when a file is unreadable or invalid, or only one of `cert` and
     /// `key` is given.
     pub fn load(ca: impl AsRef<Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Self, ClientError> {
-        let tls = Self::trust_ca_file(ca.as_ref())?;
+        let mut tls = Self::trust_ca_file(ca.as_ref())?;
+        tls.files = Some(Arc::new(TlsFiles { ca: ca.as_ref().to_path_buf(), identity: None }));
         match find_identity(ca.as_ref(), cert, key)? {
+            Some((cert, key)) => tls.with_client_certificate(cert, key),
+            None => Ok(tls),
+        }
+    }
+
+    /// The settings as the files say now (for settings loaded from files), else these.
+    fn current(&self) -> Result<ClientTls, ClientError> {
+        let Some(files) = &self.files else { return Ok(self.clone()) };
+        let tls = Self::trust_ca_file(&files.ca)?;
+        match &files.identity {
             Some((cert, key)) => tls.with_client_certificate(cert, key),
             None => Ok(tls),
         }
@@ -116,7 +141,7 @@ impl ClientTls {
         for certificate in certificates {
             roots.add(certificate).map_err(|e| ClientError::Config { reason: format!("bad CA certificate: {e}") })?;
         }
-        Ok(Self { roots: Arc::new(roots), identity: None })
+        Ok(Self { roots: Arc::new(roots), identity: None, files: None })
     }
 
     /// Presents this client certificate (PEM certificate chain and private key), whose name
@@ -134,18 +159,35 @@ impl ClientTls {
             std::fs::read(path)
                 .map_err(|e| ClientError::Config { reason: format!("cannot read {}: {e}", path.display()) })
         };
-        let chain = load_certificates(&read(cert.as_ref())?).map_err(|reason| ClientError::Config { reason })?;
-        let key = load_private_key(&read(key.as_ref())?).map_err(|reason| ClientError::Config { reason })?;
-        self.identity = Some((chain, Arc::new(key)));
+        let (cert, key) = (cert.as_ref(), key.as_ref());
+        let chain = load_certificates(&read(cert)?).map_err(|reason| ClientError::Config { reason })?;
+        let private_key = load_private_key(&read(key)?).map_err(|reason| ClientError::Config { reason })?;
+        self.identity = Some((chain, Arc::new(private_key)));
+        if let Some(files) = &self.files {
+            let identity = Some((cert.to_path_buf(), key.to_path_buf()));
+            self.files = Some(Arc::new(TlsFiles { ca: files.ca.clone(), identity }));
+        }
         Ok(self)
     }
 
-    /// The quinn client configuration for these settings.
+    /// The quinn client configuration for a new connection: from the files as they are now
+    /// (see [`ClientTls`]); if they cannot be read (being rewritten, say), from what was loaded
+    /// last.
     ///
     /// # Errors
     ///
     /// [`ClientError::Config`] when rustls refuses the key.
     pub fn quinn_config(&self) -> Result<quinn::ClientConfig, ClientError> {
+        match self.current() {
+            Ok(current) => current.config_of_memory(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the TLS files again; using the ones loaded before");
+                self.config_of_memory()
+            }
+        }
+    }
+
+    fn config_of_memory(&self) -> Result<quinn::ClientConfig, ClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -202,7 +244,9 @@ pub(crate) fn refusal(error: &quinn::ConnectionError) -> Option<ClientError> {
         // The node refused this client's certificate with a TLS alert.
         quinn::ConnectionError::ConnectionClosed(close) => match alert(close.error_code)? {
             116 => "the node asked for a client certificate and got none".to_string(),
-            42 | 43 | 44 | 45 | 46 | 48 | 49 => {
+            // Bad, unsupported, revoked, expired or unknown certificate; unknown CA; access
+            // denied; decrypt error (a certificate whose signature does not verify).
+            42 | 43 | 44 | 45 | 46 | 48 | 49 | 51 => {
                 format!("the node refused the client certificate ({})", close.error_code)
             }
             _ => return None,

@@ -181,9 +181,19 @@ impl Client {
             .inner
             .connections
             .get_or_connect(address, || {
-                let connecting = self.inner.endpoint.connect(address, SERVER_NAME);
+                // The TLS files are read again for every new connection, so that a rotation on
+                // disk reaches a long-running client.
+                let connecting =
+                    self.inner.options.tls.quinn_config().map_err(|e| Trouble::Failed(e.to_string())).and_then(
+                        |config| {
+                            self.inner
+                                .endpoint
+                                .connect_with(config, address, SERVER_NAME)
+                                .map_err(|e| Trouble::Failed(e.to_string()))
+                        },
+                    );
                 async move {
-                    let connecting = connecting.map_err(|e| Trouble::Failed(e.to_string()))?;
+                    let connecting = connecting?;
                     connecting.await.map_err(|e| match refusal(&e) {
                         Some(error) => Trouble::Refused(error),
                         None => Trouble::Failed(format!("cannot connect: {e}")),

@@ -63,14 +63,16 @@ impl Node {
                 self.await_delivery(&queue, session, request, queued_revision, max_wait_ms, (identity, &secret)).await
             }
             Request::CacheGet { keys, consistency } => {
-                {
-                    let applied = self.state.applied();
-                    let access = applied.machine.access();
-                    for key in &keys {
-                        access.check(identity, ResourceKind::Cache, key, Permission::Read)?;
-                    }
+                let values = self.cache.get(self, &keys, consistency).await?;
+                // Checked after the read: for a linearizable read this node has then applied
+                // at least up to the read index, so a revoke acknowledged before the read
+                // began is in force here, on whichever node serves it.
+                let applied = self.state.applied();
+                let access = applied.machine.access();
+                for key in &keys[..values.len()] {
+                    access.check(identity, ResourceKind::Cache, key, Permission::Read)?;
                 }
-                self.cache.get(self, &keys, consistency).await.map(Response::CacheValues)
+                Ok(Response::CacheValues(values))
             }
             Request::CacheShow { key } => {
                 distsync::wire::validate_key(&key)?;

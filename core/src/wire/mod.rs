@@ -50,12 +50,13 @@ pub use self::session::*;
 pub use self::status::*;
 use crate::error::ServerError;
 
-/// ALPN protocol name of client connections.
-pub const ALPN_CLIENT: &[u8] = b"distsync-client/1";
+/// ALPN protocol name of client connections. Version 2 carries identities and session secrets;
+/// a client of version 1 fails the handshake instead of sending frames a node cannot read.
+pub const ALPN_CLIENT: &[u8] = b"distsync-client/2";
 
 /// ALPN protocol name of node-to-node connections; the node presenting it must show a node
 /// certificate signed by the cluster CA.
-pub const ALPN_PEER: &[u8] = b"distsync-peer/1";
+pub const ALPN_PEER: &[u8] = b"distsync-peer/2";
 
 /// A node id; ids are 1-based and never reused for a different disk.
 pub type NodeId = u64;

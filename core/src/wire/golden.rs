@@ -102,7 +102,42 @@ fn answers() -> Vec<Result<Response, ServerError>> {
         Err(ServerError::LimitReached { reason: "r".into() }),
         Err(ServerError::FaultInjectionDisabled),
         Err(ServerError::Internal { reason: "r".into() }),
+        Err(ServerError::PermissionDenied { identity: "a".into(), resource: "kv:k".into(), needed: Permission::Write }),
+        Err(ServerError::IdentityDisabled { identity: "a".into() }),
+        Err(ServerError::SessionNotOwned { session: 3 }),
+        Err(ServerError::SequenceReused { session: 4, seq: 5 }),
+        Ok(Response::AdminApplied { changed: true }),
     ]
+}
+
+/// Admin commands are log entries too.
+fn admin_commands() -> Vec<AdminCommand> {
+    let resource = Resource { kind: ResourceKind::Queue, prefix: b"q".to_vec() };
+    vec![
+        AdminCommand::Grant {
+            identity: "a".into(),
+            target: AclTarget::Resource(resource),
+            permission: Permission::Read,
+        },
+        AdminCommand::Grant { identity: "a".into(), target: AclTarget::Admin, permission: Permission::Admin },
+        AdminCommand::Revoke { identity: "a".into(), target: AclTarget::Admin },
+        AdminCommand::SetEnabled { identity: "a".into(), enabled: false },
+    ]
+}
+
+#[test]
+fn admin_commands_and_writes_keep_their_encoding() {
+    let expected = ["0001610102017100", "0001610002", "01016100", "02016100"];
+    let actual: Vec<String> = admin_commands().iter().map(hex).collect();
+    assert_eq!(actual, expected);
+    let write = WriteRequest {
+        session: 1,
+        seq: 2,
+        acked_below: 3,
+        command: Command::CloseSession,
+        secret: SessionSecret([9; 16]),
+    };
+    assert_eq!(hex(&write), "0102030209090909090909090909090909090909");
 }
 
 #[test]
@@ -180,6 +215,11 @@ fn stored_answers_keep_their_encoding() {
         "01070172",
         "0108",
         "01090172",
+        "010a0161046b763a6b01",
+        "010b0161",
+        "010c03",
+        "010d0405",
+        "000c01",
     ];
     let actual: Vec<String> = answers().iter().map(hex).collect();
     assert_eq!(actual, expected);

@@ -6,6 +6,10 @@
 #
 #   bash scripts/compare-binaries.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]
 #
+# With NEW_AS=NAME, the new binary's benchmarks run as identity NAME (issued by `certs client`
+# and granted write on `kv:` and `lock:`) instead of the admin, so that the grant lookup of every
+# request is measured too.
+#
 # The figures only mean something relative to each other: compare the two binaries' medians, not
 # either against figures from another day (they swing by ±30 % here).
 set -euo pipefail
@@ -30,6 +34,12 @@ run_one() {
     sleep 0.1
   done
   local common=(--endpoints "$endpoints" --ca "$dir/tls/ca.pem")
+  if [ "$label" = new ] && [ -n "${NEW_AS:-}" ]; then
+    "$binary" certs client --dir "$dir/tls" --name "$NEW_AS" >/dev/null
+    "$binary" "${common[@]}" acl grant "$NEW_AS" kv: write >/dev/null
+    "$binary" "${common[@]}" acl grant "$NEW_AS" lock: write >/dev/null
+    common+=(--cert "$dir/tls/$NEW_AS.pem" --key "$dir/tls/$NEW_AS-key.pem")
+  fi
   local name args
   while read -r name args; do
     # shellcheck disable=SC2086

@@ -47,6 +47,8 @@ export type ErrorCode =
   | 'NO_SUCH_QUEUE'
   | 'STALE_DELIVERY'
   | 'LIMIT_REACHED'
+  | 'PERMISSION_DENIED'
+  | 'UNAUTHENTICATED'
   | 'CLIENT_CLOSED'
   | 'INTERNAL'
 
@@ -129,6 +131,31 @@ export declare class StaleDeliveryError extends DistsyncError {
 /** The cluster is at one of its limits; nothing was changed. Consume, delete or wait, then retry. */
 export declare class LimitReachedError extends DistsyncError {
   readonly code: 'LIMIT_REACHED'
+}
+
+/**
+ * This client's identity may not do this: it lacks a grant, it was disabled, or the request
+ * named a session that is not its own; nothing was changed. Ask an admin for the grant the
+ * message names (`distsync acl grant`), or use another identity.
+ */
+export declare class PermissionDeniedError extends DistsyncError {
+  readonly code: 'PERMISSION_DENIED'
+  /** The identity that asked (empty when the node did not say). */
+  readonly identity: string
+  /** What it asked about: `lock:team-b/x`, `admin`, `session:7`, `identity:alice`. */
+  readonly resource: string
+  /** The permission it would need: `read`, `write`, `admin`, `owner` or `enabled`. */
+  readonly needed: string
+}
+
+/**
+ * The TLS handshake was refused over certificates: the cluster refused this client's (none
+ * given, not signed by its CA, expired, not a client certificate), or the client the nodes'
+ * (not signed by the CA in `ca`). Retrying will not help: pass `{ cert, key }` issued by
+ * `distsync certs client`, or the right `ca`.
+ */
+export declare class UnauthenticatedError extends DistsyncError {
+  readonly code: 'UNAUTHENTICATED'
 }
 
 /** The client was closed; connect a new one. */

@@ -31,6 +31,8 @@ const InvalidArgumentError = errorClass('InvalidArgumentError', 'INVALID_ARGUMEN
 const NoSuchQueueError = errorClass('NoSuchQueueError', 'NO_SUCH_QUEUE')
 const StaleDeliveryError = errorClass('StaleDeliveryError', 'STALE_DELIVERY')
 const LimitReachedError = errorClass('LimitReachedError', 'LIMIT_REACHED')
+const PermissionDeniedError = errorClass('PermissionDeniedError', 'PERMISSION_DENIED')
+const UnauthenticatedError = errorClass('UnauthenticatedError', 'UNAUTHENTICATED')
 const ClientClosedError = errorClass('ClientClosedError', 'CLIENT_CLOSED')
 
 const errorClasses = [
@@ -45,6 +47,8 @@ const errorClasses = [
   NoSuchQueueError,
   StaleDeliveryError,
   LimitReachedError,
+  PermissionDeniedError,
+  UnauthenticatedError,
   ClientClosedError,
 ]
 native.registerErrorClasses(Object.fromEntries(errorClasses.map((ErrorClass) => [ErrorClass.code, ErrorClass])))
@@ -106,4 +110,6 @@ exports.InvalidArgumentError = InvalidArgumentError
 exports.NoSuchQueueError = NoSuchQueueError
 exports.StaleDeliveryError = StaleDeliveryError
 exports.LimitReachedError = LimitReachedError
+exports.PermissionDeniedError = PermissionDeniedError
+exports.UnauthenticatedError = UnauthenticatedError
 exports.ClientClosedError = ClientClosedError

@@ -64,8 +64,9 @@ export declare class Client {
    * `endpoints`: node addresses, an array of `"host:port"` or one comma-separated string.
    * Default: `$DISTSYNC_ENDPOINTS`.
    *
-   * Rejects with `INVALID_ARGUMENT` (unusable endpoints, CA or options) or `UNAVAILABLE` (no
-   * node answered within the request timeout).
+   * Rejects with `INVALID_ARGUMENT` (unusable endpoints, CA, certificate or options),
+   * `UNAUTHENTICATED` (the cluster refused the certificate, or the client the nodes') or
+   * `UNAVAILABLE` (no node answered within the request timeout).
    */
   static connect(endpoints?: string[] | string | null, options?: ConnectOptions | null): Promise<Client>
   /**
@@ -329,6 +330,17 @@ export interface ConnectOptions {
    * `$DISTSYNC_CA`.
    */
   ca?: string
+  /**
+   * Path of this client's certificate, which names its identity (from `distsync certs
+   * client`); give `key` with it. Default: `$DISTSYNC_CERT`, else `client.pem` beside the CA
+   * file (the admin identity of `distsync certs init`).
+   */
+  cert?: string
+  /**
+   * Path of the private key of `cert`. Default: `$DISTSYNC_KEY`, else `client-key.pem`
+   * beside the CA file.
+   */
+  key?: string
   /**
    * How long the cluster keeps this client's session, and so its locks, after the client
    * falls silent (crashed, cut off): 1000 to 3600000 ms. Default 10000.

@@ -1,6 +1,7 @@
 //! [`Client`] and [`Owner`]: connecting, and the way in to locks, queues and the cache.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,29 +39,49 @@ pub struct Client {
 #[uniffi::export]
 impl Client {
     /// Connects: returns once a node answers (proving the addresses and the CA certificate at
-    /// `ca_path`, `tls/ca.pem` of `distsync dev`). Throws `InvalidArgument` for unusable
-    /// endpoints or CA, `Unavailable` when no node answers.
-    #[uniffi::constructor]
-    pub async fn connect(endpoints: Vec<String>, ca_path: String) -> Outcome<Arc<Self>> {
-        on_runtime(connect(endpoints, ca_path, None)).await
+    /// `ca_path`, `tls/ca.pem` of `distsync dev`). The client presents the certificate at
+    /// `cert_path` with its key at `key_path`, which names its identity (from `distsync certs
+    /// client`); without them, `$DISTSYNC_CERT` and `$DISTSYNC_KEY`, else `client.pem` and
+    /// `client-key.pem` beside the CA file (the admin identity of `distsync certs init`).
+    /// Throws `InvalidArgument` for unusable endpoints, CA or certificate, `Unauthenticated`
+    /// when the cluster refuses the certificate (or the client the nodes'), `Unavailable` when
+    /// no node answers.
+    #[uniffi::constructor(default(cert_path = None, key_path = None))]
+    pub async fn connect(
+        endpoints: Vec<String>,
+        ca_path: String,
+        cert_path: Option<String>,
+        key_path: Option<String>,
+    ) -> Outcome<Arc<Self>> {
+        let tls = client_tls(&ca_path, cert_path, key_path)?;
+        on_runtime(connect(endpoints, tls, None)).await
     }
 
     /// `connect` with the session TTL (how long the cluster keeps this client's locks after
     /// it falls silent, 1000 to 3600000 ms) and the request timeout (per call, across retries).
-    #[uniffi::constructor]
+    #[uniffi::constructor(default(cert_path = None, key_path = None))]
     pub async fn connect_with(
         endpoints: Vec<String>,
         ca_path: String,
         session_ttl_ms: u64,
         request_timeout_ms: u64,
+        cert_path: Option<String>,
+        key_path: Option<String>,
     ) -> Outcome<Arc<Self>> {
-        on_runtime(connect(endpoints, ca_path, Some((session_ttl_ms, request_timeout_ms)))).await
+        let tls = client_tls(&ca_path, cert_path, key_path)?;
+        on_runtime(connect(endpoints, tls, Some((session_ttl_ms, request_timeout_ms)))).await
     }
 
     /// `connect`, waiting on the calling thread.
-    #[uniffi::constructor]
-    pub fn connect_blocking(endpoints: Vec<String>, ca_path: String) -> Outcome<Arc<Self>> {
-        block_on(connect(endpoints, ca_path, None))
+    #[uniffi::constructor(default(cert_path = None, key_path = None))]
+    pub fn connect_blocking(
+        endpoints: Vec<String>,
+        ca_path: String,
+        cert_path: Option<String>,
+        key_path: Option<String>,
+    ) -> Outcome<Arc<Self>> {
+        let tls = client_tls(&ca_path, cert_path, key_path)?;
+        block_on(connect(endpoints, tls, None))
     }
 
     /// Acquires lock `name`, waiting in line until granted or `timeout_ms` passes. Pass an
@@ -176,8 +197,13 @@ impl Client {
     }
 }
 
-async fn connect(endpoints: Vec<String>, ca_path: String, timing: Option<(u64, u64)>) -> Outcome<Arc<Client>> {
-    let tls = ClientTls::from_ca_file(&ca_path)?;
+/// Trusts the CA at `ca_path` and presents the certificate at `cert_path` (looked up as
+/// `ClientTls::load` does when left out).
+fn client_tls(ca_path: &str, cert_path: Option<String>, key_path: Option<String>) -> Outcome<ClientTls> {
+    Ok(ClientTls::load(ca_path, cert_path.as_deref().map(Path::new), key_path.as_deref().map(Path::new))?)
+}
+
+async fn connect(endpoints: Vec<String>, tls: ClientTls, timing: Option<(u64, u64)>) -> Outcome<Arc<Client>> {
     let mut options = ClientOptions::new(endpoints, tls);
     if let Some((session_ttl_ms, request_timeout_ms)) = timing {
         options = options

@@ -40,6 +40,20 @@ pub enum DistsyncError {
     /// The cluster is at one of its limits (`queue`, when a queue is full); nothing was changed.
     #[error("{reason}")]
     LimitReached { reason: String, queue: Option<String> },
+    /// This client's identity may not do this: it lacks a grant, it was disabled, or the request
+    /// named a session that is not its own; nothing was changed. Ask an admin for the grant the
+    /// reason names (`distsync acl grant`), or use another identity. `identity` is empty when
+    /// the node did not say; `resource` is what it asked about (`lock:team-b/x`, `admin`,
+    /// `session:7`, `identity:alice`); `needed` the permission it would need (`read`, `write`,
+    /// `admin`, `owner` or `enabled`).
+    #[error("{reason}")]
+    PermissionDenied { reason: String, identity: String, resource: String, needed: String },
+    /// The TLS handshake was refused over certificates: the cluster refused this client's (none
+    /// given, not signed by its CA, expired, not a client certificate), or the client the
+    /// nodes' (not signed by the CA at `ca_path`). Retrying will not help: pass a certificate
+    /// and key issued by `distsync certs client`, or the right CA.
+    #[error("{reason}")]
+    Unauthenticated { reason: String },
     /// Any other failure (a protocol mismatch, a server fault).
     #[error("{reason}")]
     Internal { reason: String },
@@ -75,6 +89,10 @@ impl DistsyncError {
             ErrorKind::NoSuchQueue { queue } => DistsyncError::NoSuchQueue { reason, queue },
             ErrorKind::StaleDelivery { queue, tag } => DistsyncError::StaleDelivery { reason, queue, tag },
             ErrorKind::LimitReached { queue } => DistsyncError::LimitReached { reason, queue },
+            ErrorKind::PermissionDenied { identity, resource, needed } => {
+                DistsyncError::PermissionDenied { reason, identity, resource, needed }
+            }
+            ErrorKind::Unauthenticated => DistsyncError::Unauthenticated { reason },
             _ => DistsyncError::Internal { reason },
         }
     }

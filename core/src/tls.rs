@@ -213,14 +213,20 @@ fn find_identity(
     cert: Option<&Path>,
     key: Option<&Path>,
 ) -> Result<Option<(PathBuf, PathBuf)>, ClientError> {
-    let pair = |cert: Option<PathBuf>, key: Option<PathBuf>, source: &str| match (cert, key) {
+    let pair = |cert: Option<PathBuf>, key: Option<PathBuf>, source: &str| {
+        match (cert, key) {
         (Some(cert), Some(key)) => Ok(Some((cert, key))),
         (None, None) => Ok(None),
         _ => {
-            Err(ClientError::Config { reason: format!("{source}: give both the certificate and its key, or neither") })
+            Err(ClientError::Config {
+                reason: format!(
+                    "a client certificate without its key, or a key without its certificate ({source}); give both, or neither"
+                ),
+            })
         }
+    }
     };
-    if let Some(found) = pair(cert.map(Path::to_path_buf), key.map(Path::to_path_buf), "--cert and --key")? {
+    if let Some(found) = pair(cert.map(Path::to_path_buf), key.map(Path::to_path_buf), "cert and key")? {
         return Ok(Some(found));
     }
     let from_env = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);

@@ -19,6 +19,13 @@ pub struct ConnectOptions {
     /// Path of the cluster's CA certificate (`tls/ca.pem` of `distsync dev`). Default:
     /// `$DISTSYNC_CA`.
     pub ca: Option<String>,
+    /// Path of this client's certificate, which names its identity (from `distsync certs
+    /// client`); give `key` with it. Default: `$DISTSYNC_CERT`, else `client.pem` beside the CA
+    /// file (the admin identity of `distsync certs init`).
+    pub cert: Option<String>,
+    /// Path of the private key of `cert`. Default: `$DISTSYNC_KEY`, else `client-key.pem`
+    /// beside the CA file.
+    pub key: Option<String>,
     /// How long the cluster keeps this client's session, and so its locks, after the client
     /// falls silent (crashed, cut off): 1000 to 3600000 ms. Default 10000.
     pub session_ttl_ms: Option<f64>,
@@ -106,8 +113,9 @@ impl Client {
     /// `endpoints`: node addresses, an array of `"host:port"` or one comma-separated string.
     /// Default: `$DISTSYNC_ENDPOINTS`.
     ///
-    /// Rejects with `INVALID_ARGUMENT` (unusable endpoints, CA or options) or `UNAVAILABLE` (no
-    /// node answered within the request timeout).
+    /// Rejects with `INVALID_ARGUMENT` (unusable endpoints, CA, certificate or options),
+    /// `UNAUTHENTICATED` (the cluster refused the certificate, or the client the nodes') or
+    /// `UNAVAILABLE` (no node answered within the request timeout).
     #[napi(ts_args_type = "endpoints?: string[] | string | null, options?: ConnectOptions | null")]
     pub fn connect<'env>(
         env: &'env Env,
@@ -266,8 +274,8 @@ impl Client {
     }
 }
 
-/// The client's settings, falling back to `DISTSYNC_ENDPOINTS` and `DISTSYNC_CA` as the
-/// command line does.
+/// The client's settings, falling back to `DISTSYNC_ENDPOINTS`, `DISTSYNC_CA`, `DISTSYNC_CERT`
+/// and `DISTSYNC_KEY` as the command line does.
 fn client_options(
     endpoints: Option<Either<Vec<String>, String>>,
     options: Option<ConnectOptions>,
@@ -281,8 +289,14 @@ fn client_options(
             )
         })?),
     };
-    let options =
-        options.unwrap_or(ConnectOptions { ca: None, session_ttl_ms: None, request_timeout_ms: None, home: None });
+    let options = options.unwrap_or(ConnectOptions {
+        ca: None,
+        cert: None,
+        key: None,
+        session_ttl_ms: None,
+        request_timeout_ms: None,
+        home: None,
+    });
     let ca =
         match options.ca.map(PathBuf::from).or_else(|| std::env::var_os("DISTSYNC_CA").map(PathBuf::from)) {
             Some(ca) => ca,
@@ -291,7 +305,8 @@ fn client_options(
                     .into(),
             )),
         };
-    let tls = ClientTls::from_ca_file(&ca)?;
+    let (cert, key) = (options.cert.map(PathBuf::from), options.key.map(PathBuf::from));
+    let tls = ClientTls::load(&ca, cert.as_deref(), key.as_deref())?;
     let mut settings = ClientOptions::new(endpoints, tls)
         .session_ttl(millis(options.session_ttl_ms.unwrap_or(10_000.0), "sessionTtlMs")?)
         .request_timeout(millis(options.request_timeout_ms.unwrap_or(10_000.0), "requestTimeoutMs")?);

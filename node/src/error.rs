@@ -1,6 +1,6 @@
 //! Failures of the Rust client as `DistsyncError` objects: each carries a stable `code`, the
 //! Rust error's message (which says what to do) and its fields (`lock`, `cycle`, `session`,
-//! `queue`, `tag`).
+//! `queue`, `tag`, `identity`, `resource`, `needed`).
 //!
 //! The classes are JavaScript (`distsync.js`), registered once per environment (main thread or
 //! worker) through `registerErrorClasses`; errors are built on the JavaScript thread when a
@@ -15,7 +15,7 @@ use napi::{Env, JsError};
 use napi_derive::napi;
 
 /// The stable codes, one per error class of `distsync.js`.
-pub const CODES: [&str; 12] = [
+pub const CODES: [&str; 14] = [
     "LOCK_TIMEOUT",
     "DEADLOCK",
     "ALREADY_HELD",
@@ -26,6 +26,8 @@ pub const CODES: [&str; 12] = [
     "NO_SUCH_QUEUE",
     "STALE_DELIVERY",
     "LIMIT_REACHED",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
     "CLIENT_CLOSED",
     "INTERNAL",
 ];
@@ -84,6 +86,8 @@ struct Details {
     session: Option<u64>,
     queue: Option<String>,
     tag: Option<u64>,
+    /// Of a permission denied: who asked, about what, and the permission it would need.
+    access: Option<(String, String, String)>,
 }
 
 impl Failure {
@@ -134,6 +138,11 @@ impl Failure {
         if let Some(tag) = details.tag {
             object.set_named_property("tag", crate::run::number(tag))?;
         }
+        if let Some((identity, resource, needed)) = details.access {
+            object.set_named_property("identity", identity)?;
+            object.set_named_property("resource", resource)?;
+            object.set_named_property("needed", needed)?;
+        }
         Ok(object.to_unknown())
     }
 }
@@ -179,6 +188,10 @@ fn describe_kind(kind: ErrorKind) -> (&'static str, Details) {
             ("STALE_DELIVERY", Details { queue: Some(queue), tag: Some(tag), ..details })
         }
         ErrorKind::LimitReached { queue } => ("LIMIT_REACHED", Details { queue, ..details }),
+        ErrorKind::PermissionDenied { identity, resource, needed } => {
+            ("PERMISSION_DENIED", Details { access: Some((identity, resource, needed)), ..details })
+        }
+        ErrorKind::Unauthenticated => ("UNAUTHENTICATED", details),
         _ => ("INTERNAL", details),
     }
 }

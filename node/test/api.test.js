@@ -39,6 +39,8 @@ test('the package exports the classes and every error class with its code', () =
     NoSuchQueueError: 'NO_SUCH_QUEUE',
     StaleDeliveryError: 'STALE_DELIVERY',
     LimitReachedError: 'LIMIT_REACHED',
+    PermissionDeniedError: 'PERMISSION_DENIED',
+    UnauthenticatedError: 'UNAUTHENTICATED',
     ClientClosedError: 'CLIENT_CLOSED',
   }
   for (const [name, code] of Object.entries(codes)) {
@@ -94,14 +96,15 @@ test('endpoints and CA fall back to DISTSYNC_ENDPOINTS and DISTSYNC_CA', async (
   }
 })
 
-test('a CA that did not sign the nodes rejects with UNAVAILABLE', async () => {
+test('a CA that did not sign the nodes rejects with UNAUTHENTICATED', async () => {
   const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'distsync-other-ca-'))
   try {
     await cluster.cli('certs', 'init', '--dir', directory, '--nodes', '1')
     const ca = path.join(directory, 'ca.pem')
     const error = await Client.connect(cluster.endpoints, { ca, requestTimeoutMs: 1000 }).catch((e) => e)
-    assert.ok(error instanceof distsync.UnavailableError, String(error))
-    assert.equal(error.code, 'UNAVAILABLE')
+    assert.ok(error instanceof distsync.UnauthenticatedError, String(error))
+    assert.equal(error.code, 'UNAUTHENTICATED')
+    assert.match(error.message, /not trusted/)
   } finally {
     fs.rmSync(directory, { recursive: true, force: true })
   }

@@ -20,6 +20,9 @@ Connect with :class:`Client` (blocking, thread-safe) or :class:`AsyncClient` (as
     client.cache.get("user:1")
 
 Every failure is a subclass of :class:`Error`; ``str(error)`` says what happened and what to do.
+The client presents the certificate naming its identity: ``cert=`` and ``key=`` (from
+``distsync certs client``), else ``$DISTSYNC_CERT`` and ``$DISTSYNC_KEY``, else ``client.pem``
+beside the CA file; what an identity may not do raises :class:`PermissionDenied`.
 Leader changes are handled inside the client: calls retry across failovers until their
 ``request_timeout``.
 """
@@ -49,10 +52,12 @@ from ._native import (
     NoSuchQueue,
     NotHeld,
     Owner,
+    PermissionDenied,
     Queue,
     QueueStats,
     SessionExpired,
     StaleDelivery,
+    Unauthenticated,
     Unavailable,
     __version__,
 )
@@ -82,10 +87,12 @@ __all__ = [
     "NoSuchQueue",
     "NotHeld",
     "Owner",
+    "PermissionDenied",
     "Queue",
     "QueueStats",
     "SessionExpired",
     "StaleDelivery",
+    "Unauthenticated",
     "Unavailable",
     "__version__",
 ]

@@ -63,6 +63,18 @@ class LimitReached(Error):
 class ForkError(Error):
     """The client was made in the parent of a fork(); make a new one in this process."""
 
+class PermissionDenied(Error):
+    """This client's identity may not do this (no grant, disabled, another's session); nothing changed."""
+    identity: str
+    """The identity that asked (empty when the node did not say)."""
+    resource: str
+    """What it asked about: `lock:team-b/x`, `admin`, `session:7`, `identity:alice`."""
+    needed: str
+    """The permission it would need: `read`, `write`, `admin`, `owner` or `enabled`."""
+
+class Unauthenticated(Error):
+    """The TLS handshake was refused over certificates; pass `cert=`/`key=` (or the right `ca=`)."""
+
 # ---------------------------------------------------------------------------------- clients
 
 @final
@@ -79,6 +91,8 @@ class Client:
         endpoints: Optional[Endpoints] = None,
         *,
         ca: Optional[Union[str, os.PathLike[str]]] = None,
+        cert: Optional[Union[str, os.PathLike[str]]] = None,
+        key: Optional[Union[str, os.PathLike[str]]] = None,
         session_ttl: float = 10.0,
         request_timeout: float = 10.0,
         home: Optional[str] = None,
@@ -108,6 +122,8 @@ class AsyncClient:
         endpoints: Optional[Endpoints] = None,
         *,
         ca: Optional[Union[str, os.PathLike[str]]] = None,
+        cert: Optional[Union[str, os.PathLike[str]]] = None,
+        key: Optional[Union[str, os.PathLike[str]]] = None,
         session_ttl: float = 10.0,
         request_timeout: float = 10.0,
         home: Optional[str] = None,

@@ -13,11 +13,13 @@ use crate::lock::{AsyncLock, Lock, LockInfo, LockState};
 use crate::queue::{AsyncQueue, Queue, QueueStats};
 use crate::run::{here, inside_runtime, local, optional_seconds, seconds, spawn, wait, Local};
 
-/// Reads the connection settings, falling back to `DISTSYNC_ENDPOINTS` and `DISTSYNC_CA` as the
-/// command line does.
+/// Reads the connection settings, falling back to `DISTSYNC_ENDPOINTS`, `DISTSYNC_CA`,
+/// `DISTSYNC_CERT` and `DISTSYNC_KEY` as the command line does.
 fn options(
     endpoints: Option<&Bound<'_, PyAny>>,
     ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
     session_ttl: f64,
     request_timeout: f64,
     home: Option<String>,
@@ -41,7 +43,7 @@ fn options(
             .into())
         }
     };
-    let tls = ClientTls::from_ca_file(&ca).map_err(Failure::from)?;
+    let tls = ClientTls::load(&ca, cert.as_deref(), key.as_deref()).map_err(Failure::from)?;
     let mut options = ClientOptions::new(endpoints, tls)
         .session_ttl(seconds(session_ttl, "session_ttl")?)
         .request_timeout(seconds(request_timeout, "request_timeout")?);
@@ -88,13 +90,19 @@ impl Owner {
 ///         (default: ``$DISTSYNC_ENDPOINTS``). Any subset of the nodes will do; the client
 ///         finds the leader and follows it across failovers.
 ///     ca: path of the cluster CA certificate (default: ``$DISTSYNC_CA``).
+///     cert: path of this client's certificate, which names its identity (from ``distsync
+///         certs client``); give ``key`` with it. Default: ``$DISTSYNC_CERT``, else
+///         ``client.pem`` beside the CA file (the admin identity of ``distsync certs init``).
+///     key: path of the private key of ``cert`` (default: ``$DISTSYNC_KEY``, else
+///         ``client-key.pem`` beside the CA file).
 ///     session_ttl: seconds the cluster keeps this client's session, and so its locks, after it
 ///         falls silent (crashed, cut off); 1 to 3600.
 ///     request_timeout: seconds one call may take across all its retries.
 ///     home: one of the endpoints to send all cache traffic to (default: each key's own node).
 ///
 /// Raises:
-///     InvalidArgument: unusable endpoints or CA file.
+///     InvalidArgument: unusable endpoints, CA, certificate or key file.
+///     Unauthenticated: the cluster refused the certificate (or the client the nodes').
 ///     Unavailable: no node answered within ``request_timeout``.
 ///
 /// Example::
@@ -114,16 +122,20 @@ pub struct Client {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (endpoints=None, *, ca=None, session_ttl=10.0, request_timeout=10.0, home=None))]
+    #[pyo3(signature = (endpoints=None, *, ca=None, cert=None, key=None, session_ttl=10.0, request_timeout=10.0, home=None))]
+    // One parameter per keyword argument of the Python signature.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         endpoints: Option<Bound<'_, PyAny>>,
         ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
         session_ttl: f64,
         request_timeout: f64,
         home: Option<String>,
     ) -> PyResult<Self> {
-        let options = options(endpoints.as_ref(), ca, session_ttl, request_timeout, home)?;
+        let options = options(endpoints.as_ref(), ca, cert, key, session_ttl, request_timeout, home)?;
         let client = wait(py, async move { Ok(distsync::Client::connect_with(options).await?) })?;
         Ok(Client { client: local(client) })
     }
@@ -243,16 +255,20 @@ pub struct AsyncClient {
 #[pymethods]
 impl AsyncClient {
     #[new]
-    #[pyo3(signature = (endpoints=None, *, ca=None, session_ttl=10.0, request_timeout=10.0, home=None))]
+    #[pyo3(signature = (endpoints=None, *, ca=None, cert=None, key=None, session_ttl=10.0, request_timeout=10.0, home=None))]
+    // One parameter per keyword argument of the Python signature.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         endpoints: Option<Bound<'_, PyAny>>,
         ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
         session_ttl: f64,
         request_timeout: f64,
         home: Option<String>,
     ) -> PyResult<Self> {
-        let options = options(endpoints.as_ref(), ca, session_ttl, request_timeout, home)?;
+        let options = options(endpoints.as_ref(), ca, cert, key, session_ttl, request_timeout, home)?;
         let client = inside_runtime(|| Ok(distsync::Client::new_unconnected(options)?))?;
         let owners = py.import("weakref")?.getattr("WeakKeyDictionary")?.call0()?.unbind();
         Ok(AsyncClient { client: local(client), owners })
@@ -261,6 +277,7 @@ impl AsyncClient {
     /// Waits until a node answers (proving addresses and certificates); returns the client.
     ///
     /// Raises:
+    ///     Unauthenticated: the cluster refused the certificate (or the client the nodes').
     ///     Unavailable: no node answered within ``request_timeout``.
     fn connect<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let client = here(&slf.get().client)?.clone();

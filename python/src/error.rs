@@ -90,6 +90,26 @@ pyo3::create_exception!(
 parent. Create a new client in the child process."
 );
 
+pyo3::create_exception!(
+    distsync,
+    PermissionDenied,
+    Error,
+    "This client's identity may not do this: it lacks a grant, it was disabled, or the request \
+named a session that is not its own; nothing was changed. Ask an admin for the grant the message \
+names (`distsync acl grant`), or use another identity. Attributes: `identity` (empty when the node \
+did not say), `resource` (`lock:team-b/x`, `admin`, `session:7`, `identity:alice`) and `needed` \
+(`read`, `write`, `admin`, `owner` or `enabled`)."
+);
+pyo3::create_exception!(
+    distsync,
+    Unauthenticated,
+    Error,
+    "The TLS handshake was refused over certificates: the cluster refused this client's (none \
+given, not signed by its CA, expired, not a client certificate), or the client the nodes' (not \
+signed by the CA in `ca`). Retrying will not help: pass `cert=` and `key=` issued by \
+`distsync certs client`, or the right `ca=`."
+);
+
 /// A failure of the Rust client, converted to an exception only once attached to Python.
 #[derive(Debug)]
 pub enum Failure {
@@ -200,6 +220,11 @@ fn exception(py: Python<'_>, message: String, kind: ErrorKind) -> PyErr {
         }
         ErrorKind::LimitReached { queue: None } => (LimitReached::new_err(message), Vec::new()),
         ErrorKind::Forked => (ForkError::new_err(message), Vec::new()),
+        ErrorKind::PermissionDenied { identity, resource, needed } => (
+            PermissionDenied::new_err(message),
+            vec![("identity", text(py, &identity)), ("resource", text(py, &resource)), ("needed", text(py, &needed))],
+        ),
+        ErrorKind::Unauthenticated => (Unauthenticated::new_err(message), Vec::new()),
         _ => (Error::new_err(message), Vec::new()),
     };
     with_attributes(py, error, attributes)
@@ -220,5 +245,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("StaleDelivery", py.get_type::<StaleDelivery>())?;
     module.add("LimitReached", py.get_type::<LimitReached>())?;
     module.add("ForkError", py.get_type::<ForkError>())?;
+    module.add("PermissionDenied", py.get_type::<PermissionDenied>())?;
+    module.add("Unauthenticated", py.get_type::<Unauthenticated>())?;
     Ok(())
 }

@@ -150,7 +150,22 @@ class Cluster:
 
     @property
     def ca(self) -> str:
-        return str(self.directory / "tls" / "ca.pem")
+        return str(self.tls / "ca.pem")
+
+    @property
+    def tls(self) -> pathlib.Path:
+        """The cluster's certificates: the CA with its key, the nodes', the admin's client.pem."""
+        return self.directory / "tls"
+
+    def identity(self, name: str, *grants: tuple[str, str]) -> dict[str, str]:
+        """Issues a client certificate for identity `name` with the command line and grants it
+        each `(resource, permission)` as the admin (client.pem beside ca.pem); returns the
+        `cert` and `key` arguments of a client presenting it."""
+        self._cli_raw("certs", "client", "--dir", str(self.tls), "--name", name)
+        for resource, permission in grants:
+            self._cli_raw("--endpoints", ",".join(self.endpoints), "--ca", self.ca,
+                          "acl", "grant", name, resource, permission)
+        return {"cert": str(self.tls / f"{name}.pem"), "key": str(self.tls / f"{name}-key.pem")}
 
     def client(self, **options) -> distsync.Client:
         return distsync.Client(self.endpoints, ca=self.ca, **options)

@@ -56,14 +56,15 @@ def test_every_public_name_and_method_is_documented():
 
 def test_help_reads_well():
     text = pydoc.render_doc(distsync.Client, renderer=pydoc.plaintext)
-    assert "Client(endpoints=None, *, ca=None, session_ttl=10.0, request_timeout=10.0, home=None)" in text
+    assert "Client(endpoints=None, *, ca=None, cert=None, key=None, session_ttl=10.0, request_timeout=10.0, home=None)" in text
     assert "lock(self, /, name, *, shared=False, timeout=None, owner=None)" in text
     assert "fencing token" in text and "fork()" in text
 
 
 def test_every_exception_is_a_distsync_error():
     for name in ["LockTimeout", "DeadlockError", "AlreadyHeld", "NotHeld", "SessionExpired", "Unavailable",
-                 "InvalidArgument", "NoSuchQueue", "StaleDelivery", "LimitReached", "ForkError"]:
+                 "InvalidArgument", "NoSuchQueue", "StaleDelivery", "LimitReached", "ForkError", "PermissionDenied",
+                 "Unauthenticated"]:
         assert issubclass(getattr(distsync, name), distsync.Error)
     assert issubclass(distsync.Error, Exception)
 
@@ -91,5 +92,5 @@ def test_unusable_configuration_raises_invalid_argument(cluster, monkeypatch):
 def test_a_ca_that_did_not_sign_the_nodes_is_refused(cluster, tmp_path):
     subprocess.run([cluster.binary, "certs", "init", "--dir", str(tmp_path), "--nodes", "1"], check=True,
                    capture_output=True)
-    with pytest.raises(distsync.Unavailable):
+    with pytest.raises(distsync.Unauthenticated, match="not trusted"):
         distsync.Client(cluster.endpoints, ca=str(tmp_path / "ca.pem"), request_timeout=1.0)

@@ -173,7 +173,7 @@ class Cluster {
     cluster.addresses = new Map(cluster.ids.map((id, i) => [id, `127.0.0.1:${ports[i]}`]))
     cluster.processes = new Map()
     try {
-      await cluster.cli('certs', 'init', '--dir', path.join(cluster.directory, 'tls'), '--nodes', String(nodes))
+      await cluster.cli('certs', 'init', '--dir', cluster.tls, '--nodes', String(nodes))
       cluster.redis = await Redis.start(path.join(cluster.directory, 'redis'))
       for (const id of cluster.ids) cluster.start(id)
       for (const id of cluster.ids) {
@@ -191,8 +191,26 @@ class Cluster {
     return this.ids.map((id) => this.addresses.get(id))
   }
 
+  /** The cluster's certificates: the CA with its key, the nodes', the admin's client.pem. */
+  get tls() {
+    return path.join(this.directory, 'tls')
+  }
+
   get ca() {
-    return path.join(this.directory, 'tls', 'ca.pem')
+    return path.join(this.tls, 'ca.pem')
+  }
+
+  /**
+   * Issues a client certificate for identity `name` with the command line and grants it each
+   * `[resource, permission]` as the admin (client.pem beside ca.pem); resolves to the `cert`
+   * and `key` options of a client presenting it.
+   */
+  async identity(name, ...grants) {
+    await this.cli('certs', 'client', '--dir', this.tls, '--name', name)
+    for (const [resource, permission] of grants) {
+      await this.cli('--endpoints', this.endpoints.join(','), '--ca', this.ca, 'acl', 'grant', name, resource, permission)
+    }
+    return { cert: path.join(this.tls, `${name}.pem`), key: path.join(this.tls, `${name}-key.pem`) }
   }
 
   /** The environment for helper processes: the variables the client falls back to. */

@@ -8,6 +8,7 @@ import {
   Lock,
   LockTimeoutError,
   Message,
+  PermissionDeniedError,
   QueueStats,
 } from '../..'
 
@@ -50,6 +51,10 @@ export async function example(): Promise<void> {
       const locks: string[] = error.cycle.map((link) => link.lock)
       void locks
     }
+    if (error instanceof PermissionDeniedError) {
+      const denied: [string, string, string] = [error.identity, error.resource, error.needed]
+      void denied
+    }
     if (error instanceof LockTimeoutError) {
       const name: string = error.lock
       void name
@@ -59,6 +64,12 @@ export async function example(): Promise<void> {
       void code
     }
   }
+  const billing: Client = await Client.connect('127.0.0.1:7101', {
+    ca: 'tls/ca.pem',
+    cert: 'tls/billing.pem',
+    key: 'tls/billing-key.pem',
+  })
+  await billing.close()
   void [token, same, maybe, actor, id, stats, cached]
 
   // @ts-expect-error: a lock name is a string
@@ -67,6 +78,8 @@ export async function example(): Promise<void> {
   await client.withLock('x', { shared: true })
   // @ts-expect-error: the token is read-only data, not a method
   lock.token()
+  // @ts-expect-error: a certificate is a path
+  await Client.connect('127.0.0.1:7101', { cert: Buffer.from('pem') })
   // @ts-expect-error: cache values are Buffers, not strings
   const wrong: string | null = await client.cache.get('k')
   void wrong

@@ -931,14 +931,19 @@ open class Client: ClientProtocol, @unchecked Sendable {
     
     /**
      * Connects: returns once a node answers (proving the addresses and the CA certificate at
-     * `ca_path`, `tls/ca.pem` of `distsync dev`). Throws `InvalidArgument` for unusable
-     * endpoints or CA, `Unavailable` when no node answers.
+     * `ca_path`, `tls/ca.pem` of `distsync dev`). The client presents the certificate at
+     * `cert_path` with its key at `key_path`, which names its identity (from `distsync certs
+     * client`); without them, `$DISTSYNC_CERT` and `$DISTSYNC_KEY`, else `client.pem` and
+     * `client-key.pem` beside the CA file (the admin identity of `distsync certs init`).
+     * Throws `InvalidArgument` for unusable endpoints, CA or certificate, `Unauthenticated`
+     * when the cluster refuses the certificate (or the client the nodes'), `Unavailable` when
+     * no node answers.
      */
-public static func connect(endpoints: [String], caPath: String)async throws  -> Client  {
+public static func connect(endpoints: [String], caPath: String, certPath: String? = nil, keyPath: String? = nil)async throws  -> Client  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
-                uniffi_distsync_bindings_fn_constructor_client_connect(FfiConverterSequenceString.lower(endpoints),FfiConverterString.lower(caPath)
+                uniffi_distsync_bindings_fn_constructor_client_connect(FfiConverterSequenceString.lower(endpoints),FfiConverterString.lower(caPath),FfiConverterOptionString.lower(certPath),FfiConverterOptionString.lower(keyPath)
                 )
             },
             pollFunc: ffi_distsync_bindings_rust_future_poll_u64,
@@ -952,12 +957,14 @@ public static func connect(endpoints: [String], caPath: String)async throws  -> 
     /**
      * `connect`, waiting on the calling thread.
      */
-public static func connectBlocking(endpoints: [String], caPath: String)throws  -> Client  {
+public static func connectBlocking(endpoints: [String], caPath: String, certPath: String? = nil, keyPath: String? = nil)throws  -> Client  {
     return try  FfiConverterTypeClient_lift(try rustCallWithError(FfiConverterTypeDistsyncError_lift) {
         uniffiCallStatus in
     uniffi_distsync_bindings_fn_constructor_client_connect_blocking(
         FfiConverterSequenceString.lower(endpoints),
-        FfiConverterString.lower(caPath),uniffiCallStatus
+        FfiConverterString.lower(caPath),
+        FfiConverterOptionString.lower(certPath),
+        FfiConverterOptionString.lower(keyPath),uniffiCallStatus
     )
 })
 }
@@ -966,11 +973,11 @@ public static func connectBlocking(endpoints: [String], caPath: String)throws  -
      * `connect` with the session TTL (how long the cluster keeps this client's locks after
      * it falls silent, 1000 to 3600000 ms) and the request timeout (per call, across retries).
      */
-public static func connectWith(endpoints: [String], caPath: String, sessionTtlMs: UInt64, requestTimeoutMs: UInt64)async throws  -> Client  {
+public static func connectWith(endpoints: [String], caPath: String, sessionTtlMs: UInt64, requestTimeoutMs: UInt64, certPath: String? = nil, keyPath: String? = nil)async throws  -> Client  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
-                uniffi_distsync_bindings_fn_constructor_client_connect_with(FfiConverterSequenceString.lower(endpoints),FfiConverterString.lower(caPath),FfiConverterUInt64.lower(sessionTtlMs),FfiConverterUInt64.lower(requestTimeoutMs)
+                uniffi_distsync_bindings_fn_constructor_client_connect_with(FfiConverterSequenceString.lower(endpoints),FfiConverterString.lower(caPath),FfiConverterUInt64.lower(sessionTtlMs),FfiConverterUInt64.lower(requestTimeoutMs),FfiConverterOptionString.lower(certPath),FfiConverterOptionString.lower(keyPath)
                 )
             },
             pollFunc: ffi_distsync_bindings_rust_future_poll_u64,
@@ -2908,6 +2915,24 @@ enum DistsyncError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError 
     case LimitReached(reason: String, queue: String?
     )
     /**
+     * This client's identity may not do this: it lacks a grant, it was disabled, or the request
+     * named a session that is not its own; nothing was changed. Ask an admin for the grant the
+     * reason names (`distsync acl grant`), or use another identity. `identity` is empty when
+     * the node did not say; `resource` is what it asked about (`lock:team-b/x`, `admin`,
+     * `session:7`, `identity:alice`); `needed` the permission it would need (`read`, `write`,
+     * `admin`, `owner` or `enabled`).
+     */
+    case PermissionDenied(reason: String, identity: String, resource: String, needed: String
+    )
+    /**
+     * The TLS handshake was refused over certificates: the cluster refused this client's (none
+     * given, not signed by its CA, expired, not a client certificate), or the client the
+     * nodes' (not signed by the CA at `ca_path`). Retrying will not help: pass a certificate
+     * and key issued by `distsync certs client`, or the right CA.
+     */
+    case Unauthenticated(reason: String
+    )
+    /**
      * Any other failure (a protocol mismatch, a server fault).
      */
     case Internal(reason: String
@@ -2981,7 +3006,16 @@ public struct FfiConverterTypeDistsyncError: FfiConverterRustBuffer {
             reason: try FfiConverterString.read(from: &buf), 
             queue: try FfiConverterOptionString.read(from: &buf)
             )
-        case 11: return .Internal(
+        case 11: return .PermissionDenied(
+            reason: try FfiConverterString.read(from: &buf), 
+            identity: try FfiConverterString.read(from: &buf), 
+            resource: try FfiConverterString.read(from: &buf), 
+            needed: try FfiConverterString.read(from: &buf)
+            )
+        case 12: return .Unauthenticated(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 13: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -3056,8 +3090,21 @@ public struct FfiConverterTypeDistsyncError: FfiConverterRustBuffer {
             FfiConverterOptionString.write(queue, into: &buf)
             
         
-        case let .Internal(reason):
+        case let .PermissionDenied(reason,identity,resource,needed):
             writeInt(&buf, Int32(11))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterString.write(identity, into: &buf)
+            FfiConverterString.write(resource, into: &buf)
+            FfiConverterString.write(needed, into: &buf)
+            
+        
+        case let .Unauthenticated(reason):
+            writeInt(&buf, Int32(12))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(13))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -3647,13 +3694,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_distsync_bindings_checksum_method_queue_stats() != 45359) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_constructor_client_connect() != 50791) {
+    if (uniffi_distsync_bindings_checksum_constructor_client_connect() != 295) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_constructor_client_connect_blocking() != 592) {
+    if (uniffi_distsync_bindings_checksum_constructor_client_connect_blocking() != 1062) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_distsync_bindings_checksum_constructor_client_connect_with() != 30561) {
+    if (uniffi_distsync_bindings_checksum_constructor_client_connect_with() != 55717) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -818,11 +818,11 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_distsync_bindings_fn_free_client(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_distsync_bindings_fn_constructor_client_connect(`endpoints`: RustBuffer.ByValue,`caPath`: RustBuffer.ByValue,
+    external fun uniffi_distsync_bindings_fn_constructor_client_connect(`endpoints`: RustBuffer.ByValue,`caPath`: RustBuffer.ByValue,`certPath`: RustBuffer.ByValue,`keyPath`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_distsync_bindings_fn_constructor_client_connect_blocking(`endpoints`: RustBuffer.ByValue,`caPath`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_distsync_bindings_fn_constructor_client_connect_blocking(`endpoints`: RustBuffer.ByValue,`caPath`: RustBuffer.ByValue,`certPath`: RustBuffer.ByValue,`keyPath`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_distsync_bindings_fn_constructor_client_connect_with(`endpoints`: RustBuffer.ByValue,`caPath`: RustBuffer.ByValue,`sessionTtlMs`: Long,`requestTimeoutMs`: Long,
+    external fun uniffi_distsync_bindings_fn_constructor_client_connect_with(`endpoints`: RustBuffer.ByValue,`caPath`: RustBuffer.ByValue,`sessionTtlMs`: Long,`requestTimeoutMs`: Long,`certPath`: RustBuffer.ByValue,`keyPath`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_distsync_bindings_fn_method_client_cache(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1183,13 +1183,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_distsync_bindings_checksum_method_queue_stats() and 0xFFFF) != 45359) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect() and 0xFFFF) != 50791) {
+    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect() and 0xFFFF) != 295) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect_blocking() and 0xFFFF) != 592) {
+    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect_blocking() and 0xFFFF) != 1062) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect_with() and 0xFFFF) != 30561) {
+    if ((lib.uniffi_distsync_bindings_checksum_constructor_client_connect_with() and 0xFFFF) != 55717) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -2398,16 +2398,23 @@ open class Client: Disposable, AutoCloseable, ClientInterface
         
     /**
      * Connects: returns once a node answers (proving the addresses and the CA certificate at
-     * `ca_path`, `tls/ca.pem` of `distsync dev`). Throws `InvalidArgument` for unusable
-     * endpoints or CA, `Unavailable` when no node answers.
+     * `ca_path`, `tls/ca.pem` of `distsync dev`). The client presents the certificate at
+     * `cert_path` with its key at `key_path`, which names its identity (from `distsync certs
+     * client`); without them, `$DISTSYNC_CERT` and `$DISTSYNC_KEY`, else `client.pem` and
+     * `client-key.pem` beside the CA file (the admin identity of `distsync certs init`).
+     * Throws `InvalidArgument` for unusable endpoints, CA or certificate, `Unauthenticated`
+     * when the cluster refuses the certificate (or the client the nodes'), `Unavailable` when
+     * no node answers.
      */
     @Throws(DistsyncException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-     suspend fun `connect`(`endpoints`: List<kotlin.String>, `caPath`: kotlin.String) : Client {
+     suspend fun `connect`(`endpoints`: List<kotlin.String>, `caPath`: kotlin.String, `certPath`: kotlin.String? = null, `keyPath`: kotlin.String? = null) : Client {
         return uniffiRustCallAsync(
         UniffiLib.uniffi_distsync_bindings_fn_constructor_client_connect(
         FfiConverterSequenceString.lower(`endpoints`),
-        FfiConverterString.lower(`caPath`),),
+        FfiConverterString.lower(`caPath`),
+        FfiConverterOptionalString.lower(`certPath`),
+        FfiConverterOptionalString.lower(`keyPath`),),
         { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_u64(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_complete_u64(future, continuation) },
         { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_u64(future) },
@@ -2422,14 +2429,16 @@ open class Client: Disposable, AutoCloseable, ClientInterface
     /**
      * `connect`, waiting on the calling thread.
      */
-    @Throws(DistsyncException::class) fun `connectBlocking`(`endpoints`: List<kotlin.String>, `caPath`: kotlin.String): Client {
+    @Throws(DistsyncException::class) fun `connectBlocking`(`endpoints`: List<kotlin.String>, `caPath`: kotlin.String, `certPath`: kotlin.String? = null, `keyPath`: kotlin.String? = null): Client {
             return FfiConverterTypeClient.lift(
     uniffiRustCallWithError(DistsyncException) { _status ->
     UniffiLib.uniffi_distsync_bindings_fn_constructor_client_connect_blocking(
     
         
         FfiConverterSequenceString.lower(`endpoints`),
-        FfiConverterString.lower(`caPath`),_status)
+        FfiConverterString.lower(`caPath`),
+        FfiConverterOptionalString.lower(`certPath`),
+        FfiConverterOptionalString.lower(`keyPath`),_status)
 }
     )
     }
@@ -2442,13 +2451,15 @@ open class Client: Disposable, AutoCloseable, ClientInterface
      */
     @Throws(DistsyncException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-     suspend fun `connectWith`(`endpoints`: List<kotlin.String>, `caPath`: kotlin.String, `sessionTtlMs`: kotlin.ULong, `requestTimeoutMs`: kotlin.ULong) : Client {
+     suspend fun `connectWith`(`endpoints`: List<kotlin.String>, `caPath`: kotlin.String, `sessionTtlMs`: kotlin.ULong, `requestTimeoutMs`: kotlin.ULong, `certPath`: kotlin.String? = null, `keyPath`: kotlin.String? = null) : Client {
         return uniffiRustCallAsync(
         UniffiLib.uniffi_distsync_bindings_fn_constructor_client_connect_with(
         FfiConverterSequenceString.lower(`endpoints`),
         FfiConverterString.lower(`caPath`),
         FfiConverterULong.lower(`sessionTtlMs`),
-        FfiConverterULong.lower(`requestTimeoutMs`),),
+        FfiConverterULong.lower(`requestTimeoutMs`),
+        FfiConverterOptionalString.lower(`certPath`),
+        FfiConverterOptionalString.lower(`keyPath`),),
         { future, callback, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_poll_u64(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_distsync_bindings_rust_future_complete_u64(future, continuation) },
         { future -> UniffiLib.ffi_distsync_bindings_rust_future_free_u64(future) },
@@ -5028,6 +5039,42 @@ sealed class DistsyncException: kotlin.Exception() {
     }
     
     /**
+     * This client's identity may not do this: it lacks a grant, it was disabled, or the request
+     * named a session that is not its own; nothing was changed. Ask an admin for the grant the
+     * reason names (`distsync acl grant`), or use another identity. `identity` is empty when
+     * the node did not say; `resource` is what it asked about (`lock:team-b/x`, `admin`,
+     * `session:7`, `identity:alice`); `needed` the permission it would need (`read`, `write`,
+     * `admin`, `owner` or `enabled`).
+     */
+    class PermissionDenied(
+        
+        val `reason`: kotlin.String, 
+        
+        val `identity`: kotlin.String, 
+        
+        val `resource`: kotlin.String, 
+        
+        val `needed`: kotlin.String
+        ) : DistsyncException() {
+        override val message
+            get() = "reason=${ `reason` }, identity=${ `identity` }, resource=${ `resource` }, needed=${ `needed` }"
+    }
+    
+    /**
+     * The TLS handshake was refused over certificates: the cluster refused this client's (none
+     * given, not signed by its CA, expired, not a client certificate), or the client the
+     * nodes' (not signed by the CA at `ca_path`). Retrying will not help: pass a certificate
+     * and key issued by `distsync certs client`, or the right CA.
+     */
+    class Unauthenticated(
+        
+        val `reason`: kotlin.String
+        ) : DistsyncException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
      * Any other failure (a protocol mismatch, a server fault).
      */
     class Internal(
@@ -5097,7 +5144,16 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
                 FfiConverterString.read(buf),
                 FfiConverterOptionalString.read(buf),
                 )
-            11 -> DistsyncException.Internal(
+            11 -> DistsyncException.PermissionDenied(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            12 -> DistsyncException.Unauthenticated(
+                FfiConverterString.read(buf),
+                )
+            13 -> DistsyncException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -5165,6 +5221,19 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
                 + FfiConverterOptionalString.allocationSize(value.`queue`)
+            )
+            is DistsyncException.PermissionDenied -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterString.allocationSize(value.`identity`)
+                + FfiConverterString.allocationSize(value.`resource`)
+                + FfiConverterString.allocationSize(value.`needed`)
+            )
+            is DistsyncException.Unauthenticated -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
             )
             is DistsyncException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -5236,8 +5305,21 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
                 FfiConverterOptionalString.write(value.`queue`, buf)
                 Unit
             }
-            is DistsyncException.Internal -> {
+            is DistsyncException.PermissionDenied -> {
                 buf.putInt(11)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterString.write(value.`identity`, buf)
+                FfiConverterString.write(value.`resource`, buf)
+                FfiConverterString.write(value.`needed`, buf)
+                Unit
+            }
+            is DistsyncException.Unauthenticated -> {
+                buf.putInt(12)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is DistsyncException.Internal -> {
+                buf.putInt(13)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }

@@ -232,6 +232,32 @@ class DistsyncTest {
         assertThrows<DistsyncException.InvalidArgument> { Client.connectBlocking(cluster.endpoints, "/nonexistent/ca.pem") }
         assertThrows<DistsyncException.InvalidArgument> { Client.connectBlocking(listOf("not an address"), cluster.ca) }
     }
+
+    @Test
+    fun `an identity does only what it was granted, and another CA's certificate is Unauthenticated`(): Unit =
+        runBlocking {
+            val alice = unique("alice")
+            val tls = java.io.File(cluster.ca).parent
+            checkNotNull(cluster.cli("certs", "client", "--dir", tls, "--name", alice))
+            checkNotNull(cluster.cli("--endpoints", cluster.endpoints.joinToString(","), "--ca", cluster.ca,
+                "acl", "grant", alice, "lock:team-a/", "write"))
+            Client.connect(cluster.endpoints, cluster.ca, "$tls/$alice.pem", "$tls/$alice-key.pem").use { client ->
+                client.lock(unique("team-a/x")).release()
+                val name = unique("team-b/x")
+                val denied = assertThrows<DistsyncException.PermissionDenied> { runBlocking { client.lock(name) } }
+                assertEquals(listOf(alice, "lock:$name", "write"), listOf(denied.identity, denied.resource, denied.needed))
+                client.closeSession()
+            }
+            val other = kotlin.io.path.createTempDirectory("distsync-kt-other-ca-").toFile()
+            try {
+                checkNotNull(cluster.cli("certs", "init", "--dir", other.path, "--nodes", "1"))
+                assertThrows<DistsyncException.Unauthenticated> {
+                    Client.connectBlocking(cluster.endpoints, cluster.ca, "$other/client.pem", "$other/client-key.pem")
+                }
+            } finally {
+                other.deleteRecursively()
+            }
+        }
 }
 
 /** A leader SIGKILLed while a lock is held: the hold survives and is released. */

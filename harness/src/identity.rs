@@ -25,7 +25,13 @@ impl Cluster {
             "`distsync certs client --name {name}` failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        Ok((directory.join(format!("{name}.pem")), directory.join(format!("{name}-key.pem"))))
+        Ok(self.identity_files(name))
+    }
+
+    /// Where `distsync certs client --name NAME` writes identity `name`'s certificate and key.
+    fn identity_files(&self, name: &str) -> (PathBuf, PathBuf) {
+        let directory = self.tls_directory();
+        (directory.join(format!("{name}.pem")), directory.join(format!("{name}-key.pem")))
     }
 
     /// TLS settings that trust the cluster CA and present identity `name`'s certificate
@@ -35,8 +41,7 @@ impl Cluster {
     ///
     /// As [`Cluster::issue_identity`].
     pub async fn identity_tls(&self, name: &str) -> anyhow::Result<ClientTls> {
-        let (cert, key) =
-            (self.tls_directory().join(format!("{name}.pem")), self.tls_directory().join(format!("{name}-key.pem")));
+        let (cert, key) = self.identity_files(name);
         if !cert.exists() {
             self.issue_identity(name).await?;
         }
@@ -63,10 +68,9 @@ impl Cluster {
     /// When the binary cannot be run or does not finish in time.
     pub async fn run_cli_as(&self, name: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
         self.identity_tls(name).await?;
-        let cert = self.tls_directory().join(format!("{name}.pem"));
-        let key = self.tls_directory().join(format!("{name}-key.pem"));
-        let cert = cert.to_str().context("temporary directory path is not UTF-8")?.to_string();
-        let key = key.to_str().context("temporary directory path is not UTF-8")?.to_string();
+        let (cert, key) = self.identity_files(name);
+        let utf8 = |path: &PathBuf| path.to_str().map(str::to_string).context("temporary directory path is not UTF-8");
+        let (cert, key) = (utf8(&cert)?, utf8(&key)?);
         let mut full: Vec<&str> = vec!["--cert", &cert, "--key", &key];
         full.extend_from_slice(args);
         self.run_cli(&full).await

@@ -171,26 +171,18 @@ pub enum Command {
 impl Command {
     /// The lock a lock command names.
     pub fn lock_name(&self) -> Option<&str> {
-        match self {
-            Command::LockAcquire { name, .. }
-            | Command::LockUpgrade { name, .. }
-            | Command::LockRelease { name, .. }
-            | Command::LockCancel { name, .. } => Some(name),
-            _ => None,
-        }
+        self.resource_name(ResourceKind::Lock)
     }
 
     /// The queue a queue command names.
     pub fn queue_name(&self) -> Option<&str> {
-        match self {
-            Command::QueueCreate { queue, .. }
-            | Command::QueueDelete { queue }
-            | Command::QueuePut { queue, .. }
-            | Command::QueueGet { queue, .. }
-            | Command::QueueAck { queue, .. }
-            | Command::QueueNack { queue, .. }
-            | Command::QueueExtend { queue, .. }
-            | Command::QueueCancel { queue, .. } => Some(queue),
+        self.resource_name(ResourceKind::Queue)
+    }
+
+    /// The name of `kind` the command acts on (lock and queue names are UTF-8).
+    fn resource_name(&self, kind: ResourceKind) -> Option<&str> {
+        match self.resource() {
+            Some((named, name)) if named == kind => std::str::from_utf8(name).ok(),
             _ => None,
         }
     }

@@ -235,5 +235,37 @@ pub enum Response {
 /// assert_ne!(distsync::wire::fnv1a(b"a"), distsync::wire::fnv1a(b"b"));
 /// ```
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3))
+    let mut hash = Fnv1a::default();
+    hash.write(bytes);
+    hash.finish()
+}
+
+/// [`fnv1a`] fed piece by piece, for hashing what is serialized without buffering it:
+/// `Fnv1a` over the pieces of some bytes finishes with `fnv1a` of them.
+///
+/// ```
+/// let mut hash = distsync::wire::Fnv1a::default();
+/// hash.write(b"ab");
+/// hash.write(b"c");
+/// assert_eq!(hash.finish(), distsync::wire::fnv1a(b"abc"));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    /// Adds `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.0 = bytes.iter().fold(self.0, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3));
+    }
+
+    /// The hash of everything written.
+    pub fn finish(self) -> u64 {
+        self.0
+    }
 }

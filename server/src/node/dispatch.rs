@@ -35,7 +35,8 @@ impl Node {
         origin: Origin,
         identity: &str,
     ) -> Result<Response, ServerError> {
-        let caller = identity.to_string();
+        // Only operations that go into the log own a copy of the identity.
+        let caller = || identity.to_string();
         match request {
             Request::Status => {
                 self.state.applied().machine.access().check_enabled(identity)?;
@@ -46,12 +47,12 @@ impl Node {
                 self.set_dropped_peers(&peers)
             }
             Request::OpenSession { ttl_ms, secret } => {
-                self.write(Op::OpenSession { ttl_ms, identity: caller, secret }, origin).await
+                self.write(Op::OpenSession { ttl_ms, identity: caller(), secret }, origin).await
             }
             Request::KeepAlive { session, secret } => {
-                self.write(Op::KeepAlive { session, identity: caller, secret }, origin).await
+                self.write(Op::KeepAlive { session, identity: caller(), secret }, origin).await
             }
-            Request::Write(write) => self.write_command(write, origin, caller).await,
+            Request::Write(write) => self.write_command(write, origin, caller()).await,
             Request::Read(query) => self.read(query, origin, identity).await,
             Request::AwaitLock { name, owner, queued_revision, max_wait_ms, secret } => {
                 self.await_lock(&name, owner, queued_revision, max_wait_ms, (identity, &secret)).await
@@ -87,7 +88,7 @@ impl Node {
                 command.validate()?;
                 // Checked here to refuse early; the state machine checks again where it applies.
                 self.state.applied().machine.access().check_admin(identity)?;
-                self.write(Op::Admin { identity: caller, command }, origin).await
+                self.write(Op::Admin { identity: caller(), command }, origin).await
             }
             Request::CacheReport(report) => {
                 if origin == Origin::Client {

@@ -420,10 +420,7 @@ impl StateMachine {
                 let (locks, more) = filtered_pages(
                     after.clone(),
                     LOCK_LIST_PAGE_MAX,
-                    |after| match self.lock_list(after.as_deref()) {
-                        QueryResponse::LockList { locks, more } => (locks, more),
-                        other => unreachable!("a lock list answers {other:?}"),
-                    },
+                    |after| self.lock_list(after.as_deref()),
                     |lock| lock.name.clone(),
                     |lock| may_read(ResourceKind::Lock, &lock.name),
                 );
@@ -555,8 +552,33 @@ impl StateMachine {
 
 /// The digest stored beside a write's answer: a retry under the same sequence number must carry
 /// the same command to get that answer.
+///
+/// Hashes the command's encoding as it is serialized, without buffering it: this runs for every
+/// write on every replica, and a command may carry a value of a megabyte.
 pub fn command_digest(command: &Command) -> u64 {
-    distsync::wire::fnv1a(&postcard::to_stdvec(command).expect("commands always serialize"))
+    postcard::serialize_with_flavor(command, Hashing(distsync::wire::Fnv1a::default()))
+        .expect("commands always serialize")
+}
+
+/// A postcard output that hashes the bytes instead of keeping them.
+struct Hashing(distsync::wire::Fnv1a);
+
+impl postcard::ser_flavors::Flavor for Hashing {
+    type Output = u64;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.write(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.write(&[data]);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<u64> {
+        Ok(self.0.finish())
+    }
 }
 
 /// Reads pages of a listing from `after` on, keeping the items `keep` allows, until `max` are

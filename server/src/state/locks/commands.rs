@@ -107,11 +107,10 @@ impl StateMachine {
         }
     }
 
-    /// `Query::LockList`: a page of locks after `after`.
-    pub(in crate::state) fn lock_list(&self, after: Option<&str>) -> QueryResponse {
+    /// `Query::LockList`: a page of locks after `after`, and whether more follow.
+    pub(in crate::state) fn lock_list(&self, after: Option<&str>) -> (Vec<LockInfo>, bool) {
         let (page, more) = self.locks.list(after, LOCK_LIST_PAGE_MAX);
-        let locks = page.into_iter().map(|(name, lock)| lock_info(name, lock, &self.sessions)).collect();
-        QueryResponse::LockList { locks, more }
+        (page.into_iter().map(|(name, lock)| lock_info(name, lock, &self.sessions)).collect(), more)
     }
 
     /// `Query::LockShow`: one lock, if anyone holds or awaits it.

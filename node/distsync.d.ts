@@ -49,6 +49,7 @@ export type ErrorCode =
   | 'LIMIT_REACHED'
   | 'PERMISSION_DENIED'
   | 'UNAUTHENTICATED'
+  | 'TOO_LARGE'
   | 'CLIENT_CLOSED'
   | 'INTERNAL'
 
@@ -156,6 +157,20 @@ export declare class PermissionDeniedError extends DistsyncError {
  */
 export declare class UnauthenticatedError extends DistsyncError {
   readonly code: 'UNAUTHENTICATED'
+}
+
+/**
+ * The request exceeds a size limit of the cluster (one write is at most 4 MiB; see
+ * docs/limits.md); nothing was changed. Split it into smaller requests.
+ */
+export declare class TooLargeError extends DistsyncError {
+  readonly code: 'TOO_LARGE'
+  /** What was too large: `write` or `frame`. */
+  readonly what: string
+  /** Its size in bytes. */
+  readonly bytes: number
+  /** The limit in bytes. */
+  readonly limit: number
 }
 
 /** The client was closed; connect a new one. */

@@ -33,6 +33,7 @@ const StaleDeliveryError = errorClass('StaleDeliveryError', 'STALE_DELIVERY')
 const LimitReachedError = errorClass('LimitReachedError', 'LIMIT_REACHED')
 const PermissionDeniedError = errorClass('PermissionDeniedError', 'PERMISSION_DENIED')
 const UnauthenticatedError = errorClass('UnauthenticatedError', 'UNAUTHENTICATED')
+const TooLargeError = errorClass('TooLargeError', 'TOO_LARGE')
 const ClientClosedError = errorClass('ClientClosedError', 'CLIENT_CLOSED')
 
 const errorClasses = [
@@ -49,6 +50,7 @@ const errorClasses = [
   LimitReachedError,
   PermissionDeniedError,
   UnauthenticatedError,
+  TooLargeError,
   ClientClosedError,
 ]
 native.registerErrorClasses(Object.fromEntries(errorClasses.map((ErrorClass) => [ErrorClass.code, ErrorClass])))
@@ -112,4 +114,5 @@ exports.StaleDeliveryError = StaleDeliveryError
 exports.LimitReachedError = LimitReachedError
 exports.PermissionDeniedError = PermissionDeniedError
 exports.UnauthenticatedError = UnauthenticatedError
+exports.TooLargeError = TooLargeError
 exports.ClientClosedError = ClientClosedError

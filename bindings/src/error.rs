@@ -54,6 +54,10 @@ pub enum DistsyncError {
     /// and key issued by `distsync certs client`, or the right CA.
     #[error("{reason}")]
     Unauthenticated { reason: String },
+    /// The request exceeds a size limit of the cluster (`what`: `write` for one write, at most
+    /// 4 MiB, or `frame`); nothing was changed. Split it into smaller requests.
+    #[error("{reason}")]
+    TooLarge { reason: String, what: String, bytes: u64, limit: u64 },
     /// Any other failure (a protocol mismatch, a server fault).
     #[error("{reason}")]
     Internal { reason: String },
@@ -93,6 +97,7 @@ impl DistsyncError {
                 DistsyncError::PermissionDenied { reason, identity, resource, needed }
             }
             ErrorKind::Unauthenticated => DistsyncError::Unauthenticated { reason },
+            ErrorKind::TooLarge { what, bytes, limit } => DistsyncError::TooLarge { reason, what, bytes, limit },
             _ => DistsyncError::Internal { reason },
         }
     }

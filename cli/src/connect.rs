@@ -44,6 +44,11 @@ pub(crate) struct Target {
     /// silent (crashed, cut off). Between 1 and 3600.
     #[arg(long, global = true, env = "DISTSYNC_SESSION_TTL", default_value_t = 10.0)]
     pub(crate) session_ttl: f64,
+    /// How long one attempt on one node may take, in seconds, before the command tries again
+    /// (another node, or the same after a pause). A node that is down costs nothing while
+    /// another answers: a command dials every endpoint at once and uses the first to answer.
+    #[arg(long, global = true, env = "DISTSYNC_ATTEMPT_TIMEOUT", default_value_t = 3.0)]
+    pub(crate) attempt_timeout: f64,
 }
 
 impl Target {
@@ -91,7 +96,14 @@ impl Target {
             session_ttl.is_finite() && (1.0..=3600.0).contains(&session_ttl),
             "--session-ttl must be between 1 and 3600 seconds"
         );
-        let mut options = ClientOptions::new(endpoints, self.tls()?).session_ttl(Duration::from_secs_f64(session_ttl));
+        let attempt_timeout = self.attempt_timeout;
+        anyhow::ensure!(
+            attempt_timeout.is_finite() && (0.01..=600.0).contains(&attempt_timeout),
+            "--attempt-timeout must be between 0.01 and 600 seconds"
+        );
+        let mut options = ClientOptions::new(endpoints, self.tls()?)
+            .session_ttl(Duration::from_secs_f64(session_ttl))
+            .attempt_timeout(Duration::from_secs_f64(attempt_timeout));
         if let Some(home) = home {
             options = options.home(home);
         }

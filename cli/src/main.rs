@@ -51,6 +51,11 @@ enum Command {
         /// One JSON document instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also ask each node for a digest of its replicated state, to compare replicas (nodes at
+        /// the same applied index have equal digests). It reads the whole state, so a node
+        /// answers a digest up to 250 ms old, at the index it names.
+        #[arg(long)]
+        digest: bool,
     },
     /// The replicated key-value register.
     #[command(subcommand)]
@@ -112,7 +117,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs(command) => certs::run(command),
         Command::Serve(config) => serve::run(*config).await,
         Command::Dev(args) => dev::run(args).await,
-        Command::Status { json } => status::run(target, json).await,
+        Command::Status { json, digest } => status::run(target, json, digest).await,
         Command::Kv(command) => kv::run(target, command).await,
         Command::Lock(command) => lock::run(target, command).await,
         Command::Queue(command) => queue::run(target, command).await,

@@ -4,14 +4,18 @@ use std::process::ExitCode;
 
 use crate::connect::Target;
 
-/// Prints every node's status.
-pub(crate) async fn run(target: &Target, json: bool) -> anyhow::Result<ExitCode> {
+/// Prints every node's status, with its state digest when `digest`.
+pub(crate) async fn run(target: &Target, json: bool, digest: bool) -> anyhow::Result<ExitCode> {
     let client = target.unconnected()?;
     let endpoints = target.endpoints()?;
     let answers = ask_all(endpoints.iter().cloned().map(|endpoint| {
         let client = client.clone();
         async move {
-            let answer = client.node_status(&endpoint).await;
+            let answer = if digest {
+                client.node_status_with_digest(&endpoint).await
+            } else {
+                client.node_status(&endpoint).await
+            };
             (endpoint, answer)
         }
     }))
@@ -30,8 +34,16 @@ pub(crate) async fn run(target: &Target, json: bool) -> anyhow::Result<ExitCode>
         println!("{}", serde_json::to_string_pretty(&nodes)?);
     } else {
         println!(
-            "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}  peers (last heard)",
-            "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "LAST LOG", "COMMITTED", "APPLIED"
+            "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}  {}peers (last heard)",
+            "ID",
+            "ADDRESS",
+            "ROLE",
+            "TERM",
+            "LEADER",
+            "LAST LOG",
+            "COMMITTED",
+            "APPLIED",
+            if digest { format!("{:<28} ", "DIGEST (AT APPLIED)") } else { String::new() }
         );
         for (endpoint, answer) in &answers {
             match answer {
@@ -45,8 +57,12 @@ pub(crate) async fn run(target: &Target, json: bool) -> anyhow::Result<ExitCode>
                         })
                         .collect();
                     let leader = s.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
+                    let state_digest = match s.state_digest {
+                        Some(d) if digest => format!("{:<28} ", format!("{:#018x} ({})", d.digest, d.applied)),
+                        _ => String::new(),
+                    };
                     println!(
-                        "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}  {}",
+                        "{:<4} {:<22} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}  {}{}",
                         s.id,
                         s.address,
                         s.role.as_str(),
@@ -55,6 +71,7 @@ pub(crate) async fn run(target: &Target, json: bool) -> anyhow::Result<ExitCode>
                         s.last_log_index,
                         s.committed,
                         s.applied,
+                        state_digest,
                         peers.join(" ")
                     );
                 }

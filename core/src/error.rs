@@ -105,6 +105,18 @@ pub enum ServerError {
         /// The reused sequence number.
         seq: u64,
     },
+    /// The request is larger than one of the cluster's size limits (see `docs/limits.md`);
+    /// nothing was changed. Split it (several smaller puts), retrying as it is will not help.
+    #[error("{what} of {bytes} bytes exceeds the limit of {limit} bytes; nothing was changed, split it into smaller requests")]
+    TooLarge {
+        /// What was too large: `write` for one client write (limit
+        /// [`WRITE_BYTES_MAX`](crate::wire::WRITE_BYTES_MAX)), `frame` for a whole request.
+        what: String,
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// The target part of the `acl grant` suggested by a denial.
@@ -224,7 +236,12 @@ pub fn describe_cycle(cycle: &[(Owner, String)]) -> String {
 
 impl From<FrameError> for ServerError {
     fn from(error: FrameError) -> Self {
-        ServerError::InvalidArgument { reason: error.to_string() }
+        match error {
+            FrameError::TooLarge { bytes, max } => {
+                ServerError::TooLarge { what: "frame".into(), bytes: bytes as u64, limit: max as u64 }
+            }
+            other => ServerError::InvalidArgument { reason: other.to_string() },
+        }
     }
 }
 
@@ -397,6 +414,15 @@ pub enum ErrorKind {
     },
     /// The cluster refused the client's certificate; see [`ClientError::Unauthenticated`].
     Unauthenticated,
+    /// The request exceeds a size limit; nothing was changed. Split it.
+    TooLarge {
+        /// What was too large (`write`, `frame`).
+        what: String,
+        /// Its size in bytes.
+        bytes: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// Anything else: a protocol mismatch or a fault on a node.
     Internal,
 }
@@ -426,6 +452,9 @@ impl ServerError {
                 resource: format!("session:{session}"),
                 needed: "owner".into(),
             },
+            ServerError::TooLarge { what, bytes, limit } => {
+                ErrorKind::TooLarge { what: what.clone(), bytes: *bytes, limit: *limit }
+            }
             ServerError::StaleSequence { .. }
             | ServerError::SequenceReused { .. }
             | ServerError::FaultInjectionDisabled

@@ -64,5 +64,5 @@ pub use queue::{Consumer, Delivery, Queue, QueueError};
 pub use tls::ClientTls;
 pub use wire::{
     CacheValue, Consistency, LockInfo, LockMode, NodeId, NodeStatus, Owner, PutMessage, QueueOptions, QueueStats, Role,
-    SessionId,
+    SessionId, StateDigest,
 };

@@ -289,6 +289,31 @@ impl Cluster {
         self.node(id).lock().as_mut().and_then(|child| child.try_wait().ok().flatten())
     }
 
+    /// Waits until node `id`'s process exits by itself; returns how it ended.
+    ///
+    /// # Errors
+    ///
+    /// When it is still running after `timeout`, with the end of its log.
+    pub async fn wait_exit(&self, id: NodeId, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exit_status(id) {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "node {id} still runs after {timeout:?}; its log ends:\n{}",
+                self.log_tail(id, 20)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The data directory of node `id`.
+    pub fn data_directory(&self, id: NodeId) -> PathBuf {
+        self.directory.join(format!("node-{id}"))
+    }
+
     /// Starts node `id` again with the same arguments, data directory and log file, without
     /// waiting for it to answer (see [`Cluster::restart`] for that).
     ///
@@ -362,7 +387,7 @@ impl Cluster {
             .arg("--peers")
             .arg(peers)
             .arg("--data-dir")
-            .arg(self.directory.join(format!("node-{id}")))
+            .arg(self.data_directory(id))
             .arg("--tls-dir")
             .arg(self.tls_directory());
         if self.options.fault_injection {

@@ -103,6 +103,30 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::status`] with the node's state digest (`distsync status --digest`).
+    ///
+    /// # Errors
+    ///
+    /// When the node does not answer within 1 s.
+    pub async fn status_with_digest(&self, id: NodeId) -> anyhow::Result<NodeStatus> {
+        self.ask_status_with_digest(id).await
+    }
+
+    /// [`Cluster::status_with_digest`] as a future that owns what it needs, to spawn.
+    fn ask_status_with_digest(
+        &self,
+        id: NodeId,
+    ) -> impl std::future::Future<Output = anyhow::Result<NodeStatus>> + Send + 'static {
+        let options = self.options_for(&[id]).attempt_timeout(STATUS_TIMEOUT).request_timeout(STATUS_TIMEOUT);
+        let endpoint = self.endpoint(id);
+        async move {
+            let client = Client::new_unconnected(options)?;
+            let status =
+                client.node_status_with_digest(&endpoint).await.with_context(|| format!("status of node {id}"))?;
+            Ok(status)
+        }
+    }
+
     /// Waits until the given nodes all report the same applied index and the same state digest;
     /// returns their statuses in the order of `ids`.
     ///
@@ -113,10 +137,22 @@ impl Cluster {
         anyhow::ensure!(!ids.is_empty(), "no nodes to compare");
         let deadline = Instant::now() + timeout;
         loop {
-            let statuses = self.statuses(ids).await;
+            // Asked of all at once, so that the answers are of one moment (an idle leader's
+            // ticks move the applied index every tick interval).
+            let asks: Vec<_> = ids.iter().map(|&id| tokio::spawn(self.ask_status_with_digest(id))).collect();
+            let mut statuses = Vec::with_capacity(asks.len());
+            for ask in asks {
+                statuses.push(ask.await.unwrap_or_else(|panic| Err(anyhow::anyhow!("status task failed: {panic}"))));
+            }
             if let Ok(statuses) = statuses.iter().map(|s| s.as_ref().map_err(|_| ())).collect::<Result<Vec<_>, ()>>() {
                 let first = statuses[0];
-                if statuses.iter().all(|s| s.applied == first.applied && s.state_digest == first.state_digest) {
+                // A node may answer a digest of a moment ago: only one taken at the index the
+                // node reports as applied counts.
+                let current = |s: &NodeStatus| s.state_digest.is_some_and(|digest| digest.applied == s.applied);
+                if statuses
+                    .iter()
+                    .all(|s| current(s) && s.applied == first.applied && s.state_digest == first.state_digest)
+                {
                     return Ok(statuses.into_iter().cloned().collect());
                 }
             }
@@ -167,7 +203,7 @@ pub fn describe_statuses(ids: &[NodeId], statuses: &[anyhow::Result<NodeStatus>]
         .zip(statuses)
         .map(|(id, status)| match status {
             Ok(s) => format!(
-                "  node {id}: {} term {} leader {:?} last_log {} committed {} applied {} snapshot {} digest {:#x} keys {}",
+                "  node {id}: {} term {} leader {:?} last_log {} committed {} applied {} snapshot {} digest {} keys {}",
                 s.role.as_str(),
                 s.term,
                 s.leader,
@@ -175,7 +211,7 @@ pub fn describe_statuses(ids: &[NodeId], statuses: &[anyhow::Result<NodeStatus>]
                 s.committed,
                 s.applied,
                 s.snapshot,
-                s.state_digest,
+                s.state_digest.map_or("-".to_string(), |d| format!("{:#x} at {}", d.digest, d.applied)),
                 s.keys
             ),
             Err(error) => format!("  node {id}: {error:#}"),

@@ -1,6 +1,6 @@
 //! Failures of the Rust client as `DistsyncError` objects: each carries a stable `code`, the
 //! Rust error's message (which says what to do) and its fields (`lock`, `cycle`, `session`,
-//! `queue`, `tag`, `identity`, `resource`, `needed`).
+//! `queue`, `tag`, `identity`, `resource`, `needed`, `what`, `bytes`, `limit`).
 //!
 //! The classes are JavaScript (`distsync.js`), registered once per environment (main thread or
 //! worker) through `registerErrorClasses`; errors are built on the JavaScript thread when a
@@ -15,7 +15,7 @@ use napi::{Env, JsError};
 use napi_derive::napi;
 
 /// The stable codes, one per error class of `distsync.js`.
-pub const CODES: [&str; 14] = [
+pub const CODES: [&str; 15] = [
     "LOCK_TIMEOUT",
     "DEADLOCK",
     "ALREADY_HELD",
@@ -28,6 +28,7 @@ pub const CODES: [&str; 14] = [
     "LIMIT_REACHED",
     "PERMISSION_DENIED",
     "UNAUTHENTICATED",
+    "TOO_LARGE",
     "CLIENT_CLOSED",
     "INTERNAL",
 ];
@@ -88,6 +89,8 @@ struct Details {
     tag: Option<u64>,
     /// Of a permission denied: who asked, about what, and the permission it would need.
     access: Option<(String, String, String)>,
+    /// Of a request over a size limit: what, its size and the limit, in bytes.
+    size: Option<(String, u64, u64)>,
 }
 
 impl Failure {
@@ -143,6 +146,11 @@ impl Failure {
             object.set_named_property("resource", resource)?;
             object.set_named_property("needed", needed)?;
         }
+        if let Some((what, bytes, limit)) = details.size {
+            object.set_named_property("what", what)?;
+            object.set_named_property("bytes", crate::run::number(bytes))?;
+            object.set_named_property("limit", crate::run::number(limit))?;
+        }
         Ok(object.to_unknown())
     }
 }
@@ -192,6 +200,9 @@ fn describe_kind(kind: ErrorKind) -> (&'static str, Details) {
             ("PERMISSION_DENIED", Details { access: Some((identity, resource, needed)), ..details })
         }
         ErrorKind::Unauthenticated => ("UNAUTHENTICATED", details),
+        ErrorKind::TooLarge { what, bytes, limit } => {
+            ("TOO_LARGE", Details { size: Some((what, bytes, limit)), ..details })
+        }
         _ => ("INTERNAL", details),
     }
 }

@@ -41,6 +41,7 @@ test('the package exports the classes and every error class with its code', () =
     LimitReachedError: 'LIMIT_REACHED',
     PermissionDeniedError: 'PERMISSION_DENIED',
     UnauthenticatedError: 'UNAUTHENTICATED',
+    TooLargeError: 'TOO_LARGE',
     ClientClosedError: 'CLIENT_CLOSED',
   }
   for (const [name, code] of Object.entries(codes)) {

@@ -5,7 +5,7 @@
 const assert = require('node:assert/strict')
 const { after, before, test } = require('node:test')
 
-const { Client, NoSuchQueueError, StaleDeliveryError } = require('..')
+const { Client, NoSuchQueueError, StaleDeliveryError, TooLargeError } = require('..')
 const { Cluster, helper, nextLine, stopHelpers, unique, waitUntil } = require('./helpers/cluster')
 
 let cluster
@@ -88,6 +88,17 @@ test('typed errors: unknown queue, oversized body, bad names and options', async
   await assert.rejects(queue.getBatch(1.5), { code: 'INVALID_ARGUMENT' })
   assert.throws(() => queue.consume({ prefetch: 0 }), { code: 'INVALID_ARGUMENT', name: 'InvalidArgumentError' })
   assert.throws(() => client.queue('q', { visibilityMs: Number.NaN }), { code: 'INVALID_ARGUMENT' })
+
+  // One write is at most 4 MiB: a batch of five 1 MiB messages is too large, nothing enqueued.
+  const large = client.queue(unique('large'))
+  await large.create({ maxMessageBytes: 1024 * 1024 })
+  const tooLarge = await large.putBatch(Array(5).fill(Buffer.alloc(1024 * 1024))).catch((e) => e)
+  assert.ok(tooLarge instanceof TooLargeError, String(tooLarge))
+  assert.equal(tooLarge.code, 'TOO_LARGE')
+  assert.equal(tooLarge.what, 'write')
+  assert.equal(tooLarge.limit, 4 * 1024 * 1024)
+  assert.ok(tooLarge.bytes > 5 * 1024 * 1024)
+  assert.equal((await large.stats()).depth, 0)
 })
 
 test('leaving a for-await loop returns the prefetched messages at once', async () => {

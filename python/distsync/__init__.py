@@ -58,6 +58,7 @@ from ._native import (
     SessionExpired,
     StaleDelivery,
     Unauthenticated,
+    TooLarge,
     Unavailable,
     __version__,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "SessionExpired",
     "StaleDelivery",
     "Unauthenticated",
+    "TooLarge",
     "Unavailable",
     "__version__",
 ]

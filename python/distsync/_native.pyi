@@ -60,6 +60,15 @@ class StaleDelivery(Error):
 class LimitReached(Error):
     """The cluster is at one of its limits; nothing was changed."""
 
+class TooLarge(InvalidArgument):
+    """The request exceeds a size limit (one write is at most 4 MiB); split it. Nothing changed."""
+    what: str
+    """What was too large: `write` or `frame`."""
+    bytes: int
+    """Its size in bytes."""
+    limit: int
+    """The limit in bytes."""
+
 class ForkError(Error):
     """The client was made in the parent of a fork(); make a new one in this process."""
 

@@ -84,6 +84,14 @@ nothing was changed. Consume, delete or wait, then retry."
 );
 pyo3::create_exception!(
     distsync,
+    TooLarge,
+    InvalidArgument,
+    "The request exceeds a size limit of the cluster (one write is at most 4 MiB; see \
+docs/limits.md); nothing was changed. Split it into smaller requests. Attributes: `what` \
+(`write`, `frame`), `bytes` and `limit`."
+);
+pyo3::create_exception!(
+    distsync,
     ForkError,
     Error,
     "The client was created in another process that then forked; its connections stayed in the \
@@ -225,6 +233,10 @@ fn exception(py: Python<'_>, message: String, kind: ErrorKind) -> PyErr {
             vec![("identity", text(py, &identity)), ("resource", text(py, &resource)), ("needed", text(py, &needed))],
         ),
         ErrorKind::Unauthenticated => (Unauthenticated::new_err(message), Vec::new()),
+        ErrorKind::TooLarge { what, bytes, limit } => (
+            TooLarge::new_err(message),
+            vec![("what", text(py, &what)), ("bytes", number(py, bytes)), ("limit", number(py, limit))],
+        ),
         _ => (Error::new_err(message), Vec::new()),
     };
     with_attributes(py, error, attributes)
@@ -247,5 +259,6 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("ForkError", py.get_type::<ForkError>())?;
     module.add("PermissionDenied", py.get_type::<PermissionDenied>())?;
     module.add("Unauthenticated", py.get_type::<Unauthenticated>())?;
+    module.add("TooLarge", py.get_type::<TooLarge>())?;
     Ok(())
 }

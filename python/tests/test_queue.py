@@ -90,6 +90,16 @@ def test_queue_errors_are_typed(client, unique):
         small.get(wait=-1)
     with pytest.raises(distsync.InvalidArgument):
         small.get_batch(0)
+    # One write is at most 4 MiB: a batch of five 1 MiB messages is too large, and nothing of it
+    # is enqueued.
+    large = client.queue(unique("large"))
+    large.create(max_message_bytes=1024 * 1024)
+    with pytest.raises(distsync.TooLarge) as raised:
+        large.put_batch([b"x" * (1024 * 1024)] * 5)
+    assert isinstance(raised.value, distsync.InvalidArgument)
+    assert (raised.value.what, raised.value.limit) == ("write", 4 * 1024 * 1024)
+    assert raised.value.bytes > 5 * 1024 * 1024
+    assert large.stats().depth == 0
 
 
 CONSUMER = textwrap.dedent(

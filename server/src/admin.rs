@@ -62,7 +62,7 @@ async fn respond(node: Arc<Node>, mut stream: tokio::net::TcpStream) {
 
 /// Prometheus text exposition of the node's status.
 pub fn metrics(node: &Node) -> String {
-    let status = node.status_without_digest();
+    let status = node.status();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: u64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{}\"}} {value}", status.id);

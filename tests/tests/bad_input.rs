@@ -1,5 +1,5 @@
 //! A node survives hostile input and keeps serving: a frame of garbage is answered with
-//! `InvalidArgument` ("malformed"), an oversized length prefix with `InvalidArgument` ("exceeds")
+//! `InvalidArgument` ("malformed"), an oversized length prefix with `TooLarge` (what: `frame`)
 //! before any body is read, a truncated prefix merely ends the stream; and the peer protocol is
 //! refused to a self-signed certificate and to the cluster's own client certificate (CA-signed,
 //! but not a node's), while a real node certificate is let in. Afterwards the node still answers
@@ -61,10 +61,12 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
     let reply =
         connection.exchange(&oversized, REPLY_TIMEOUT).await?.context("no reply frame to an oversized prefix")?;
     match decode_body::<Reply>(&reply)?.body {
-        Err(ServerError::InvalidArgument { reason }) => {
-            assert!(reason.contains("exceeds"), "the reason should say the frame exceeds the limit: {reason}")
+        Err(error @ ServerError::TooLarge { .. }) => {
+            let ServerError::TooLarge { what, bytes, limit } = &error else { unreachable!() };
+            assert_eq!((what.as_str(), *bytes, *limit), ("frame", FRAME_BYTES_MAX as u64 + 1, FRAME_BYTES_MAX as u64));
+            assert!(error.to_string().contains("exceeds the limit"), "the message says so: {error}");
         }
-        other => panic!("an oversized frame was answered with {other:?}, expected InvalidArgument"),
+        other => panic!("an oversized frame was answered with {other:?}, expected TooLarge"),
     }
 
     // Half a length prefix, then the end of the stream: an answer is optional, a hang is not.

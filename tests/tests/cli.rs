@@ -53,6 +53,16 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
     let leaders: Vec<&Value> = nodes.iter().filter(|node| node["role"] == "leader").collect();
     assert_eq!(leaders.len(), 1, "exactly one node reports role \"leader\": {nodes:?}");
     assert_eq!(leaders[0]["id"], Value::from(leader));
+    // The state digest reads the whole state: only `--digest` asks for it.
+    assert!(nodes.iter().all(|node| node["state_digest"].is_null()), "no digest unless asked: {nodes:?}");
+    let digested = status_json_with(cluster, &["status", "--json", "--digest"]).await?;
+    for node in &digested {
+        let digest = &node["state_digest"];
+        assert!(digest["digest"].is_u64() && digest["applied"].is_u64(), "status --digest gives a digest: {node}");
+        assert!(digest["applied"].as_u64() <= node["applied"].as_u64(), "a digest is of an applied index: {node}");
+    }
+    let with_digest = cluster.run_cli(&["status", "--digest"]).await?;
+    assert!(String::from_utf8_lossy(&with_digest.stdout).contains("DIGEST"), "{}", describe_output(&with_digest));
 
     // A dead node shows up as unreachable, with its address and the error.
     let follower = cluster.ids().into_iter().find(|&id| id != leader).context("three nodes have a follower")?;
@@ -74,7 +84,12 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
 
 /// Runs `status --json` and parses stdout as an array of objects, whatever the exit status.
 async fn status_json(cluster: &Cluster) -> anyhow::Result<Vec<Value>> {
-    let output = cluster.run_cli(&["status", "--json"]).await?;
+    status_json_with(cluster, &["status", "--json"]).await
+}
+
+/// Runs the status command `args` and parses stdout as an array of objects.
+async fn status_json_with(cluster: &Cluster, args: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let output = cluster.run_cli(args).await?;
     let parsed: Value = serde_json::from_slice(&output.stdout)
         .with_context(|| format!("status --json printed no JSON: {}", describe_output(&output)))?;
     let Value::Array(nodes) = parsed else {

@@ -73,7 +73,6 @@ struct Inner {
     /// Index in `addresses` of the node cache requests go to.
     home: AtomicUsize,
     connections: ConnectionPool<SocketAddr, rpc::Trouble>,
-    rotation: AtomicUsize,
     jitter: AtomicU64,
     session: Session,
     locks: LockState,
@@ -180,7 +179,6 @@ impl Client {
                 leader: Mutex::new(None),
                 home: AtomicUsize::new(home),
                 connections: ConnectionPool::default(),
-                rotation: AtomicUsize::new(0),
                 jitter: AtomicU64::new(seed),
                 session: Session::default(),
                 locks: LockState::default(),
@@ -267,8 +265,25 @@ impl Client {
     ///
     /// [`ClientError::Unavailable`] when the node does not answer in time.
     pub async fn node_status(&self, endpoint: &str) -> Result<NodeStatus, ClientError> {
+        self.ask_status(endpoint, &Request::Status).await
+    }
+
+    /// [`Client::node_status`] with a digest of the node's replicated state
+    /// ([`NodeStatus::state_digest`]), to compare replicas (`distsync status --digest`). The
+    /// node may answer a digest computed up to
+    /// [`STATUS_DIGEST_INTERVAL`](crate::wire::STATUS_DIGEST_INTERVAL) ago, at the applied index
+    /// it names.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unavailable`] when the node does not answer in time.
+    pub async fn node_status_with_digest(&self, endpoint: &str) -> Result<NodeStatus, ClientError> {
+        self.ask_status(endpoint, &Request::StatusDigest).await
+    }
+
+    async fn ask_status(&self, endpoint: &str, request: &Request) -> Result<NodeStatus, ClientError> {
         let address = parse_address(endpoint)?;
-        match self.ask_node(address, &Request::Status).await? {
+        match self.ask_node(address, request).await? {
             Response::Status(status) => Ok(*status),
             other => Err(unexpected(&other)),
         }

@@ -14,6 +14,16 @@ use crate::pool::exchange;
 use crate::tls::{refusal, SERVER_NAME};
 use crate::wire::{encode_frame, LeaderInfo, Query, QueryResponse, Reply, Request, Response};
 
+/// Where one attempt goes.
+#[derive(Clone, Copy, Debug)]
+enum Destination {
+    /// To this node.
+    Node(SocketAddr),
+    /// To whichever node completes a handshake first (the leader is not known yet): any node
+    /// answers, and one that is not the leader forwards the request or names the leader.
+    FirstToAnswer,
+}
+
 /// Why an attempt got no answer.
 #[derive(Clone, Debug)]
 pub(crate) enum Trouble {
@@ -92,14 +102,32 @@ impl Client {
         let mut last_failure = String::from("no attempt finished before the deadline");
         // How many endpoints past its first choice the call has moved after failures.
         let mut detour = 0;
+        // Nodes that failed this call: a race for an unknown leader tries the others first.
+        let mut avoid: Vec<SocketAddr> = Vec::new();
         loop {
             let now = Instant::now();
             if now >= deadline {
                 return Err(ClientError::Unavailable { reason: last_failure });
             }
-            let target = self.target(route, detour);
+            let destination = self.destination(route, detour);
             let budget = (deadline - now).min(attempt_timeout);
-            let next = match tokio::time::timeout(budget, self.round_trip(target, &frame)).await {
+            // The node the attempt went to, once known (a race learns it when a handshake ends).
+            let chosen = std::sync::Mutex::new(match destination {
+                Destination::Node(address) => Some(address),
+                Destination::FirstToAnswer => None,
+            });
+            let attempt = async {
+                let (address, connection) = match destination {
+                    Destination::Node(address) => (address, self.connection(address).await?),
+                    Destination::FirstToAnswer => self.first_connected(&avoid).await?,
+                };
+                *chosen.lock().expect("chosen lock") = Some(address);
+                self.exchange_on(&connection, &frame).await
+            };
+            let outcome = tokio::time::timeout(budget, attempt).await;
+            let target = *chosen.lock().expect("chosen lock");
+            let name = target.map_or_else(|| "no node".to_string(), |address| address.to_string());
+            let next = match outcome {
                 Ok(Ok(reply)) => {
                     if let Some(leader) = &reply.leader {
                         self.note_leader(leader).await;
@@ -112,23 +140,28 @@ impl Client {
                     last_failure = match &next {
                         Next::Answer => return Err(error.into()),
                         Next::FollowHint(leader) => {
-                            format!("{target} is not the leader; it pointed to node {}", leader.id)
+                            format!("{name} is not the leader; it pointed to node {}", leader.id)
                         }
-                        _ => format!("{target}: {error}"),
+                        _ => format!("{name}: {error}"),
                     };
                     next
                 }
                 Ok(Err(Trouble::Refused(error))) => {
                     // The handshake was refused over certificates: no retry can fix that.
-                    self.inner.connections.forget(target);
+                    if let Some(target) = target {
+                        self.inner.connections.forget(target);
+                    }
                     return Err(error);
                 }
                 Ok(Err(Trouble::Failed(reason))) => {
-                    last_failure = format!("{target}: {reason}");
+                    last_failure = format!("{name}: {reason}");
                     retry::next(Attempt::Failed, failures, route)
                 }
                 Err(_) => {
-                    last_failure = format!("{target} did not answer within {budget:?}");
+                    last_failure = match target {
+                        Some(target) => format!("{target} did not answer within {budget:?}"),
+                        None => format!("no node completed a handshake within {budget:?}"),
+                    };
                     retry::next(Attempt::Silent, failures, route)
                 }
             };
@@ -136,7 +169,7 @@ impl Client {
             match next {
                 Next::Answer => unreachable!("answers are returned above"),
                 Next::Stop { redial } => {
-                    if redial {
+                    if let (true, Some(target)) = (redial, target) {
                         self.inner.connections.forget(target);
                     }
                     return Err(ClientError::Unavailable { reason: last_failure });
@@ -146,12 +179,19 @@ impl Client {
                     continue;
                 }
                 Next::Retry { redial, move_on } => {
-                    if redial {
-                        self.inner.connections.forget(target);
+                    if let Some(target) = target {
+                        if redial {
+                            self.inner.connections.forget(target);
+                        }
+                        self.forget_leader(target);
+                        if !avoid.contains(&target) {
+                            avoid.push(target);
+                        }
+                        if move_on {
+                            self.leave_home(target);
+                        }
                     }
-                    self.forget_leader(target);
                     if move_on {
-                        self.leave_home(target);
                         detour += 1;
                     }
                 }
@@ -176,9 +216,9 @@ impl Client {
         self.call(request, options.deadline(Instant::now() + attempt)).await
     }
 
-    async fn round_trip(&self, address: SocketAddr, frame: &[u8]) -> Result<Reply, Trouble> {
-        let connection = self
-            .inner
+    /// The connection to `address`: the pool's, or a new one.
+    async fn connection(&self, address: SocketAddr) -> Result<quinn::Connection, Trouble> {
+        self.inner
             .connections
             .get_or_connect(address, || {
                 // The TLS files are read again for every new connection, so that a rotation on
@@ -200,8 +240,44 @@ impl Client {
                     })
                 }
             })
-            .await?;
-        exchange(&connection, frame).await.map_err(|reason| {
+            .await
+    }
+
+    /// The first node to complete a handshake, dialing every endpoint at once (an open
+    /// connection counts at once), except those in `avoid` while others remain. A dead node
+    /// costs nothing while another answers; the dials that lose the race go on in their own
+    /// tasks and leave their connections in the pool for the calls that follow a leader hint.
+    async fn first_connected(&self, avoid: &[SocketAddr]) -> Result<(SocketAddr, quinn::Connection), Trouble> {
+        let addresses = &self.inner.addresses;
+        let mut candidates: Vec<SocketAddr> = addresses.iter().copied().filter(|a| !avoid.contains(a)).collect();
+        if candidates.is_empty() {
+            candidates.clone_from(addresses);
+        }
+        let (sender, mut dialed) = tokio::sync::mpsc::channel(candidates.len());
+        for address in candidates {
+            let (client, sender) = (self.clone(), sender.clone());
+            tokio::spawn(async move {
+                let outcome = client.connection(address).await;
+                let _ = sender.send((address, outcome)).await;
+            });
+        }
+        drop(sender);
+        let mut failure = Trouble::Failed("no endpoint to dial".into());
+        while let Some((address, outcome)) = dialed.recv().await {
+            match outcome {
+                Ok(connection) => return Ok((address, connection)),
+                // A refusal over certificates says more than a node that is down.
+                Err(refused @ Trouble::Refused(_)) => failure = refused,
+                Err(failed) if matches!(failure, Trouble::Failed(_)) => failure = failed,
+                Err(_) => {}
+            }
+        }
+        Err(failure)
+    }
+
+    /// One request on `connection`, one reply.
+    async fn exchange_on(&self, connection: &quinn::Connection, frame: &[u8]) -> Result<Reply, Trouble> {
+        exchange(connection, frame).await.map_err(|reason| {
             // A node that refuses the client's certificate closes the connection after the
             // handshake looked done on this side: the first request finds it closed.
             match connection.close_reason().as_ref().and_then(refusal) {
@@ -211,20 +287,21 @@ impl Client {
         })
     }
 
-    /// The node an attempt along `route` goes to, `detour` endpoints past the first choice.
-    fn target(&self, route: Route, detour: usize) -> SocketAddr {
+    /// Where an attempt along `route` goes, `detour` endpoints past the first choice: the leader
+    /// when known, else whichever node answers first.
+    fn destination(&self, route: Route, detour: usize) -> Destination {
         let addresses = &self.inner.addresses;
         match route {
-            Route::Leader => {
-                if let Some(leader) = *self.inner.leader.lock().expect("leader lock") {
-                    return leader;
-                }
-                let turn = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
-                addresses[turn % addresses.len()]
+            Route::Leader => match *self.inner.leader.lock().expect("leader lock") {
+                Some(leader) => Destination::Node(leader),
+                None if addresses.len() == 1 => Destination::Node(addresses[0]),
+                None => Destination::FirstToAnswer,
+            },
+            Route::Home => Destination::Node(addresses[self.inner.home.load(Ordering::Relaxed) % addresses.len()]),
+            Route::Endpoint(first) => {
+                Destination::Node(addresses[retry::endpoint_after(first, detour, addresses.len())])
             }
-            Route::Home => addresses[self.inner.home.load(Ordering::Relaxed) % addresses.len()],
-            Route::Endpoint(first) => addresses[retry::endpoint_after(first, detour, addresses.len())],
-            Route::Node(address) => address,
+            Route::Node(address) => Destination::Node(address),
         }
     }
 

@@ -177,7 +177,9 @@ impl Queue {
     /// # Errors
     ///
     /// As [`Queue::put`]; [`QueueError::InvalidArgument`] for an empty batch or one larger than
-    /// [`crate::wire::QUEUE_BATCH_MAX`].
+    /// [`crate::wire::QUEUE_BATCH_MAX`]; an error whose [`QueueError::kind`] is
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) for a batch whose encoding exceeds
+    /// [`crate::wire::WRITE_BYTES_MAX`] (4 MiB): split it into several batches.
     pub async fn put_batch<I, B>(&self, bodies: I) -> Result<Vec<u64>, QueueError>
     where
         I: IntoIterator<Item = B>,

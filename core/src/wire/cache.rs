@@ -27,6 +27,7 @@ pub struct CacheValue {
     /// The version.
     pub version: u64,
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 

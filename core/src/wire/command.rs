@@ -12,11 +12,12 @@ use super::kv::{validate_key, validate_value};
 use super::lock::{validate_lock_name, validate_lock_request};
 use super::queue::{validate_batch, validate_get, validate_queue_name, validate_visibility};
 use super::{
-    IdentityInfo, LockInfo, LockMode, LockWait, PutMessage, PutOutcome, QueueDelivery, QueueOptions, QueueStats,
-    ResourceKind,
+    encoded_bytes, IdentityInfo, LockInfo, LockMode, LockWait, PutMessage, PutOutcome, QueueDelivery, QueueOptions,
+    QueueStats, ResourceKind,
 };
 use crate::error::ServerError;
 
+use super::WRITE_BYTES_MAX;
 #[allow(unused_imports)] // for intra-doc links
 use super::{
     Request, CACHE_TTL_MS_MAX, IDENTITY_LIST_PAGE_MAX, KEY_BYTES_MAX, LOCK_LIST_PAGE_MAX, LOCK_NAME_BYTES_MAX,
@@ -31,6 +32,7 @@ pub enum Command {
         /// The key, at most [`KEY_BYTES_MAX`] bytes.
         key: Vec<u8>,
         /// The value, at most [`VALUE_BYTES_MAX`] bytes.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Remove a key of the replicated register.
@@ -149,6 +151,7 @@ pub enum Command {
         /// The key, at most [`KEY_BYTES_MAX`] bytes.
         key: Vec<u8>,
         /// The value, at most [`VALUE_BYTES_MAX`] bytes.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// Time to live from the leader's stamp, at most [`CACHE_TTL_MS_MAX`]; none: no expiry.
         ttl_ms: Option<u64>,
@@ -209,12 +212,28 @@ impl Command {
         }
     }
 
-    /// Checks sizes before the command is sent or proposed.
+    /// Checks sizes before the command is sent or proposed: each field against its own limit,
+    /// then the whole command against [`WRITE_BYTES_MAX`].
     ///
     /// # Errors
     ///
-    /// [`ServerError::InvalidArgument`] naming the offending field and its limit.
+    /// [`ServerError::InvalidArgument`] naming the offending field and its limit;
+    /// [`ServerError::TooLarge`] for a command whose encoding exceeds [`WRITE_BYTES_MAX`] (a put
+    /// batch of many large messages).
     pub fn validate(&self) -> Result<(), ServerError> {
+        self.validate_fields()?;
+        let bytes = encoded_bytes(self);
+        if bytes > WRITE_BYTES_MAX {
+            return Err(ServerError::TooLarge {
+                what: "write".into(),
+                bytes: bytes as u64,
+                limit: WRITE_BYTES_MAX as u64,
+            });
+        }
+        Ok(())
+    }
+
+    fn validate_fields(&self) -> Result<(), ServerError> {
         match self {
             Command::KvPut { key, value } => validate_key(key).and_then(|()| validate_value(value)),
             Command::KvDelete { key } | Command::CacheDelete { key } => validate_key(key),
@@ -430,5 +449,25 @@ mod tests {
         assert!(matches!(too_big_value.validate(), Err(ServerError::InvalidArgument { .. })));
         let fine = Command::KvPut { key: b"k".to_vec(), value: vec![0; VALUE_BYTES_MAX] };
         assert!(fine.validate().is_ok());
+    }
+
+    #[test]
+    fn a_write_over_the_write_limit_is_too_large_whatever_its_fields() {
+        let put = |messages: usize| Command::QueuePut {
+            queue: "q".into(),
+            messages: (0..messages)
+                .map(|_| PutMessage { body: vec![1; super::super::QUEUE_MESSAGE_BYTES_MAX], dedup_id: None })
+                .collect(),
+        };
+        assert!(put(3).validate().is_ok(), "3 MiB fits");
+        match put(5).validate() {
+            Err(ServerError::TooLarge { what, bytes, limit }) => {
+                assert_eq!(what, "write");
+                assert_eq!(limit, WRITE_BYTES_MAX as u64);
+                assert_eq!(bytes, encoded_bytes(&put(5)) as u64);
+                assert!(bytes > limit);
+            }
+            other => panic!("a 5 MiB put must be too large, got {other:?}"),
+        }
     }
 }

@@ -25,6 +25,14 @@ pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     Ok(buffer)
 }
 
+/// The size of `message`'s encoding in bytes, as a frame body would hold it, computed without
+/// encoding it into a buffer.
+pub fn encoded_bytes<T: Serialize + ?Sized>(message: &T) -> usize {
+    // Counting bytes cannot fail; a type whose serialization fails would fail to encode as well,
+    // and it counts as too large for any limit.
+    postcard::serialize_with_flavor(message, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX)
+}
+
 /// Decodes a frame body (without its length prefix).
 ///
 /// # Errors
@@ -90,6 +98,13 @@ mod tests {
             }
             other => panic!("decoded {other:?}"),
         }
+    }
+
+    #[test]
+    fn encoded_bytes_is_the_frame_body_length() {
+        let command = Command::KvPut { key: b"key".to_vec(), value: vec![7; 300] };
+        let frame = encode_frame(&command).unwrap();
+        assert_eq!(encoded_bytes(&command), frame.len() - 4);
     }
 
     #[test]

@@ -13,6 +13,20 @@ use super::{LockWait, Query, Request, Response};
 /// node. Raft batches and snapshot chunks are sized below it (snapshot chunks are 4 MiB).
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// Largest client write, encoded (one command with its session fields): 4 MiB, a quarter of a
+/// frame. Every write becomes part of one log entry, and a log entry must always fit one
+/// replication frame beside the other writes batched with it; a write over this limit is refused
+/// with [`ServerError::TooLarge`](crate::ServerError::TooLarge) before it reaches the log. Split a
+/// larger queue batch into several puts.
+pub const WRITE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+// Status.
+
+/// How long a node answers [`Request::StatusDigest`] with the digest it computed last, unless
+/// nothing was applied since (then it is current anyway): a state digest reads the whole state
+/// while entries wait to be applied, so a burst of askers must not make it compute one each.
+pub const STATUS_DIGEST_INTERVAL: Duration = Duration::from_millis(250);
+
 // The replicated register (and cache values).
 
 /// Largest key of the replicated register: 4 KiB, like etcd's practical limit for keys; longer

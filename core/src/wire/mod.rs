@@ -171,6 +171,11 @@ pub enum Request {
     /// Change grants or identities, through the Raft log. Refused unless the connection's
     /// identity is an admin.
     Admin(AdminCommand),
+    /// [`Request::Status`] with a digest of the replicated state
+    /// ([`NodeStatus::state_digest`]), to compare replicas. Answered locally, never forwarded.
+    /// A digest reads the whole state, so a node computes one at a time and answers a recent
+    /// one (see [`StateDigest::applied`]) to anyone asking within [`STATUS_DIGEST_INTERVAL`].
+    StatusDigest,
 }
 
 /// Every reply: the body, plus the leader this node knows of, so that a client talking to a

@@ -16,6 +16,7 @@ use super::Request;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PutMessage {
     /// The payload, at most the queue's `max_message_bytes`.
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     /// A producer-chosen id: a put repeating an id seen within the queue's dedup window
     /// enqueues nothing and answers the first message's id.
@@ -159,6 +160,7 @@ pub struct QueueDelivery {
     /// The attempt number, from 1.
     pub attempt: u32,
     /// The payload.
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     /// Leader time of the enqueue, ms since the Unix epoch.
     pub enqueued_ms: u64,

@@ -47,6 +47,17 @@ pub struct PeerStatus {
     pub last_heard_ms: Option<u64>,
 }
 
+/// A digest of a node's replicated state at one applied index: nodes that applied the same
+/// index have equal digests, unless their states diverged (a bug).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateDigest {
+    /// The applied index the digest was computed at (a node reuses a recent digest, so this
+    /// may be behind [`NodeStatus::applied`]).
+    pub applied: u64,
+    /// The digest.
+    pub digest: u64,
+}
+
 /// One node's own view, as answered to [`Request::Status`].
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -68,8 +79,9 @@ pub struct NodeStatus {
     pub applied: u64,
     /// Index covered by the latest snapshot.
     pub snapshot: u64,
-    /// A digest of the replicated state at `applied`; equal on nodes with equal `applied`.
-    pub state_digest: u64,
+    /// A digest of the replicated state, only when asked for ([`Request::StatusDigest`],
+    /// `distsync status --digest`): computing it reads the whole state.
+    pub state_digest: Option<StateDigest>,
     /// Number of open sessions in the state machine.
     pub sessions: u64,
     /// Number of keys in the replicated register.

@@ -18,6 +18,10 @@ const REPORT_INTERVAL: Duration = Duration::from_millis(20);
 /// Holder changes per report, at most.
 const REPORT_CHANGES_MAX: usize = 4096;
 
+/// Key bytes per report, at most: keys are up to 4 KiB, so the count alone would let one report
+/// grow to 16 MiB, beyond what one log entry may hold.
+const REPORT_KEY_BYTES_MAX: usize = 1024 * 1024;
+
 /// Holder changes kept for a later report while no leader takes them; beyond, they are dropped
 /// (holder sets only decide between E and S, never what a read returns).
 const REPORT_BACKLOG_MAX: usize = 100_000;
@@ -40,7 +44,7 @@ impl CacheService {
             }
             backlog.extend(changes);
             while reset || !backlog.is_empty() {
-                let take = backlog.len().min(REPORT_CHANGES_MAX);
+                let take = changes_fitting(&backlog);
                 let report = build_report(self.node, reset, &backlog[..take]);
                 match host.propose(Op::CacheReport(report)).await {
                     Ok(()) => {
@@ -59,6 +63,23 @@ impl CacheService {
             }
         }
     }
+}
+
+/// How many of the first `changes` one report takes: at least one, at most
+/// [`REPORT_CHANGES_MAX`] and [`REPORT_KEY_BYTES_MAX`] of keys.
+fn changes_fitting(changes: &[HolderChange]) -> usize {
+    let mut bytes = 0;
+    let fitting = changes
+        .iter()
+        .take(REPORT_CHANGES_MAX)
+        .take_while(|change| {
+            bytes += match change {
+                HolderChange::Loaded(key, _) | HolderChange::Dropped(key) => key.len() + 16,
+            };
+            bytes <= REPORT_KEY_BYTES_MAX
+        })
+        .count();
+    fitting.max(1).min(changes.len())
 }
 
 /// A report of `changes`, the last change of each key winning.
@@ -95,5 +116,17 @@ mod tests {
         let report = build_report(2, false, &changes);
         assert_eq!(report.dropped, vec![b"a".to_vec()]);
         assert_eq!(report.loaded, vec![(b"b".to_vec(), 4)]);
+    }
+
+    #[test]
+    fn a_report_of_long_keys_stays_within_one_operation() {
+        let key = |i: u32| [i.to_be_bytes().as_slice(), &[b'k'; distsync::wire::KEY_BYTES_MAX - 4]].concat();
+        let changes: Vec<_> = (0..REPORT_CHANGES_MAX as u32).map(|i| HolderChange::Loaded(key(i), 1)).collect();
+        let take = changes_fitting(&changes);
+        assert!(take > 1 && take < changes.len(), "{take} of {} changes", changes.len());
+        let op = Op::CacheReport(build_report(1, true, &changes[..take]));
+        assert!(op.encoded_bytes() <= crate::node::OP_BYTES_MAX, "{} bytes", op.encoded_bytes());
+        assert_eq!(changes_fitting(&changes[..1]), 1);
+        assert_eq!(changes_fitting(&[]), 0);
     }
 }

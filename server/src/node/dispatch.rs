@@ -42,6 +42,10 @@ impl Node {
                 self.state.applied().machine.access().check_enabled(identity)?;
                 Ok(Response::Status(Box::new(self.status())))
             }
+            Request::StatusDigest => {
+                self.state.applied().machine.access().check_enabled(identity)?;
+                Ok(Response::Status(Box::new(self.status_with_digest().await)))
+            }
             Request::SetDroppedPeers { peers } => {
                 self.state.applied().machine.access().check_admin(identity)?;
                 self.set_dropped_peers(&peers)

@@ -9,6 +9,7 @@
 //! `reads.rs`; requests held open until the applied state answers them are in `waits.rs`;
 //! `peers.rs` serves the other members; `status.rs` is the node's own view.
 
+mod batch;
 mod dispatch;
 mod forward;
 mod listener;
@@ -30,9 +31,10 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics};
 use tokio::sync::{mpsc, watch};
 
+pub use self::batch::{BATCH_BYTES_MAX, BATCH_OPS_MAX, ENTRY_BYTES_MAX, OP_BYTES_MAX};
 pub use self::listener::CONNECTIONS_MAX;
 use self::proposer::Proposal;
-pub use self::proposer::{BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_OPS_MAX, PROPOSAL_QUEUE_MAX};
+pub use self::proposer::{BATCHES_IN_FLIGHT_MAX, PROPOSAL_QUEUE_MAX};
 use crate::cache::backing::RedisStore;
 use crate::cache::near_cache::{NearCache, NearCacheLimits};
 use crate::cache::CacheService;
@@ -62,6 +64,8 @@ pub struct Node {
     confirmations: ReadIndexRounds,
     /// Read indexes this node asks of the leader as follower, shared by concurrent reads.
     leader_reads: ReadIndexRounds,
+    /// The state digest computed last, for `status --digest`.
+    last_digest: status::LastDigest,
 }
 
 /// Runs a node until `shutdown` completes, then stops it cleanly.
@@ -137,6 +141,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         lease,
         confirmations: ReadIndexRounds::default(),
         leader_reads: ReadIndexRounds::default(),
+        last_digest: status::LastDigest::default(),
     });
     tracing::info!(id = node.config.id, listen = %node.config.listen, "node serving");
 
@@ -160,8 +165,34 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         tasks.spawn(crate::admin::serve(node.clone(), listener, stopped.clone()));
     }
 
-    shutdown.await;
-    tracing::info!(id = node.config.id, "shutting down");
+    // The node runs until it is asked to stop, or until Raft stops by itself: a failed log write
+    // (a full or broken disk) makes openraft stop for good, and a process that lingered on would
+    // serve nothing useful while its supervisor thought it alive. It exits instead, non-zero, so
+    // that the supervisor restarts it once the disk is fixed.
+    let mut metrics = node.metrics.clone();
+    let raft_stopped = async move {
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core ended".to_string();
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        () = shutdown => Ok(()),
+        reason = raft_stopped => Err(anyhow::anyhow!(
+            "node {} stopped: {reason}; a failed write to its log (a full or failing disk under {}) stops it \
+             for good: fix the disk, then start the node again (it recovers from its log and peers)",
+            node.config.id,
+            node.config.data_dir.display()
+        )),
+    };
+    match &outcome {
+        Ok(()) => tracing::info!(id = node.config.id, "shutting down"),
+        Err(error) => tracing::error!(id = node.config.id, "{error:#}"),
+    }
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     if let Err(error) = node.raft.shutdown().await {
@@ -169,7 +200,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     }
     endpoint.close(0u32.into(), b"node shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-    Ok(())
+    outcome
 }
 
 /// Refuses a data directory that belongs to another node id: a reused id with another disk can
@@ -196,12 +227,27 @@ fn claim_data_dir(config: &ServerConfig) -> anyhow::Result<()> {
                 "data dir {} has a Raft log but no node-id file; refusing to guess whose it is",
                 config.data_dir.display()
             );
-            std::fs::write(&marker, format!("{}\n", config.id))?;
-            std::fs::File::open(&config.data_dir)?.sync_all()?;
+            write_durably(&marker, format!("{}\n", config.id).as_bytes())
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", marker.display()))?;
         }
         Err(error) => return Err(error.into()),
     }
     Ok(())
+}
+
+/// Writes `path` so that it survives a power cut whole or not at all: a temporary file, fsync'd,
+/// renamed into place, then the directory fsync'd (a rename is durable only once its directory
+/// is).
+fn write_durably(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let directory = path.parent().unwrap_or(std::path::Path::new("."));
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temporary, path)?;
+    std::fs::File::open(directory)?.sync_all()
 }
 
 impl Node {

@@ -11,16 +11,10 @@ use distsync::{NodeId, ServerError};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
+use super::batch::{fill_batch, OP_BYTES_MAX};
 use super::dispatch::Origin;
 use super::Node;
 use crate::state::{ApplyResult, LogCommand, Op};
-
-/// Operations batched into one log entry at most. Concurrent writes share an entry, so the
-/// per-entry costs (an fsync, a replication round trip) are paid once per batch.
-pub const BATCH_OPS_MAX: usize = 512;
-
-/// Bytes batched into one log entry, roughly; one maximal value always fits.
-pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 /// Batches proposed and not yet committed. While they are in flight, new writes wait and form
 /// the next batch; a lone client never waits for one.
@@ -36,6 +30,8 @@ const DEADLINE_RESOLUTION: Duration = Duration::from_millis(25);
 /// One write waiting to be proposed, and where its result goes.
 pub(super) struct Proposal {
     op: Op,
+    /// The operation's encoded size, at most [`OP_BYTES_MAX`].
+    bytes: usize,
     reply: oneshot::Sender<Result<ApplyResult, Rejection>>,
 }
 
@@ -60,9 +56,19 @@ impl Node {
                 None => Err(ServerError::NotLeader { leader: self.leader() }),
             };
         }
+        // Client writes were checked against WRITE_BYTES_MAX already; this also bounds what the
+        // node proposes itself, so that no entry can outgrow a replication frame.
+        let bytes = op.encoded_bytes();
+        if bytes > OP_BYTES_MAX {
+            return Err(ServerError::TooLarge {
+                what: "operation".into(),
+                bytes: bytes as u64,
+                limit: OP_BYTES_MAX as u64,
+            });
+        }
         self.last_proposal_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
-        if self.proposals.try_send(Proposal { op, reply }).is_err() {
+        if self.proposals.try_send(Proposal { op, bytes, reply }).is_err() {
             return Err(ServerError::Unavailable {
                 reason: format!("node {} has {PROPOSAL_QUEUE_MAX} writes queued; retry later", self.config.id),
             });
@@ -106,8 +112,8 @@ fn forwardable(op: Op) -> Option<(String, Request)> {
     }
 }
 
-/// Turns queued writes into log entries: takes every write waiting (up to the batch limits) as one
-/// entry, with at most [`BATCHES_IN_FLIGHT_MAX`] entries awaiting commit. A batch that does not
+/// Turns queued writes into log entries: takes every write waiting (up to the batch limits of
+/// [`super::batch`]) as one entry, with at most [`BATCHES_IN_FLIGHT_MAX`] entries awaiting commit. A batch that does not
 /// commit within the write timeout (a leader cut off from the majority) stops counting as in
 /// flight: its entry stays in the log, uncommitted, and later writes are still appended.
 pub(super) async fn propose_loop(
@@ -128,17 +134,7 @@ pub(super) async fn propose_loop(
             },
             _ = stopped.changed() => return,
         };
-        let mut bytes = first.op.approximate_bytes();
-        let mut batch = vec![first];
-        while batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
-            match queue.try_recv() {
-                Ok(proposal) => {
-                    bytes += proposal.op.approximate_bytes();
-                    batch.push(proposal);
-                }
-                Err(_) => break,
-            }
-        }
+        let batch = fill_batch(first, |proposal| proposal.bytes, || queue.try_recv().ok());
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
         let command = LogCommand { time_ms: now_ms(), grace_ms, ops };
         let raft = node.raft.clone();

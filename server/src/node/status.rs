@@ -1,9 +1,14 @@
 //! A node's own view, for `distsync status`, the admin port's `/status` and `/metrics`.
 
-use distsync::wire::{CacheNodeStats, NodeStatus, PeerStatus, Role};
+use std::time::Instant;
+
+use distsync::wire::{CacheNodeStats, NodeStatus, PeerStatus, Role, StateDigest, STATUS_DIGEST_INTERVAL};
 use openraft::ServerState;
 
 use super::Node;
+
+/// The digest a node computed last, and when.
+pub(super) type LastDigest = tokio::sync::Mutex<Option<(StateDigest, Instant)>>;
 
 impl Node {
     /// This node's cache counters and contents, for the admin port's `/metrics`.
@@ -11,18 +16,37 @@ impl Node {
         self.cache.stats(self)
     }
 
-    /// This node's own view, for `distsync status` and the admin port's `/status`.
+    /// This node's own view, for `distsync status` and the admin port's `/status`, without the
+    /// state digest: serializing the whole state under the state machine's read lock would hold
+    /// up applying entries for every client that connects and every metrics scrape.
     pub fn status(&self) -> NodeStatus {
-        self.status_with(true)
+        self.status_with(None)
     }
 
-    /// The same without the state digest (left 0): serializing the whole state under the state
-    /// machine's read lock would hold up applying entries on every metrics scrape.
-    pub fn status_without_digest(&self) -> NodeStatus {
-        self.status_with(false)
+    /// [`Node::status`] with a digest of the replicated state. Askers at the same time share one
+    /// computation; a digest is reused while nothing was applied since, or for
+    /// [`STATUS_DIGEST_INTERVAL`], so a burst of askers costs one digest, not one each.
+    pub async fn status_with_digest(&self) -> NodeStatus {
+        let mut last = self.last_digest.lock().await;
+        let applied_now = self.state.applied().last_applied.map(|l| l.index).unwrap_or(0);
+        let digest = match *last {
+            Some((digest, at)) if digest.applied == applied_now || at.elapsed() < STATUS_DIGEST_INTERVAL => digest,
+            _ => {
+                let applied = self.state.applied();
+                let digest = StateDigest {
+                    applied: applied.last_applied.map(|l| l.index).unwrap_or(0),
+                    digest: applied.machine.digest(),
+                };
+                drop(applied);
+                *last = Some((digest, Instant::now()));
+                digest
+            }
+        };
+        drop(last);
+        self.status_with(Some(digest))
     }
 
-    fn status_with(&self, digest: bool) -> NodeStatus {
+    fn status_with(&self, state_digest: Option<StateDigest>) -> NodeStatus {
         let metrics = self.metrics.borrow().clone();
         let role = match metrics.state {
             ServerState::Leader => Role::Leader,
@@ -31,11 +55,10 @@ impl Node {
             ServerState::Learner => Role::Learner,
             ServerState::Shutdown => Role::Shutdown,
         };
-        let (applied, digest, sessions, keys, locks, queues) = {
+        let (applied, sessions, keys, locks, queues) = {
             let applied = self.state.applied();
             (
                 applied.last_applied.map(|l| l.index).unwrap_or(0),
-                if digest { applied.machine.digest() } else { 0 },
                 applied.machine.session_count() as u64,
                 applied.machine.key_count() as u64,
                 applied.machine.lock_count() as u64,
@@ -65,7 +88,7 @@ impl Node {
             committed: self.log.committed_index().max(applied),
             applied,
             snapshot: metrics.snapshot.map(|s| s.index).unwrap_or(0),
-            state_digest: digest,
+            state_digest,
             sessions,
             keys,
             locks,

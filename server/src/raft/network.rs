@@ -19,6 +19,7 @@ use openraft::{BasicNode, LogIdOptionExt};
 
 use super::append::{Append, AppendRange, AppendWait};
 use super::TypeConfig;
+use crate::state::Op;
 use crate::transport::{PeerError, PeerRequest, PeerResponse, PeerTransport};
 
 /// Makes one [`PeerNetwork`] per target for openraft.
@@ -259,12 +260,10 @@ const REPLICATION_FRAME_BYTES: usize = 1024 * 1024;
 
 const _: () = assert!(REPLICATION_FRAME_BYTES * 2 <= FRAME_BYTES_MAX, "room for encoding overhead");
 
-/// Approximate encoded size of an entry.
+/// Encoded size of an entry, its log id and time stamps counted generously.
 pub(super) fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
     match &entry.payload {
-        openraft::EntryPayload::Normal(command) => {
-            32 + command.ops.iter().map(|op| op.approximate_bytes()).sum::<usize>()
-        }
+        openraft::EntryPayload::Normal(command) => 64 + command.ops.iter().map(Op::encoded_bytes).sum::<usize>(),
         _ => 256,
     }
 }

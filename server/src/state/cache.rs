@@ -32,7 +32,7 @@ pub const PENDING_BYTES_MAX: u64 = 256 * 1024 * 1024;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum PendingWrite {
     /// Store this value.
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Remove the key.
     Delete,
 }

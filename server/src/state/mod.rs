@@ -110,26 +110,9 @@ pub enum Op {
 }
 
 impl Op {
-    /// Roughly how many bytes the operation adds to an entry, to bound batches.
-    pub fn approximate_bytes(&self) -> usize {
-        match self {
-            Op::Write { write: WriteRequest { command: Command::KvPut { key, value }, .. }, .. } => {
-                96 + key.len() + value.len()
-            }
-            Op::Write { write: WriteRequest { command: Command::KvDelete { key }, .. }, .. } => 96 + key.len(),
-            Op::Write { write: WriteRequest { command: Command::CacheSet { key, value, .. }, .. }, .. } => {
-                96 + key.len() + value.len()
-            }
-            Op::CacheWrittenBack { written } => 64 + written.iter().map(|(key, _)| 16 + key.len()).sum::<usize>(),
-            Op::CacheReport(report) => {
-                64 + report.loaded.iter().chain(&report.lost).map(|(key, _)| 16 + key.len()).sum::<usize>()
-                    + report.dropped.iter().map(|key| 8 + key.len()).sum::<usize>()
-            }
-            Op::Write { write: WriteRequest { command: Command::QueuePut { messages, .. }, .. }, .. } => {
-                96 + messages.iter().map(|m| 16 + m.body.len()).sum::<usize>()
-            }
-            _ => 96,
-        }
+    /// The operation's encoded size in bytes, as the log entry and replication hold it.
+    pub fn encoded_bytes(&self) -> usize {
+        distsync::wire::encoded_bytes(self)
     }
 }
 

@@ -88,7 +88,7 @@ impl Sessions {
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` for a TTL out of range, `Unavailable` when [`SESSIONS_MAX`] are open.
+    /// `InvalidArgument` for a TTL out of range, `LimitReached` when [`SESSIONS_MAX`] are open.
     pub fn open(
         &mut self,
         id: SessionId,
@@ -107,7 +107,7 @@ impl Sessions {
             });
         }
         if self.sessions.len() >= SESSIONS_MAX {
-            return Err(ServerError::Unavailable {
+            return Err(ServerError::LimitReached {
                 reason: format!("{SESSIONS_MAX} sessions are open; close idle clients or wait for their TTL"),
             });
         }

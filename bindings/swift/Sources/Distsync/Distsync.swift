@@ -2933,6 +2933,12 @@ enum DistsyncError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError 
     case Unauthenticated(reason: String
     )
     /**
+     * The request exceeds a size limit of the cluster (`what`: `write` for one write, at most
+     * 4 MiB, or `frame`); nothing was changed. Split it into smaller requests.
+     */
+    case TooLarge(reason: String, what: String, bytes: UInt64, limit: UInt64
+    )
+    /**
      * Any other failure (a protocol mismatch, a server fault).
      */
     case Internal(reason: String
@@ -3015,7 +3021,13 @@ public struct FfiConverterTypeDistsyncError: FfiConverterRustBuffer {
         case 12: return .Unauthenticated(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 13: return .Internal(
+        case 13: return .TooLarge(
+            reason: try FfiConverterString.read(from: &buf), 
+            what: try FfiConverterString.read(from: &buf), 
+            bytes: try FfiConverterUInt64.read(from: &buf), 
+            limit: try FfiConverterUInt64.read(from: &buf)
+            )
+        case 14: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -3103,8 +3115,16 @@ public struct FfiConverterTypeDistsyncError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Internal(reason):
+        case let .TooLarge(reason,what,bytes,limit):
             writeInt(&buf, Int32(13))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterString.write(what, into: &buf)
+            FfiConverterUInt64.write(bytes, into: &buf)
+            FfiConverterUInt64.write(limit, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(14))
             FfiConverterString.write(reason, into: &buf)
             
         }

@@ -176,7 +176,9 @@ impl Locks {
                 return Err(ServerError::Lock(LockRefusal::AlreadyHeld { name: name.to_string() }));
             }
         } else if self.locks.len() >= LOCKS_MAX {
-            return Err(ServerError::InvalidArgument { reason: format!("{LOCKS_MAX} locks are in use") });
+            return Err(ServerError::LimitReached {
+                reason: format!("{LOCKS_MAX} locks are held or awaited; release locks or wait for sessions to end"),
+            });
         }
         let lock = self.locks.entry(name.to_string()).or_default();
         let grantable = lock.waiters.is_empty() && compatible(&lock.holders, mode);
@@ -243,8 +245,8 @@ impl Locks {
     ) -> Result<AcquireOutcome, ServerError> {
         let lock = self.locks.get(name).expect("the caller created or found the lock");
         if lock.waiters.len() >= WAITERS_PER_LOCK_MAX {
-            return Err(ServerError::InvalidArgument {
-                reason: format!("{WAITERS_PER_LOCK_MAX} owners already wait for lock {name:?}"),
+            return Err(ServerError::LimitReached {
+                reason: format!("{WAITERS_PER_LOCK_MAX} owners already wait for lock {name:?}; retry later"),
             });
         }
         let position = if upgrade { 0 } else { lock.waiters.len() };

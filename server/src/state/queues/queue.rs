@@ -19,6 +19,7 @@ pub(super) type Consumer = (SessionId, u64);
 /// A message not yet acked.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    #[serde(with = "serde_bytes")]
     pub(super) body: Vec<u8>,
     pub(super) enqueued_ms: u64,
     /// Deliveries so far in this queue.

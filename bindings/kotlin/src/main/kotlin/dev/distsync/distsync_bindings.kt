@@ -5075,6 +5075,24 @@ sealed class DistsyncException: kotlin.Exception() {
     }
     
     /**
+     * The request exceeds a size limit of the cluster (`what`: `write` for one write, at most
+     * 4 MiB, or `frame`); nothing was changed. Split it into smaller requests.
+     */
+    class TooLarge(
+        
+        val `reason`: kotlin.String, 
+        
+        val `what`: kotlin.String, 
+        
+        val `bytes`: kotlin.ULong, 
+        
+        val `limit`: kotlin.ULong
+        ) : DistsyncException() {
+        override val message
+            get() = "reason=${ `reason` }, what=${ `what` }, bytes=${ `bytes` }, limit=${ `limit` }"
+    }
+    
+    /**
      * Any other failure (a protocol mismatch, a server fault).
      */
     class Internal(
@@ -5153,7 +5171,13 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
             12 -> DistsyncException.Unauthenticated(
                 FfiConverterString.read(buf),
                 )
-            13 -> DistsyncException.Internal(
+            13 -> DistsyncException.TooLarge(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterULong.read(buf),
+                )
+            14 -> DistsyncException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -5234,6 +5258,14 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is DistsyncException.TooLarge -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterString.allocationSize(value.`what`)
+                + FfiConverterULong.allocationSize(value.`bytes`)
+                + FfiConverterULong.allocationSize(value.`limit`)
             )
             is DistsyncException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -5318,8 +5350,16 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is DistsyncException.Internal -> {
+            is DistsyncException.TooLarge -> {
                 buf.putInt(13)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterString.write(value.`what`, buf)
+                FfiConverterULong.write(value.`bytes`, buf)
+                FfiConverterULong.write(value.`limit`, buf)
+                Unit
+            }
+            is DistsyncException.Internal -> {
+                buf.putInt(14)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }

@@ -259,6 +259,16 @@ impl Cluster {
         }
     }
 
+    /// The peak resident memory of node `id`'s process so far (`VmHWM`), in bytes; `None`
+    /// when it is not running.
+    pub fn peak_memory_bytes(&self, id: NodeId) -> Option<u64> {
+        let pid = self.node(id).lock().as_ref()?.id();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Kills node `id` with SIGKILL and reaps it: no shutdown, no flush, like a power cut of
     /// the process.
     ///

@@ -44,6 +44,15 @@ pub struct ServerConfig {
     /// Take a snapshot (and compact the log) after this many entries since the last one.
     #[arg(long, default_value_t = 20_000)]
     pub snapshot_threshold: u64,
+    /// Take a snapshot (and compact the log) once the entries since the last one hold this many
+    /// bytes, whatever their count: large writes would otherwise fill the disk (and a restart
+    /// would replay them) long before the entry count is reached.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    pub snapshot_log_bytes: u64,
+    /// Bytes of recent log entries each node keeps in memory to replicate from; older entries
+    /// are read from disk when a follower needs them.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub log_cache_bytes: u64,
     /// How long a write may wait to commit before the client is told the cluster is unavailable.
     #[arg(long, default_value_t = 2_000)]
     pub write_timeout_ms: u64,
@@ -112,6 +121,10 @@ impl ServerConfig {
             "--election-timeout-min-ms must be below --election-timeout-max-ms"
         );
         anyhow::ensure!(self.snapshot_threshold >= 10, "--snapshot-threshold must be at least 10 entries");
+        anyhow::ensure!(
+            self.snapshot_log_bytes >= 1024 * 1024,
+            "--snapshot-log-bytes must be at least 1 MiB (a single entry can hold 5 MiB)"
+        );
         anyhow::ensure!(
             self.write_timeout_ms > self.election_timeout_max_ms,
             "--write-timeout-ms must exceed the election timeout, or writes fail during ordinary elections"

@@ -1,12 +1,13 @@
 //! openraft's own storage test suite, run against distsync's redb log store and its state
 //! machine store: ordering, truncation, purging, votes, membership and snapshots behave as
-//! openraft requires.
+//! openraft requires. It runs twice: with the default in-memory tail, and with a tail of one
+//! entry, so that every read of an older entry goes to disk.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use distsync_server::raft::{StorageError, TypeConfig};
-use distsync_server::storage::log_store::LogStore;
+use distsync_server::storage::log_store::{LogStore, LogStoreLimits};
 use distsync_server::storage::state_machine_store::StateMachineStore;
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageIOError;
@@ -20,7 +21,10 @@ impl Drop for TempDir {
     }
 }
 
-struct Builder;
+/// Stores whose log keeps `tail_bytes` of entries in memory.
+struct Builder {
+    tail_bytes: u64,
+}
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
@@ -31,7 +35,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&directory).map_err(|e| StorageIOError::write(&e))?;
-        let log = LogStore::open(&directory.join("raft.redb")).map_err(|e| StorageIOError::write(AnyError(e)))?;
+        let limits = LogStoreLimits { tail_bytes: self.tail_bytes, ..LogStoreLimits::default() };
+        let log = LogStore::open_with(&directory.join("raft.redb"), limits)
+            .map_err(|e| StorageIOError::write(AnyError(e)))?;
         let state = StateMachineStore::open(
             &directory.join("snapshots"),
             std::sync::Arc::new(distsync_server::cache::near_cache::NearCache::new(
@@ -63,7 +69,14 @@ impl From<AnyError> for openraft::AnyError {
 
 #[test]
 fn openraft_storage_suite_passes() {
-    if let Err(error) = Suite::test_all(Builder) {
+    if let Err(error) = Suite::test_all(Builder { tail_bytes: LogStoreLimits::default().tail_bytes }) {
         panic!("openraft's storage suite failed: {error}");
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes_with_entries_read_from_disk() {
+    if let Err(error) = Suite::test_all(Builder { tail_bytes: 0 }) {
+        panic!("openraft's storage suite failed with a tail of one entry: {error}");
     }
 }

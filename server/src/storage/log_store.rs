@@ -1,12 +1,18 @@
 //! The Raft log and vote, durable in redb, with group commit.
 //!
-//! Entries are kept in memory (from the last purge on, which snapshots bound) and written by one
-//! writer thread. The thread takes every write waiting in its queue, commits them in one redb
-//! transaction (one fsync) and only then reports the appends as flushed to openraft. A log append
-//! is never signalled as flushed before the fsync really happened (sebadob/hiqlite#361). Votes are
-//! acknowledged only after their commit too.
+//! Entries are written by one writer thread. The thread takes every write waiting in its queue,
+//! commits them in one redb transaction (one fsync) and only then reports the appends as flushed
+//! to openraft. A log append is never signalled as flushed before the fsync really happened
+//! (sebadob/hiqlite#361). Votes are acknowledged only after their commit too.
+//!
+//! Memory is bounded by bytes, not by the length of the log: only a tail of recent entries
+//! ([`LogStoreLimits::tail_bytes`]) stays in memory, which serves replication in the ordinary
+//! case; older entries (a follower catching up) are read from disk on demand. An entry leaves the
+//! tail only once the writer has committed it, so a read that misses the tail always finds it on
+//! disk; a restart loads no more than the tail either. The encoded size of every entry is kept
+//! (eight bytes each) so that the node can snapshot by log bytes as well as by entry count.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -29,6 +35,22 @@ const KEY_PURGED: &str = "purged";
 /// the flush callbacks, so the queue rarely holds more than a few batches.
 const WRITE_QUEUE_MAX: usize = 4096;
 
+/// How much memory the log store may use; see [`LogStore::open_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct LogStoreLimits {
+    /// Encoded bytes of recent entries kept in memory (`--log-cache-bytes`). The newest entry is
+    /// always kept, whatever its size, and entries not yet on disk are never dropped.
+    pub tail_bytes: u64,
+    /// Bytes of redb's page cache.
+    pub disk_cache_bytes: u64,
+}
+
+impl Default for LogStoreLimits {
+    fn default() -> Self {
+        LogStoreLimits { tail_bytes: 32 * 1024 * 1024, disk_cache_bytes: 16 * 1024 * 1024 }
+    }
+}
+
 /// A handle to the log store; clones share it.
 #[derive(Clone)]
 pub struct LogStore {
@@ -37,19 +59,85 @@ pub struct LogStore {
 }
 
 struct Shared {
+    database: Database,
+    limits: LogStoreLimits,
     cache: RwLock<Cache>,
     /// Highest committed index reported by openraft, for status.
     committed_index: AtomicU64,
     /// The committed log id not yet written; the writer thread stores it with its next batch.
     committed_pending: Mutex<Option<Option<LogId>>>,
+    /// Sequence number of the latest write the writer thread has committed.
+    written: AtomicU64,
+    /// Sequence number of the latest write sent to the writer thread. Held while a write is
+    /// numbered and queued, so that numbers follow the queue's order (the writer counts the
+    /// writes it commits); never taken by the writer, so a full queue cannot deadlock it.
+    sent: Mutex<u64>,
 }
 
 #[derive(Default)]
 struct Cache {
-    entries: BTreeMap<u64, Entry>,
+    /// The newest entries, in index order.
+    tail: VecDeque<Cached>,
+    /// Encoded bytes of `tail`.
+    tail_bytes: u64,
+    /// Encoded size of every entry in the log, from index `sizes_from` on.
+    sizes: VecDeque<u64>,
+    sizes_from: u64,
+    /// Sum of `sizes`.
+    log_bytes: u64,
+    /// The last entry's id, or the purge point when the log is empty.
+    last_log_id: Option<LogId>,
     last_purged: Option<LogId>,
     vote: Option<Vote<u64>>,
     committed: Option<LogId>,
+}
+
+/// An entry of the tail, with its size and the write that carries it to disk.
+struct Cached {
+    entry: Entry,
+    bytes: u64,
+    write: u64,
+}
+
+impl Cache {
+    /// Index of the first entry in the tail, or the one after the last entry when it is empty.
+    fn tail_start(&self) -> u64 {
+        self.tail.front().map(|c| c.entry.log_id.index).unwrap_or_else(|| self.next_index())
+    }
+
+    fn next_index(&self) -> u64 {
+        self.last_log_id.map(|l| l.index + 1).unwrap_or(0)
+    }
+
+    /// Drops the oldest entries of the tail while it is over `limit` bytes, keeping the newest
+    /// and every entry the writer has not committed yet (write number above `written`).
+    fn evict(&mut self, limit: u64, written: u64) {
+        while self.tail_bytes > limit && self.tail.len() > 1 {
+            let front = self.tail.front().expect("the tail has entries");
+            if front.write > written {
+                break;
+            }
+            self.tail_bytes -= front.bytes;
+            self.tail.pop_front();
+        }
+    }
+
+    /// Forgets the sizes of entries from `index` on.
+    fn forget_sizes_from(&mut self, index: u64) {
+        let keep = index.saturating_sub(self.sizes_from) as usize;
+        while self.sizes.len() > keep {
+            self.log_bytes -= self.sizes.pop_back().expect("longer than keep");
+        }
+    }
+
+    /// Forgets the sizes of entries up to `index`.
+    fn forget_sizes_through(&mut self, index: u64) {
+        while self.sizes_from <= index && !self.sizes.is_empty() {
+            self.log_bytes -= self.sizes.pop_front().expect("not empty");
+            self.sizes_from += 1;
+        }
+        self.sizes_from = self.sizes_from.max(index + 1);
+    }
 }
 
 enum Write {
@@ -60,15 +148,28 @@ enum Write {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `path`, loading the entries, vote and purge point.
+    /// Opens (or creates) the log in `path` with default [`LogStoreLimits`].
+    ///
+    /// # Errors
+    ///
+    /// As [`LogStore::open_with`].
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Self::open_with(path, LogStoreLimits::default())
+    }
+
+    /// Opens (or creates) the log in `path`: reads the vote and purge point, checks every entry
+    /// decodes and the indexes have no hole, and keeps the newest entries within `limits`.
     ///
     /// # Errors
     ///
     /// When the file cannot be opened or holds undecodable data.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let database =
-            Database::create(path).map_err(|e| anyhow::anyhow!("cannot open the Raft log {}: {e}", path.display()))?;
+    pub fn open_with(path: &Path, limits: LogStoreLimits) -> anyhow::Result<Self> {
+        let database = redb::Builder::new()
+            .set_cache_size(limits.disk_cache_bytes as usize)
+            .create(path)
+            .map_err(|e| anyhow::anyhow!("cannot open the Raft log {}: {e}", path.display()))?;
         let mut cache = Cache::default();
+        let mut purge_leftover = None;
         {
             let txn = database.begin_write()?;
             txn.open_table(ENTRIES)?;
@@ -77,13 +178,6 @@ impl LogStore {
         }
         {
             let txn = database.begin_read()?;
-            let entries = txn.open_table(ENTRIES)?;
-            for row in entries.iter()? {
-                let (index, bytes) = row?;
-                let entry: Entry = postcard::from_bytes(bytes.value())
-                    .map_err(|e| anyhow::anyhow!("log entry {} is corrupt: {e}", index.value()))?;
-                cache.entries.insert(index.value(), entry);
-            }
             let meta = txn.open_table(META)?;
             let load = |key: &str| -> anyhow::Result<Option<Vec<u8>>> {
                 Ok(meta.get(key)?.map(|value| value.value().to_vec()))
@@ -97,21 +191,101 @@ impl LogStore {
             if let Some(bytes) = load(KEY_PURGED)? {
                 cache.last_purged = postcard::from_bytes(&bytes)?;
             }
+            cache.last_log_id = cache.last_purged;
+            cache.sizes_from = cache.last_purged.map(|p| p.index + 1).unwrap_or(0);
+            // Every entry is decoded once (a corrupt one is found now, not when a follower needs
+            // it) and dropped; only the sizes stay, then the tail is read back.
+            let entries = txn.open_table(ENTRIES)?;
+            let mut expected = cache.last_purged.map(|p| p.index + 1);
+            let first_kept = cache.last_purged.map_or(0, |p| p.index + 1);
+            // Purged entries a crash left on disk are deleted by the writer, a few at a time.
+            if let (Some(purged), Some((first, _))) = (cache.last_purged, entries.first()?) {
+                if first.value() <= purged.index {
+                    purge_leftover = Some(purged.index);
+                }
+            }
+            for row in entries.range(first_kept..)? {
+                let (index, bytes) = row?;
+                let index = index.value();
+                let entry: Entry = postcard::from_bytes(bytes.value())
+                    .map_err(|e| anyhow::anyhow!("log entry {index} is corrupt: {e}"))?;
+                match expected {
+                    Some(expected) => anyhow::ensure!(
+                        index == expected,
+                        "the Raft log has a hole: expected index {expected}, found {index}"
+                    ),
+                    None => cache.sizes_from = index,
+                }
+                expected = Some(index + 1);
+                cache.sizes.push_back(bytes.value().len() as u64);
+                cache.log_bytes += bytes.value().len() as u64;
+                cache.last_log_id = Some(entry.log_id);
+            }
+            let mut tail = Vec::new();
+            let mut tail_bytes = 0;
+            for row in entries.range(first_kept..)?.rev() {
+                let (_, bytes) = row?;
+                if !tail.is_empty() && tail_bytes + bytes.value().len() as u64 > limits.tail_bytes {
+                    break;
+                }
+                tail_bytes += bytes.value().len() as u64;
+                let entry: Entry = postcard::from_bytes(bytes.value())?;
+                tail.push(Cached { entry, bytes: bytes.value().len() as u64, write: 0 });
+            }
+            cache.tail = tail.into_iter().rev().collect();
+            cache.tail_bytes = tail_bytes;
         }
-        check_contiguous(&cache)?;
         let committed_index = cache.committed.map(|c| c.index).unwrap_or(0);
         let (writes, queue) = mpsc::sync_channel(WRITE_QUEUE_MAX);
         let shared = Arc::new(Shared {
+            database,
+            limits,
             cache: RwLock::new(cache),
             committed_index: AtomicU64::new(committed_index),
             committed_pending: Mutex::new(None),
+            written: AtomicU64::new(0),
+            sent: Mutex::new(0),
         });
         let writer_shared = shared.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_loop(database, queue, writer_shared))
+            .spawn(move || write_loop(queue, writer_shared, purge_leftover))
             .map_err(|e| anyhow::anyhow!("cannot start the log writer thread: {e}"))?;
         Ok(Self { shared, writes })
+    }
+
+    /// Encoded bytes of the entries after `index` still in the log: what a snapshot at the
+    /// applied index would let the node purge.
+    pub fn bytes_after(&self, index: u64) -> u64 {
+        let cache = self.shared.cache.read().expect("log cache lock");
+        let skip = (index + 1).saturating_sub(cache.sizes_from) as usize;
+        cache.sizes.iter().skip(skip).sum()
+    }
+
+    /// The index up to which the log can be purged so that at most `keep_bytes` of the entries
+    /// up to `through` (a snapshot's index) remain, for followers slightly behind; `None` when
+    /// they fit already.
+    pub fn purge_point(&self, through: u64, keep_bytes: u64) -> Option<u64> {
+        let cache = self.shared.cache.read().expect("log cache lock");
+        let last = through.checked_sub(cache.sizes_from)? as usize;
+        let mut kept = 0;
+        for offset in (0..=last.min(cache.sizes.len().checked_sub(1)?)).rev() {
+            kept += cache.sizes[offset];
+            if kept > keep_bytes {
+                return Some(cache.sizes_from + offset as u64);
+            }
+        }
+        None
+    }
+
+    /// Encoded bytes of every entry in the log.
+    pub fn log_bytes(&self) -> u64 {
+        self.shared.cache.read().expect("log cache lock").log_bytes
+    }
+
+    /// Encoded bytes of the entries kept in memory.
+    pub fn tail_bytes(&self) -> u64 {
+        self.shared.cache.read().expect("log cache lock").tail_bytes
     }
 
     /// Highest index known committed.
@@ -121,19 +295,45 @@ impl LogStore {
 
     /// Index of the last entry, or of the purge point when the log is empty.
     pub fn last_index(&self) -> u64 {
-        let cache = self.shared.cache.read().expect("log cache lock");
-        cache.entries.last_key_value().map(|(index, _)| *index).or(cache.last_purged.map(|p| p.index)).unwrap_or(0)
+        self.shared.cache.read().expect("log cache lock").last_log_id.map(|l| l.index).unwrap_or(0)
     }
 
     // openraft's error type is large, and this mirrors the trait methods that must return it.
     #[allow(clippy::result_large_err)]
-    fn send(&self, write: Write) -> Result<(), StorageError> {
-        self.writes.send(write).map_err(|_| StorageIOError::write_logs(&Stopped).into())
+    /// Numbers the next write, lets `prepare` update the cache with that number, and queues the
+    /// write it returns.
+    fn send(&self, prepare: impl FnOnce(u64, &mut Cache) -> Write) -> Result<(), StorageError> {
+        let mut sent = self.shared.sent.lock().expect("send order lock");
+        let number = *sent + 1;
+        let write = prepare(number, &mut self.shared.cache.write().expect("log cache lock"));
+        self.writes.send(write).map_err(|_| StorageError::from(StorageIOError::write_logs(&Stopped)))?;
+        *sent = number;
+        Ok(())
+    }
+
+    /// The entries of `from..to` on disk, decoded.
+    #[allow(clippy::result_large_err)]
+    fn read_from_disk(&self, from: u64, to: u64) -> Result<Vec<Entry>, StorageError> {
+        let read = || -> anyhow::Result<Vec<Entry>> {
+            let txn = self.shared.database.begin_read()?;
+            let table = txn.open_table(ENTRIES)?;
+            let mut entries = Vec::with_capacity(to.saturating_sub(from) as usize);
+            for row in table.range(from..to)? {
+                let (index, bytes) = row?;
+                let entry: Entry = postcard::from_bytes(bytes.value())
+                    .map_err(|e| anyhow::anyhow!("log entry {} is corrupt: {e}", index.value()))?;
+                entries.push(entry);
+            }
+            let contiguous = entries.windows(2).all(|pair| pair[1].log_id.index == pair[0].log_id.index + 1);
+            anyhow::ensure!(contiguous, "log entries {from}..{to} on disk have a hole");
+            Ok(entries)
+        };
+        read().map_err(|e| StorageIOError::read_logs(&AnyMessage(format!("{e:#}"))).into())
     }
 
     async fn save_meta(&self, key: &'static str, value: Vec<u8>) -> Result<(), String> {
         let (done, finished) = tokio::sync::oneshot::channel();
-        self.writes.send(Write::Meta { key, value, done: Some(done) }).map_err(|_| Stopped.to_string())?;
+        self.send(|_, _| Write::Meta { key, value, done: Some(done) }).map_err(|_| Stopped.to_string())?;
         finished.await.map_err(|_| Stopped.to_string())?
     }
 }
@@ -142,21 +342,26 @@ impl LogStore {
 #[error("the log writer thread stopped")]
 struct Stopped;
 
-fn check_contiguous(cache: &Cache) -> anyhow::Result<()> {
-    let mut expected = cache.last_purged.map(|p| p.index + 1);
-    for index in cache.entries.keys() {
-        if let Some(expected) = expected {
-            anyhow::ensure!(*index == expected, "the Raft log has a hole: expected index {expected}, found {index}");
-        }
-        expected = Some(index + 1);
-    }
-    Ok(())
-}
-
 /// The writer thread: drain everything queued, commit once, then acknowledge.
-fn write_loop(database: Database, queue: mpsc::Receiver<Write>, shared: Arc<Shared>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
+fn write_loop(queue: mpsc::Receiver<Write>, shared: Arc<Shared>, mut purge_pending: Option<u64>) {
+    let mut written = 0;
+    // `purge_pending`: entries up to this index are purged but may still be on disk. They are
+    // deleted a few at a time, beside other writes, so that a purge of gigabytes never holds up
+    // an append or a vote.
+    loop {
+        let first = if purge_pending.is_some() {
+            match queue.try_recv() {
+                Ok(write) => Some(write),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match queue.recv() {
+                Ok(write) => Some(write),
+                Err(_) => return,
+            }
+        };
+        let mut batch: Vec<Write> = first.into_iter().collect();
         while let Ok(next) = queue.try_recv() {
             batch.push(next);
         }
@@ -168,9 +373,18 @@ fn write_loop(database: Database, queue: mpsc::Receiver<Write>, shared: Arc<Shar
                 Err(error) => tracing::error!(%error, "cannot encode the committed log id"),
             }
         }
-        let result = commit_batch(&database, &batch).map_err(|e| e.to_string());
-        if let Err(error) = &result {
-            tracing::error!(%error, "writing the Raft log failed; the node cannot continue safely");
+        // Writes carry consecutive numbers from 1 in the order they were sent (the queue keeps
+        // it); the committed-index row is not one of them.
+        let numbered = batch.iter().filter(|write| !matches!(write, Write::Meta { done: None, .. })).count() as u64;
+        let result = commit_batch(&shared.database, &batch, &mut purge_pending).map_err(|e| e.to_string());
+        match &result {
+            Ok(()) => {
+                written += numbered;
+                shared.written.store(written, Ordering::Release);
+                let mut cache = shared.cache.write().expect("log cache lock");
+                cache.evict(shared.limits.tail_bytes, written);
+            }
+            Err(error) => tracing::error!(%error, "writing the Raft log failed; the node cannot continue safely"),
         }
         for write in batch {
             match write {
@@ -186,7 +400,11 @@ fn write_loop(database: Database, queue: mpsc::Receiver<Write>, shared: Arc<Shar
     }
 }
 
-fn commit_batch(database: &Database, batch: &[Write]) -> anyhow::Result<()> {
+/// Purged entries deleted from disk per commit, at most: a few MiB of large entries.
+const PURGE_CHUNK_ENTRIES: u64 = 8;
+
+/// Commits `batch` in one transaction, with the next few entries of a pending purge.
+fn commit_batch(database: &Database, batch: &[Write], purge_pending: &mut Option<u64>) -> anyhow::Result<()> {
     let txn = database.begin_write()?;
     {
         let mut entries = txn.open_table(ENTRIES)?;
@@ -202,13 +420,29 @@ fn commit_batch(database: &Database, batch: &[Write]) -> anyhow::Result<()> {
                     entries.retain_in(*from_index.., |_, _| false)?;
                 }
                 Write::Purge { log_id } => {
-                    entries.retain_in(..=log_id.index, |_, _| false)?;
+                    // The purge point is durable at once; the entries go a few at a time (a
+                    // restart skips those left).
                     meta.insert(KEY_PURGED, postcard::to_stdvec(&Some(*log_id))?.as_slice())?;
+                    *purge_pending = Some(purge_pending.map_or(log_id.index, |pending| pending.max(log_id.index)));
                 }
                 Write::Meta { key, value, .. } => {
                     meta.insert(*key, value.as_slice())?;
                 }
             }
+        }
+    }
+    if let Some(upto) = *purge_pending {
+        let mut entries = txn.open_table(ENTRIES)?;
+        let first = entries.first()?.map(|(index, _)| index.value());
+        match first {
+            Some(first) if first <= upto => {
+                let end = upto.min(first + PURGE_CHUNK_ENTRIES - 1);
+                entries.retain_in(first..=end, |_, _| false)?;
+                if end == upto {
+                    *purge_pending = None;
+                }
+            }
+            _ => *purge_pending = None,
         }
     }
     // Durability::Immediate is redb's default: commit returns after fsync.
@@ -221,18 +455,39 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let cache = self.shared.cache.read().expect("log cache lock");
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(*i),
-            Bound::Excluded(i) => Bound::Excluded(*i),
-            Bound::Unbounded => Bound::Unbounded,
+        let (start, end, tail_start, mut from_tail) = {
+            let cache = self.shared.cache.read().expect("log cache lock");
+            // Entries that exist in the range: none before the first or after the last.
+            let start = match range.start_bound() {
+                Bound::Included(i) => *i,
+                Bound::Excluded(i) => i + 1,
+                Bound::Unbounded => 0,
+            }
+            .max(cache.sizes_from);
+            let end = match range.end_bound() {
+                Bound::Included(i) => i + 1,
+                Bound::Excluded(i) => *i,
+                Bound::Unbounded => u64::MAX,
+            }
+            .min(cache.next_index());
+            let tail_start = cache.tail_start();
+            let from_tail: Vec<Entry> = cache
+                .tail
+                .iter()
+                .map(|cached| &cached.entry)
+                .filter(|entry| (start.max(tail_start)..end).contains(&entry.log_id.index))
+                .cloned()
+                .collect();
+            (start, end, tail_start, from_tail)
         };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(*i),
-            Bound::Excluded(i) => Bound::Excluded(*i),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        Ok(cache.entries.range((start, end)).map(|(_, entry)| entry.clone()).collect())
+        if start >= tail_start || start >= end {
+            return Ok(from_tail);
+        }
+        // Entries before the tail were committed by the writer before they left it, so the disk
+        // has them (a read never sees a truncated entry: reads stop at the last index).
+        let mut entries = self.read_from_disk(start, end.min(tail_start))?;
+        entries.append(&mut from_tail);
+        Ok(entries)
     }
 }
 
@@ -241,8 +496,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let cache = self.shared.cache.read().expect("log cache lock");
-        let last_log_id = cache.entries.last_key_value().map(|(_, entry)| entry.log_id).or(cache.last_purged);
-        Ok(LogState { last_purged_log_id: cache.last_purged, last_log_id })
+        Ok(LogState { last_purged_log_id: cache.last_purged, last_log_id: cache.last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -280,35 +534,83 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut rows = Vec::new();
-        {
-            let mut cache = self.shared.cache.write().expect("log cache lock");
-            for entry in entries {
-                let bytes = postcard::to_stdvec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
-                let index = entry.log_id.index;
-                if let Some((last, _)) = cache.entries.last_key_value() {
-                    assert_eq!(index, last + 1, "appends are contiguous");
-                }
-                rows.push((index, bytes));
-                cache.entries.insert(index, entry);
-            }
+        let mut encoded = Vec::new();
+        for entry in entries {
+            let bytes = postcard::to_stdvec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            encoded.push((entry, bytes));
         }
-        self.send(Write::Append { entries: rows, flushed: callback })
+        let tail_limit = self.shared.limits.tail_bytes;
+        let written = self.shared.written.load(Ordering::Acquire);
+        self.send(move |number, cache| {
+            let mut rows = Vec::with_capacity(encoded.len());
+            for (entry, bytes) in encoded {
+                let index = entry.log_id.index;
+                if cache.sizes.is_empty() {
+                    // The first entry after the purge point (openraft's own tests also append
+                    // below it, into an empty log).
+                    cache.sizes_from = index;
+                } else {
+                    assert_eq!(index, cache.next_index(), "appends are contiguous");
+                }
+                debug_assert_eq!(cache.sizes_from + cache.sizes.len() as u64, index, "one size per entry");
+                let size = bytes.len() as u64;
+                cache.sizes.push_back(size);
+                cache.log_bytes += size;
+                cache.tail_bytes += size;
+                cache.last_log_id = Some(entry.log_id);
+                cache.tail.push_back(Cached { entry, bytes: size, write: number });
+                rows.push((index, bytes));
+            }
+            cache.evict(tail_limit, written);
+            Write::Append { entries: rows, flushed: callback }
+        })
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.shared.cache.write().expect("log cache lock").entries.split_off(&log_id.index);
-        self.send(Write::Truncate { from_index: log_id.index })
+        let from = log_id.index;
+        // The entry before the cut becomes the last; it is in the tail, the purge point, or on
+        // disk (an entry leaves the tail only once written).
+        let before = from.checked_sub(1);
+        let last_on_disk = {
+            let cache = self.shared.cache.read().expect("log cache lock");
+            match before {
+                Some(before) if before >= cache.tail_start() => None,
+                Some(before) if cache.last_purged.is_some_and(|p| p.index >= before) => None,
+                Some(before) => Some(before),
+                None => None,
+            }
+        };
+        let last_on_disk = match last_on_disk {
+            Some(index) => self.read_from_disk(index, index + 1)?.pop().map(|entry| entry.log_id),
+            None => None,
+        };
+        self.send(move |_, cache| {
+            while cache.tail.back().is_some_and(|c| c.entry.log_id.index >= from) {
+                let dropped = cache.tail.pop_back().expect("checked");
+                cache.tail_bytes -= dropped.bytes;
+            }
+            cache.forget_sizes_from(from);
+            cache.last_log_id = match cache.tail.back() {
+                Some(cached) => Some(cached.entry.log_id),
+                None => last_on_disk.or(cache.last_purged.filter(|p| Some(p.index) == before)),
+            };
+            Write::Truncate { from_index: from }
+        })
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        {
-            let mut cache = self.shared.cache.write().expect("log cache lock");
-            let kept = cache.entries.split_off(&(log_id.index + 1));
-            cache.entries = kept;
+        self.send(move |_, cache| {
+            while cache.tail.front().is_some_and(|c| c.entry.log_id.index <= log_id.index) {
+                let dropped = cache.tail.pop_front().expect("checked");
+                cache.tail_bytes -= dropped.bytes;
+            }
+            cache.forget_sizes_through(log_id.index);
             cache.last_purged = Some(log_id);
-        }
-        self.send(Write::Purge { log_id })
+            if cache.last_log_id.is_none_or(|last| last.index <= log_id.index) {
+                cache.last_log_id = Some(log_id);
+            }
+            Write::Purge { log_id }
+        })
     }
 }
 

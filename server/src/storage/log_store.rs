@@ -471,13 +471,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
             }
             .min(cache.next_index());
             let tail_start = cache.tail_start();
-            let from_tail: Vec<Entry> = cache
-                .tail
-                .iter()
-                .map(|cached| &cached.entry)
-                .filter(|entry| (start.max(tail_start)..end).contains(&entry.log_id.index))
-                .cloned()
-                .collect();
+            // The tail is contiguous, so the range is a slice of it.
+            let first = start.saturating_sub(tail_start) as usize;
+            let last = (end.saturating_sub(tail_start) as usize).min(cache.tail.len());
+            let from_tail: Vec<Entry> =
+                cache.tail.range(first.min(last)..last).map(|cached| cached.entry.clone()).collect();
+            debug_assert!(from_tail.windows(2).all(|p| p[1].log_id.index == p[0].log_id.index + 1));
             (start, end, tail_start, from_tail)
         };
         if start >= tail_start || start >= end {

@@ -293,30 +293,10 @@ impl Cluster {
         self.wait_serving(id, SERVE_TIMEOUT).await
     }
 
-    /// How node `id`'s process ended, if it was started and has exited (not killed by the
-    /// harness, which forgets the process).
-    pub(crate) fn exit_status(&self, id: NodeId) -> Option<std::process::ExitStatus> {
+    /// How node `id`'s process ended, if it was started and has exited by itself (not killed by
+    /// the harness, which forgets the process).
+    pub fn exit_status(&self, id: NodeId) -> Option<std::process::ExitStatus> {
         self.node(id).lock().as_mut().and_then(|child| child.try_wait().ok().flatten())
-    }
-
-    /// Waits until node `id`'s process exits by itself; returns how it ended.
-    ///
-    /// # Errors
-    ///
-    /// When it is still running after `timeout`, with the end of its log.
-    pub async fn wait_exit(&self, id: NodeId, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exit_status(id) {
-                return Ok(status);
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "node {id} still runs after {timeout:?}; its log ends:\n{}",
-                self.log_tail(id, 20)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     /// The data directory of node `id`.

@@ -27,10 +27,7 @@ impl Cluster {
     ///
     /// When the node does not answer within 1 s.
     pub async fn status(&self, id: NodeId) -> anyhow::Result<NodeStatus> {
-        let options = self.options_for(&[id]).attempt_timeout(STATUS_TIMEOUT).request_timeout(STATUS_TIMEOUT);
-        let client = Client::new_unconnected(options)?;
-        let status = client.node_status(&self.endpoint(id)).await.with_context(|| format!("status of node {id}"))?;
-        Ok(status)
+        self.ask_status(id, false).await
     }
 
     /// Waits until the given nodes all answer and agree on one leader among them, which reports
@@ -109,21 +106,26 @@ impl Cluster {
     ///
     /// When the node does not answer within 1 s.
     pub async fn status_with_digest(&self, id: NodeId) -> anyhow::Result<NodeStatus> {
-        self.ask_status_with_digest(id).await
+        self.ask_status(id, true).await
     }
 
-    /// [`Cluster::status_with_digest`] as a future that owns what it needs, to spawn.
-    fn ask_status_with_digest(
+    /// Node `id`'s status (with its digest if `digest`) from a fresh client, as a future that
+    /// owns what it needs, so that it can be spawned.
+    fn ask_status(
         &self,
         id: NodeId,
+        digest: bool,
     ) -> impl std::future::Future<Output = anyhow::Result<NodeStatus>> + Send + 'static {
         let options = self.options_for(&[id]).attempt_timeout(STATUS_TIMEOUT).request_timeout(STATUS_TIMEOUT);
         let endpoint = self.endpoint(id);
         async move {
             let client = Client::new_unconnected(options)?;
-            let status =
-                client.node_status_with_digest(&endpoint).await.with_context(|| format!("status of node {id}"))?;
-            Ok(status)
+            let status = if digest {
+                client.node_status_with_digest(&endpoint).await
+            } else {
+                client.node_status(&endpoint).await
+            };
+            status.with_context(|| format!("status of node {id}"))
         }
     }
 
@@ -139,7 +141,7 @@ impl Cluster {
         loop {
             // Asked of all at once, so that the answers are of one moment (an idle leader's
             // ticks move the applied index every tick interval).
-            let asks: Vec<_> = ids.iter().map(|&id| tokio::spawn(self.ask_status_with_digest(id))).collect();
+            let asks: Vec<_> = ids.iter().map(|&id| tokio::spawn(self.ask_status(id, true))).collect();
             let mut statuses = Vec::with_capacity(asks.len());
             for ask in asks {
                 statuses.push(ask.await.unwrap_or_else(|panic| Err(anyhow::anyhow!("status task failed: {panic}"))));

@@ -10,6 +10,7 @@
 //! `peers.rs` serves the other members; `status.rs` is the node's own view.
 
 mod batch;
+mod compaction;
 mod dispatch;
 mod forward;
 mod listener;
@@ -151,7 +152,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     tasks.spawn(listener::accept_loop(node.clone(), endpoint.clone(), stopped.clone()));
     tasks.spawn(proposer::tick_loop(node.clone(), stopped.clone()));
     tasks.spawn(proposer::propose_loop(node.clone(), proposal_queue, stopped.clone()));
-    tasks.spawn(snapshot_by_bytes_loop(node.clone(), stopped.clone()));
+    tasks.spawn(compaction::snapshot_by_bytes_loop(node.clone(), stopped.clone()));
     tasks.spawn({
         let (node, stopped) = (node.clone(), stopped.clone());
         async move { node.cache.write_back_loop(&*node, node.state.applied_changes(), stopped).await }
@@ -229,77 +230,12 @@ fn claim_data_dir(config: &ServerConfig) -> anyhow::Result<()> {
                 "data dir {} has a Raft log but no node-id file; refusing to guess whose it is",
                 config.data_dir.display()
             );
-            write_durably(&marker, format!("{}\n", config.id).as_bytes())
+            crate::storage::durable::write_atomically(&marker, format!("{}\n", config.id).as_bytes())
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", marker.display()))?;
         }
         Err(error) => return Err(error.into()),
     }
     Ok(())
-}
-
-/// How often a node checks whether its log holds enough bytes for a snapshot.
-const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(200);
-
-/// How long a snapshot asked for may take before it is asked for again.
-const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(10);
-
-/// Asks openraft for a snapshot whenever the log since the latest one holds more than
-/// `--snapshot-log-bytes` (openraft's own policy counts entries only), once per check interval at
-/// most, and not again until the snapshot moved; and purges the log before the snapshot down to
-/// a quarter of that (openraft keeps a number of entries, which large entries make gigabytes).
-async fn snapshot_by_bytes_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(SNAPSHOT_CHECK_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The applied index a snapshot was asked at, and when: not asked again until a snapshot
-    // reaches it, or a while has passed (a snapshot that failed).
-    let mut asked: Option<(u64, std::time::Instant)> = None;
-    let mut purged_to = 0;
-    let keep_bytes = node.config.snapshot_log_bytes / 4;
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stopped.changed() => return,
-        }
-        let snapshot = node.metrics.borrow().snapshot.map_or(0, |s| s.index);
-        if let Some(upto) = node.log.purge_point(snapshot, keep_bytes).filter(|&upto| upto > purged_to) {
-            if let Err(error) = node.raft.trigger().purge_log(upto).await {
-                tracing::warn!(%error, "cannot ask for a purge of the log");
-            }
-            purged_to = upto;
-        }
-        if asked.is_some_and(|(index, at)| snapshot < index && at.elapsed() < SNAPSHOT_RETRY_AFTER) {
-            continue;
-        }
-        let bytes = node.log.bytes_after(snapshot);
-        if bytes <= node.config.snapshot_log_bytes {
-            continue;
-        }
-        let applied = node.state.applied().last_applied.map_or(0, |l| l.index);
-        tracing::info!(
-            bytes,
-            limit = node.config.snapshot_log_bytes,
-            "log since the last snapshot passed --snapshot-log-bytes; taking a snapshot"
-        );
-        if let Err(error) = node.raft.trigger().snapshot().await {
-            tracing::warn!(%error, "cannot ask for a snapshot");
-        }
-        asked = Some((applied, std::time::Instant::now()));
-    }
-}
-
-/// Writes `path` so that it survives a power cut whole or not at all: a temporary file, fsync'd,
-/// renamed into place, then the directory fsync'd (a rename is durable only once its directory
-/// is).
-fn write_durably(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let directory = path.parent().unwrap_or(std::path::Path::new("."));
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, path)?;
-    std::fs::File::open(directory)?.sync_all()
 }
 
 impl Node {

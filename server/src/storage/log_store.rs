@@ -12,7 +12,6 @@
 //! disk; a restart loads no more than the tail either. The encoded size of every entry is kept
 //! (eight bytes each) so that the node can snapshot by log bytes as well as by entry count.
 
-use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -23,6 +22,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::log_cache::{Cache, Cached};
 use crate::raft::{Entry, LogId, StorageError, TypeConfig};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
@@ -72,72 +72,6 @@ struct Shared {
     /// numbered and queued, so that numbers follow the queue's order (the writer counts the
     /// writes it commits); never taken by the writer, so a full queue cannot deadlock it.
     sent: Mutex<u64>,
-}
-
-#[derive(Default)]
-struct Cache {
-    /// The newest entries, in index order.
-    tail: VecDeque<Cached>,
-    /// Encoded bytes of `tail`.
-    tail_bytes: u64,
-    /// Encoded size of every entry in the log, from index `sizes_from` on.
-    sizes: VecDeque<u64>,
-    sizes_from: u64,
-    /// Sum of `sizes`.
-    log_bytes: u64,
-    /// The last entry's id, or the purge point when the log is empty.
-    last_log_id: Option<LogId>,
-    last_purged: Option<LogId>,
-    vote: Option<Vote<u64>>,
-    committed: Option<LogId>,
-}
-
-/// An entry of the tail, with its size and the write that carries it to disk.
-struct Cached {
-    entry: Entry,
-    bytes: u64,
-    write: u64,
-}
-
-impl Cache {
-    /// Index of the first entry in the tail, or the one after the last entry when it is empty.
-    fn tail_start(&self) -> u64 {
-        self.tail.front().map(|c| c.entry.log_id.index).unwrap_or_else(|| self.next_index())
-    }
-
-    fn next_index(&self) -> u64 {
-        self.last_log_id.map(|l| l.index + 1).unwrap_or(0)
-    }
-
-    /// Drops the oldest entries of the tail while it is over `limit` bytes, keeping the newest
-    /// and every entry the writer has not committed yet (write number above `written`).
-    fn evict(&mut self, limit: u64, written: u64) {
-        while self.tail_bytes > limit && self.tail.len() > 1 {
-            let front = self.tail.front().expect("the tail has entries");
-            if front.write > written {
-                break;
-            }
-            self.tail_bytes -= front.bytes;
-            self.tail.pop_front();
-        }
-    }
-
-    /// Forgets the sizes of entries from `index` on.
-    fn forget_sizes_from(&mut self, index: u64) {
-        let keep = index.saturating_sub(self.sizes_from) as usize;
-        while self.sizes.len() > keep {
-            self.log_bytes -= self.sizes.pop_back().expect("longer than keep");
-        }
-    }
-
-    /// Forgets the sizes of entries up to `index`.
-    fn forget_sizes_through(&mut self, index: u64) {
-        while self.sizes_from <= index && !self.sizes.is_empty() {
-            self.log_bytes -= self.sizes.pop_front().expect("not empty");
-            self.sizes_from += 1;
-        }
-        self.sizes_from = self.sizes_from.max(index + 1);
-    }
 }
 
 enum Write {
@@ -218,7 +152,6 @@ impl LogStore {
                 }
                 expected = Some(index + 1);
                 cache.sizes.push_back(bytes.value().len() as u64);
-                cache.log_bytes += bytes.value().len() as u64;
                 cache.last_log_id = Some(entry.log_id);
             }
             let mut tail = Vec::new();
@@ -276,16 +209,6 @@ impl LogStore {
             }
         }
         None
-    }
-
-    /// Encoded bytes of every entry in the log.
-    pub fn log_bytes(&self) -> u64 {
-        self.shared.cache.read().expect("log cache lock").log_bytes
-    }
-
-    /// Encoded bytes of the entries kept in memory.
-    pub fn tail_bytes(&self) -> u64 {
-        self.shared.cache.read().expect("log cache lock").tail_bytes
     }
 
     /// Highest index known committed.
@@ -554,7 +477,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 debug_assert_eq!(cache.sizes_from + cache.sizes.len() as u64, index, "one size per entry");
                 let size = bytes.len() as u64;
                 cache.sizes.push_back(size);
-                cache.log_bytes += size;
                 cache.tail_bytes += size;
                 cache.last_log_id = Some(entry.log_id);
                 cache.tail.push_back(Cached { entry, bytes: size, write: number });

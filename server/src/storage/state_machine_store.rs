@@ -5,7 +5,7 @@
 //! the state is the snapshot's, and openraft re-applies the committed log after it.
 
 use std::collections::HashMap;
-use std::io::{Cursor, Write as _};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
@@ -13,6 +13,7 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
 use serde::{Deserialize, Serialize};
 
+use super::durable::write_atomically;
 use crate::cache::near_cache::NearCache;
 use crate::raft::{ApplyResults, Entry, LogId, StorageError, TypeConfig};
 use crate::state::StateMachine;
@@ -175,15 +176,10 @@ impl StateMachineStore {
         Ok(())
     }
 
-    /// Writes a snapshot durably: temporary file, fsync, rename, fsync of the directory.
+    /// Writes a snapshot durably (see [`write_atomically`]).
     fn persist(&self, file: &SnapshotFile) -> std::io::Result<()> {
         let bytes = postcard::to_stdvec(file).map_err(std::io::Error::other)?;
-        let temporary = self.directory.join(format!("{SNAPSHOT_FILE}.tmp"));
-        let mut handle = std::fs::File::create(&temporary)?;
-        handle.write_all(&bytes)?;
-        handle.sync_all()?;
-        std::fs::rename(&temporary, self.directory.join(SNAPSHOT_FILE))?;
-        std::fs::File::open(&self.directory)?.sync_all()
+        write_atomically(&self.directory.join(SNAPSHOT_FILE), &bytes)
     }
 }
 

@@ -14,6 +14,20 @@ use crate::pool::exchange;
 use crate::tls::{refusal, SERVER_NAME};
 use crate::wire::{encode_frame, LeaderInfo, Query, QueryResponse, Reply, Request, Response};
 
+/// How long a connection may send nothing back after a request before it counts as dead, at
+/// least: a live node acknowledges the request's packets within a round trip and the peer's ack
+/// delay (25 ms).
+const SILENCE_MIN: Duration = Duration::from_millis(500);
+
+/// How often a request's connection is looked at for packets from the node.
+const SILENCE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a connection with round-trip time `rtt` may be silent after a request: four round
+/// trips (a lost packet is resent after about three), and never less than [`SILENCE_MIN`].
+fn silence_limit(rtt: Duration) -> Duration {
+    (rtt * 4).max(SILENCE_MIN)
+}
+
 /// Where one attempt goes.
 #[derive(Clone, Copy, Debug)]
 enum Destination {
@@ -275,9 +289,36 @@ impl Client {
         Err(failure)
     }
 
-    /// One request on `connection`, one reply.
+    /// One request on `connection`, one reply; a connection that sends nothing back at all
+    /// (not even the transport's acknowledgement of the request) within [`silence_limit`] is given
+    /// up at once rather than at the attempt timeout: its node is down, or restarted (a new
+    /// process cannot reset the old connection).
     async fn exchange_on(&self, connection: &quinn::Connection, frame: &[u8]) -> Result<Reply, Trouble> {
-        exchange(connection, frame).await.map_err(|reason| {
+        let received = connection.stats().udp_rx.datagrams;
+        let limit = silence_limit(connection.rtt());
+        // quinn has no event for a received packet, so the count is looked at a few times.
+        let silent = async {
+            let started = Instant::now();
+            loop {
+                tokio::time::sleep(SILENCE_CHECK_INTERVAL).await;
+                if connection.stats().udp_rx.datagrams != received {
+                    // The node answers: wait for the reply for as long as the attempt may take.
+                    std::future::pending::<()>().await;
+                }
+                if started.elapsed() >= limit {
+                    return;
+                }
+            }
+        };
+        let reply = tokio::select! {
+            reply = exchange(connection, frame) => reply,
+            () = silent => {
+                return Err(Trouble::Failed(format!(
+                    "no packet came back within {limit:?} of the request: the node is down or was restarted"
+                )))
+            }
+        };
+        reply.map_err(|reason| {
             // A node that refuses the client's certificate closes the connection after the
             // handshake looked done on this side: the first request finds it closed.
             match connection.close_reason().as_ref().and_then(refusal) {
@@ -341,5 +382,16 @@ impl Client {
     /// jitter.
     pub(crate) fn backoff(&self, failures: u32) -> Duration {
         retry::backoff(failures, self.next_random())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_counts_as_silent_after_four_round_trips_and_never_sooner_than_the_minimum() {
+        assert_eq!(silence_limit(Duration::from_micros(80)), SILENCE_MIN, "loopback");
+        assert_eq!(silence_limit(Duration::from_millis(300)), Duration::from_millis(1200), "a slow link");
     }
 }

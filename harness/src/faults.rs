@@ -50,4 +50,18 @@ impl Cluster {
             .await
             .with_context(|| format!("cannot make node {id} drop peers {peers:?}"))
     }
+
+    /// Makes node `id` read its wall clock `offset_ms` off from now on, as if it had jumped
+    /// (0 restores it).
+    ///
+    /// # Errors
+    ///
+    /// When the node does not accept the switch.
+    pub async fn set_clock_offset(&self, id: NodeId, offset_ms: i64) -> anyhow::Result<()> {
+        let client = Client::new_unconnected(self.options_for(&[id]))?;
+        client
+            .set_clock_offset(&self.endpoint(id), offset_ms)
+            .await
+            .with_context(|| format!("cannot move node {id}'s clock by {offset_ms} ms"))
+    }
 }

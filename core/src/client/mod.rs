@@ -332,6 +332,21 @@ impl Client {
         }
     }
 
+    /// Test-only fault injection: makes one node read its wall clock `offset_ms` off (as if it
+    /// had jumped; 0 restores it). Refused by nodes not started with `--enable-fault-injection`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with [`ServerError::FaultInjectionDisabled`], or
+    /// [`ClientError::Unavailable`] when the node does not answer.
+    pub async fn set_clock_offset(&self, endpoint: &str, offset_ms: i64) -> Result<(), ClientError> {
+        let address = parse_address(endpoint)?;
+        match self.ask_node(address, &Request::SetClockOffset { offset_ms }).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The attempt timeout of this client's options.
     pub(crate) fn attempt_timeout(&self) -> Duration {
         self.inner.options.attempt_timeout

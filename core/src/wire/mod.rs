@@ -176,6 +176,13 @@ pub enum Request {
     /// A digest reads the whole state, so a node computes one at a time and answers a recent
     /// one (see [`StateDigest::applied`]) to anyone asking within [`STATUS_DIGEST_INTERVAL`].
     StatusDigest,
+    /// Test-only fault injection: from now on this node reads its wall clock `offset_ms` off
+    /// (forward when positive), as if its clock had jumped. Refused unless the node was started
+    /// with `--enable-fault-injection`. Zero restores the real clock.
+    SetClockOffset {
+        /// How far to move the clock, in ms.
+        offset_ms: i64,
+    },
 }
 
 /// Every reply: the body, plus the leader this node knows of, so that a client talking to a

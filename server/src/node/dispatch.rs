@@ -50,6 +50,14 @@ impl Node {
                 self.state.applied().machine.access().check_admin(identity)?;
                 self.set_dropped_peers(&peers)
             }
+            Request::SetClockOffset { offset_ms } => {
+                self.state.applied().machine.access().check_admin(identity)?;
+                if !self.config.enable_fault_injection {
+                    return Err(ServerError::FaultInjectionDisabled);
+                }
+                self.set_clock_offset(offset_ms);
+                Ok(Response::Done)
+            }
             Request::OpenSession { ttl_ms, secret } => {
                 self.write(Op::OpenSession { ttl_ms, identity: caller(), secret }, origin).await
             }

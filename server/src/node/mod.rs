@@ -10,6 +10,7 @@
 //! `peers.rs` serves the other members; `status.rs` is the node's own view.
 
 mod batch;
+mod clock;
 mod compaction;
 mod dispatch;
 mod forward;
@@ -57,6 +58,10 @@ pub struct Node {
     started: Instant,
     /// Milliseconds since `started` of the latest proposal, for the idle tick.
     last_proposal_ms: AtomicU64,
+    /// The time this node stamps on entries while it leads.
+    clock: std::sync::Mutex<clock::LeaderClock>,
+    /// Fault injection: how far this node's wall clock is moved, in ms.
+    clock_offset_ms: std::sync::atomic::AtomicI64,
     /// The cache: reads, the writer's copies, write-back, reports.
     cache: CacheService,
     /// When this node, as leader, may answer a read index without a quorum round.
@@ -139,6 +144,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         transport,
         started: Instant::now(),
         last_proposal_ms: AtomicU64::new(0),
+        clock: std::sync::Mutex::default(),
+        clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
         cache: CacheService::new(id, near_cache, redis),
         lease,
         confirmations: ReadIndexRounds::default(),

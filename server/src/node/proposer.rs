@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use distsync::wire::{Request, Response};
 use distsync::{NodeId, ServerError};
@@ -12,6 +12,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::batch::{fill_batch, OP_BYTES_MAX};
+use super::clock;
 use super::dispatch::Origin;
 use super::Node;
 use crate::state::{ApplyResult, LogCommand, Op};
@@ -136,7 +137,7 @@ pub(super) async fn propose_loop(
         };
         let batch = fill_batch(first, |proposal| proposal.bytes, || queue.try_recv().ok());
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
-        let command = LogCommand { time_ms: now_ms(), grace_ms, ops };
+        let command = LogCommand { time_ms: node.cluster_time_ms(true), grace_ms, ops };
         let raft = node.raft.clone();
         tokio::spawn(async move {
             let Ok(outcome) = tokio::time::timeout(write_timeout, raft.client_write(command)).await else {
@@ -190,8 +191,10 @@ pub(super) async fn tick_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool
         let is_leader = node.metrics.borrow().current_leader == Some(node.config.id);
         let idle_ms =
             (node.started.elapsed().as_millis() as u64).saturating_sub(node.last_proposal_ms.load(Ordering::Relaxed));
-        let deadline_passed =
-            || node.state.applied().machine.next_deadline_ms().is_some_and(|deadline_ms| now_ms() > deadline_ms);
+        let deadline_passed = || {
+            let deadline_ms = node.state.applied().machine.next_deadline_ms();
+            deadline_ms.is_some_and(|deadline_ms| node.cluster_time_ms(false) > deadline_ms)
+        };
         if is_leader && (idle_ms >= node.config.tick_ms || deadline_passed()) {
             if let Err(error) = node.write(Op::Tick, Origin::Forwarded).await {
                 tracing::debug!(%error, "tick not committed");
@@ -200,6 +203,23 @@ pub(super) async fn tick_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+impl Node {
+    /// Cluster time now, for an entry of the current term (see [`clock`]); `stamp` when it goes
+    /// into an entry, so later stamps continue from it.
+    fn cluster_time_ms(&self, stamp: bool) -> u64 {
+        let term = self.metrics.borrow().current_term;
+        let state_ms = self.state.applied().machine.now_ms();
+        let wall_ms = clock::wall_ms(self.clock_offset_ms.load(Ordering::Relaxed));
+        let mut clock = self.clock.lock().expect("the clock's holder never panics");
+        if stamp {
+            clock.stamp(term, state_ms, Instant::now(), wall_ms)
+        } else {
+            clock.peek(term, state_ms, Instant::now(), wall_ms)
+        }
+    }
+
+    /// Fault injection: moves this node's wall clock by `offset_ms` from now on.
+    pub(super) fn set_clock_offset(&self, offset_ms: i64) {
+        self.clock_offset_ms.store(offset_ms, Ordering::Relaxed);
+    }
 }

@@ -53,7 +53,8 @@ use self::sessions::{Sessions, WriteAdmission};
 /// The application payload of a Raft log entry: a batch of operations stamped by the leader.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LogCommand {
-    /// The proposing leader's wall clock, in ms since the Unix epoch.
+    /// Cluster time, in ms since the Unix epoch: the proposing leader's continuation of the
+    /// state's time by its monotonic clock, steered slowly toward its wall clock.
     pub time_ms: u64,
     /// How long leases are extended when this entry is the first of a new leader's term: the
     /// proposing leader's election timeout, doubled. Carried in the entry so every replica grants
@@ -471,8 +472,14 @@ impl StateMachine {
         self.sessions.len()
     }
 
-    /// The earliest leader time at which a lock wait or a session lease ends, if any: the leader
-    /// proposes a tick once its clock passes it.
+    /// The time of the latest applied entry (cluster time, ms since the Unix epoch; see the
+    /// node's `clock` module).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The earliest cluster time at which a lock wait, session lease, queue deadline or cache
+    /// TTL ends, if any: the leader proposes a tick once its clock passes it.
     pub fn next_deadline_ms(&self) -> Option<u64> {
         [
             self.locks.next_deadline_ms(),

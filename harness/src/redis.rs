@@ -161,13 +161,14 @@ impl Redis {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// The value Redis holds for cache key `key` and its version, or `None`.
+    /// The value Redis holds for cache key `key` of the cluster named `cluster_id` (see
+    /// [`crate::Cluster::cluster_id`]) and its version, or `None`.
     ///
     /// # Errors
     ///
     /// When redis-cli fails.
-    pub async fn cache_entry(&self, key: &str) -> anyhow::Result<Option<(u64, String)>> {
-        let redis_key = format!("distsync:cache:{key}");
+    pub async fn cache_entry(&self, cluster_id: &str, key: &str) -> anyhow::Result<Option<(u64, String)>> {
+        let redis_key = format!("distsync:{cluster_id}:cache:{key}");
         let version = self.cli(&["HGET", &redis_key, "v"]).await?;
         let value = self.cli(&["HGET", &redis_key, "d"]).await?;
         let (version, value) = (version.trim_end_matches('\n'), value.trim_end_matches('\n'));

@@ -30,6 +30,24 @@ impl Cluster {
         self.ask_status(id, false).await
     }
 
+    /// The cluster's id as node `id` reports it, once that node applied it (within `timeout`).
+    ///
+    /// # Errors
+    ///
+    /// When the node does not report one by then.
+    pub async fn cluster_id(&self, id: NodeId, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.status(id).await {
+                Ok(NodeStatus { cluster_id: Some(cluster_id), .. }) => return Ok(cluster_id),
+                Ok(status) => format!("{status:?}"),
+                Err(error) => format!("{error:#}"),
+            };
+            anyhow::ensure!(Instant::now() < deadline, "node {id} reports no cluster id after {timeout:?}: {last}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the given nodes all answer and agree on one leader among them, which reports
     /// itself as leader. Returns the leader's id.
     ///

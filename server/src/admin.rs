@@ -102,6 +102,11 @@ pub fn metrics(node: &Node) -> String {
         "Failed write-back attempts (retried).",
         cache.write_back_failures,
     );
+    counter(
+        "distsync_cache_write_back_skipped_total",
+        "Write-backs Redis skipped: it held that version or a newer one.",
+        cache.write_back_skipped,
+    );
     counter("distsync_cache_lost_total", "Values Redis no longer held when read.", cache.lost);
     let _ = writeln!(
         out,

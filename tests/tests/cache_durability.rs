@@ -31,7 +31,8 @@ async fn pending_write_backs(cluster: &Cluster, id: u64) -> anyhow::Result<u64> 
 }
 
 async fn outages(cluster: &Cluster, redis: &Redis) -> anyhow::Result<()> {
-    cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
+    let leader = cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
+    let cluster_id = cluster.cluster_id(leader, ELECTION_TIMEOUT).await?;
     let writer = client_homed(cluster, 1)?;
     for key in 0..KEYS / 2 {
         writer.cache().set(format!("k{key}"), format!("before-{key}")).await?;
@@ -72,7 +73,7 @@ async fn outages(cluster: &Cluster, redis: &Redis) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for (key, value) in expected.iter().enumerate() {
-        let stored = redis.cache_entry(&format!("k{key}")).await?;
+        let stored = redis.cache_entry(&cluster_id, &format!("k{key}")).await?;
         assert_eq!(stored.map(|(_, v)| v), Some(value.clone()), "k{key} in Redis");
     }
     // Redis is SIGKILLed again and restarts from its append-only file: nothing it acknowledged

@@ -54,7 +54,8 @@ async fn cli_ok(cluster: &Cluster, args: &[&str]) -> anyhow::Result<String> {
 }
 
 async fn scenario(cluster: &Cluster, redis: &Redis) -> anyhow::Result<()> {
-    cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
+    let leader = cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
+    let cluster_id = cluster.cluster_id(leader, ELECTION_TIMEOUT).await?;
     let node = |id: u64| cluster.endpoint(id);
 
     // Redis down: a write commits anyway, and the writer's copy is M (write-back pending).
@@ -87,7 +88,7 @@ async fn scenario(cluster: &Cluster, redis: &Redis) -> anyhow::Result<()> {
     // Redis back: the pending write is written back, copies stay shared and clean.
     redis.restart().await?;
     let deadline = Instant::now() + SETTLE_TIMEOUT;
-    while redis.cache_entry("user:1").await? != Some((v1, "ada".to_string())) {
+    while redis.cache_entry(&cluster_id, "user:1").await? != Some((v1, "ada".to_string())) {
         anyhow::ensure!(Instant::now() < deadline, "user:1 never reached Redis");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -98,7 +99,11 @@ async fn scenario(cluster: &Cluster, redis: &Redis) -> anyhow::Result<()> {
     let states = wait_states(cluster, "user:1", "IIE").await?;
     assert_eq!(states[0].1, Some(v1), "an invalid copy keeps the version it had");
     assert_eq!(states[2].1, Some(v2));
-    assert_eq!(redis.cache_entry("user:1").await?, Some((v2, "grace".to_string())), "written back once clean");
+    assert_eq!(
+        redis.cache_entry(&cluster_id, "user:1").await?,
+        Some((v2, "grace".to_string())),
+        "written back once clean"
+    );
 
     // A read miss on node 1 loads the value from Redis: shared with node 3 from then on.
     assert_eq!(cli_ok(cluster, &["cache", "get", "user:1", "--node", &node(1)]).await?, "grace");
@@ -117,7 +122,7 @@ async fn scenario(cluster: &Cluster, redis: &Redis) -> anyhow::Result<()> {
         assert!(output.stdout.is_empty());
     }
     let deadline = Instant::now() + SETTLE_TIMEOUT;
-    while redis.cache_entry("user:1").await?.is_some() {
+    while redis.cache_entry(&cluster_id, "user:1").await?.is_some() {
         anyhow::ensure!(Instant::now() < deadline, "the deletion never reached Redis");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -42,8 +42,15 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
     assert!(human.status.success(), "status: {}", describe_output(&human));
     assert!(!human.stdout.is_empty(), "status prints a table");
 
+    // The first leader names the cluster; once every node applied the name, all show it.
+    let cluster_id = cluster.cluster_id(leader, Duration::from_secs(10)).await?;
+    for id in cluster.ids() {
+        assert_eq!(cluster.cluster_id(id, Duration::from_secs(10)).await?, cluster_id);
+    }
+    assert!(cluster_id.len() == 32 && cluster_id.bytes().all(|b| b.is_ascii_hexdigit()), "{cluster_id}");
     let nodes = status_json(cluster).await?;
     assert_eq!(nodes.len(), 3, "one object per endpoint: {nodes:?}");
+    assert!(nodes.iter().all(|node| node["cluster_id"] == cluster_id.as_str()), "{nodes:?}");
     for node in &nodes {
         for field in ["id", "role", "term", "leader", "applied"] {
             assert!(node.get(field).is_some(), "status --json object lacks {field:?}: {node}");

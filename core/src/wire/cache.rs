@@ -151,6 +151,9 @@ pub struct CacheNodeStats {
     pub capacity_bytes: u64,
     /// The cache's entry budget.
     pub capacity_entries: u64,
+    /// Writes Redis skipped during this node's write-backs because it already held that version
+    /// or a newer one (a retry, or a deposed leader writing late).
+    pub write_back_skipped: u64,
 }
 
 impl CacheNodeStats {

@@ -92,4 +92,7 @@ pub struct NodeStatus {
     pub queues: u64,
     /// Peers, with how long ago this node heard from each.
     pub peers: Vec<PeerStatus>,
+    /// The cluster's random name (32 hex digits), fixed by its first leader; `None` until this
+    /// node applied it. It namespaces the cluster's keys in Redis (`distsync:ID:cache:KEY`).
+    pub cluster_id: Option<String>,
 }

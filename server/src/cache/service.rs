@@ -21,7 +21,7 @@ use distsync::wire::{
 };
 use distsync::{NodeId, ServerError};
 
-use super::backing::{RedisStore, Stored};
+use super::backing::{Namespace, RedisStore, Stored};
 use super::near_cache::{Lookup, NearCache};
 use crate::state::cache::DirectoryRead;
 use crate::state::Op;
@@ -37,6 +37,7 @@ pub(super) struct Counters {
     pub(super) absent_reads: AtomicU64,
     pub(super) write_backs: AtomicU64,
     pub(super) write_back_failures: AtomicU64,
+    pub(super) write_back_skipped: AtomicU64,
     pub(super) lost: AtomicU64,
 }
 
@@ -178,7 +179,14 @@ impl CacheService {
         };
         self.counters.misses.fetch_add(fetch.len() as u64, Ordering::Relaxed);
         let wanted: Vec<&[u8]> = fetch.iter().map(|(i, _)| keys[*i].as_slice()).collect();
-        let stored = redis.fetch(&wanted).await.map_err(|e| ServerError::Unavailable { reason: e.to_string() })?;
+        let Some(namespace) = host.applied().machine.cluster_id().map(|id| Namespace::of(&id)) else {
+            // Nothing is written back before the cluster is named, so Redis holds nothing of it.
+            return Err(ServerError::Internal {
+                reason: "a value was written back before the cluster was named".into(),
+            });
+        };
+        let stored =
+            redis.fetch(&namespace, &wanted).await.map_err(|e| ServerError::Unavailable { reason: e.to_string() })?;
         let applied = host.applied();
         let directory = applied.machine.cache();
         let mut retry = Vec::new();
@@ -268,6 +276,7 @@ impl CacheService {
             invalid: counts.invalid,
             bytes: counts.bytes,
             capacity_bytes: limits.bytes,
+            write_back_skipped: counter(&self.counters.write_back_skipped),
             capacity_entries: limits.entries as u64,
         }
     }

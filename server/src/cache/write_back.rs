@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::backing::StoreWrite;
+use super::backing::{Namespace, StoreWrite};
 use super::{CacheHost, CacheService};
 use crate::state::Op;
 
@@ -31,17 +31,18 @@ impl CacheService {
             if *stopped.borrow() {
                 return;
             }
-            let batch = if host.is_leader() { pending_batch(host) } else { Vec::new() };
-            if batch.is_empty() {
+            let (namespace, batch) = if host.is_leader() { pending_batch(host) } else { (None, Vec::new()) };
+            let Some(namespace) = namespace.filter(|_| !batch.is_empty()) else {
                 tokio::select! {
                     _ = applied_changes.changed() => {}
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
                     _ = stopped.changed() => return,
                 }
                 continue;
-            }
-            match redis.write_back(&batch).await {
-                Ok(()) => {
+            };
+            match redis.write_back(&namespace, &batch).await {
+                Ok(skipped) => {
+                    self.note_skipped(&batch, &skipped);
                     if failures > 0 {
                         tracing::info!(after_failures = failures, "Redis is reachable again; writing back");
                     }
@@ -70,13 +71,33 @@ impl CacheService {
             }
         }
     }
+
+    /// Counts the writes Redis skipped, and warns of those it skipped for a newer version.
+    fn note_skipped(&self, batch: &[StoreWrite], skipped: &[super::backing::Skipped]) {
+        self.counters.write_back_skipped.fetch_add(skipped.len() as u64, Ordering::Relaxed);
+        for skip in skipped {
+            let write = &batch[skip.index];
+            if skip.held > write.version {
+                tracing::warn!(
+                    key = %String::from_utf8_lossy(&write.key),
+                    writing = write.version,
+                    held = skip.held,
+                    "Redis holds a newer version of a cache key than the one written back: a deposed leader \
+                     wrote late, or another writer uses this cluster's Redis namespace"
+                );
+            }
+        }
+    }
 }
 
-/// The oldest pending writes, within the batch limits.
-fn pending_batch(host: &impl CacheHost) -> Vec<StoreWrite> {
+/// The cluster's Redis namespace (none until the cluster is named) and its oldest pending
+/// writes, within the batch limits.
+fn pending_batch(host: &impl CacheHost) -> (Option<Namespace>, Vec<StoreWrite>) {
     let applied = host.applied();
+    let namespace = applied.machine.cluster_id().map(|id| Namespace::of(&id));
+    let now_ms = applied.machine.now_ms();
     let mut bytes = 0;
-    applied
+    let batch = applied
         .machine
         .cache()
         .pending_write_backs(WRITE_BACK_KEYS_MAX)
@@ -90,7 +111,8 @@ fn pending_batch(host: &impl CacheHost) -> Vec<StoreWrite> {
             key: write.key.to_vec(),
             version: write.version,
             value: write.value.map(<[u8]>::to_vec),
-            expires_at_ms: write.expires_at_ms,
+            expires_in_ms: write.expires_at_ms.map(|at| at.saturating_sub(now_ms).max(1)),
         })
-        .collect()
+        .collect();
+    (namespace, batch)
 }

@@ -109,7 +109,7 @@ fn forwardable(op: Op) -> Option<(String, Request)> {
         Op::Admin { identity, command } => Some((identity, Request::Admin(command))),
         // A node's own report: no client identity (peers accept it only from a member).
         Op::CacheReport(report) => Some((String::new(), Request::CacheReport(report))),
-        Op::Tick | Op::CacheWrittenBack { .. } => None,
+        Op::Tick | Op::CacheWrittenBack { .. } | Op::NameCluster { .. } => None,
     }
 }
 
@@ -195,12 +195,25 @@ pub(super) async fn tick_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool
             let deadline_ms = node.state.applied().machine.next_deadline_ms();
             deadline_ms.is_some_and(|deadline_ms| node.cluster_time_ms(false) > deadline_ms)
         };
+        if is_leader && node.state.applied().machine.cluster_id().is_none() {
+            // A new cluster's first leader names it, before anything is written back to Redis.
+            if let Err(error) = node.write(Op::NameCluster { id: random_cluster_id() }, Origin::Forwarded).await {
+                tracing::debug!(%error, "cluster name not committed");
+            }
+        }
         if is_leader && (idle_ms >= node.config.tick_ms || deadline_passed()) {
             if let Err(error) = node.write(Op::Tick, Origin::Forwarded).await {
                 tracing::debug!(%error, "tick not committed");
             }
         }
     }
+}
+
+fn random_cluster_id() -> crate::state::ClusterId {
+    use ring::rand::SecureRandom as _;
+    let mut id = [0; 16];
+    ring::rand::SystemRandom::new().fill(&mut id).expect("the OS random source works");
+    id
 }
 
 impl Node {

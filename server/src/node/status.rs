@@ -55,7 +55,7 @@ impl Node {
             ServerState::Learner => Role::Learner,
             ServerState::Shutdown => Role::Shutdown,
         };
-        let (applied, sessions, keys, locks, queues) = {
+        let (applied, sessions, keys, locks, queues, cluster_id) = {
             let applied = self.state.applied();
             (
                 applied.last_applied.map(|l| l.index).unwrap_or(0),
@@ -63,6 +63,7 @@ impl Node {
                 applied.machine.key_count() as u64,
                 applied.machine.lock_count() as u64,
                 applied.machine.queue_count() as u64,
+                applied.machine.cluster_id().map(|id| crate::cache::backing::cluster_hex(&id)),
             )
         };
         let heard = self.transport.last_heard();
@@ -94,6 +95,7 @@ impl Node {
             locks,
             queues,
             peers,
+            cluster_id,
         }
     }
 }

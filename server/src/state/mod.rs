@@ -108,7 +108,17 @@ pub enum Op {
         /// The change.
         command: AdminCommand,
     },
+    /// Proposed by the first leader of a cluster: a random id that names this cluster's data
+    /// outside the log (its keys in Redis). The first one applied wins; later ones change
+    /// nothing, so a cluster is named once for its life.
+    NameCluster {
+        /// Random bytes.
+        id: ClusterId,
+    },
 }
+
+/// A cluster's random name, fixed when it first elects a leader.
+pub type ClusterId = [u8; 16];
 
 impl Op {
     /// The operation's encoded size in bytes, as the log entry and replication hold it.
@@ -137,6 +147,8 @@ pub struct StateMachine {
     queues: Queues,
     cache: CacheDirectory,
     access: AccessControl,
+    /// This cluster's name, once its first leader proposed one.
+    cluster_id: Option<ClusterId>,
     /// Sessions whose locks or queue gets changed in the entries applied since the last
     /// [`StateMachine::take_touched_sessions`]: whoever waits on their behalf should look again.
     /// Not replicated state.
@@ -231,6 +243,10 @@ impl StateMachine {
                 self.cache.apply_report(report);
                 Ok(Response::Done)
             }
+            Op::NameCluster { id } => {
+                self.cluster_id.get_or_insert(*id);
+                Ok(Response::Done)
+            }
         }
     }
 
@@ -259,6 +275,7 @@ impl StateMachine {
             }
             Op::OpenSession { .. } => self.sessions.check_session(self.revision),
             Op::Admin { .. } => self.access.check_invariants(),
+            Op::NameCluster { .. } => assert!(self.cluster_id.is_some(), "a named cluster keeps its name"),
             Op::Tick | Op::CacheWrittenBack { .. } | Op::CacheReport(_) => {}
         }
     }
@@ -470,6 +487,11 @@ impl StateMachine {
     /// Open sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// This cluster's name, once its first leader proposed one.
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.cluster_id
     }
 
     /// The time of the latest applied entry (cluster time, ms since the Unix epoch; see the

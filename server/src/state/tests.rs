@@ -387,3 +387,13 @@ fn a_timed_wait_ends_by_leader_time_and_a_cancel_releases_a_grant_nobody_saw() {
     assert_eq!(machine.lock_count(), 0);
     machine.check_invariants();
 }
+
+#[test]
+fn a_cluster_is_named_once() {
+    let mut machine = StateMachine::default();
+    assert_eq!(machine.cluster_id(), None);
+    apply(&mut machine, 1, 1, &at(1_000, Op::NameCluster { id: [1; 16] })).unwrap();
+    // A second leader that proposed before seeing the first name changes nothing.
+    apply(&mut machine, 2, 2, &at(1_001, Op::NameCluster { id: [2; 16] })).unwrap();
+    assert_eq!(machine.cluster_id(), Some([1; 16]));
+}

@@ -74,6 +74,18 @@ pub struct Node {
     last_digest: status::LastDigest,
 }
 
+/// Why a node refuses its own data at start, and what the operator can do about it.
+fn unusable_data(config: &ServerConfig, what: &str, error: anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "node {} cannot use its {what} in {}: {error:#}. The node refuses to serve from damaged data. If the other \
+         nodes are healthy (`distsync status`), move this node's data directory aside (keep it for analysis) and \
+         start the node again with an empty one: it copies the state from the leader. See \
+         docs/deployment_guide.md, \"Corrupt files\".",
+        config.id,
+        config.data_dir.display()
+    )
+}
+
 /// Runs a node until `shutdown` completes, then stops it cleanly.
 ///
 /// # Errors
@@ -85,7 +97,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     claim_data_dir(&config)?;
     let tls = NodeTls::load(&config.tls_dir, config.id)?;
     let limits = LogStoreLimits { tail_bytes: config.log_cache_bytes, ..LogStoreLimits::default() };
-    let log = LogStore::open_with(&config.data_dir.join("raft.redb"), limits)?;
+    let log = LogStore::open_with(&config.data_dir.join("raft.redb"), limits)
+        .map_err(|error| unusable_data(&config, "Raft log", error))?;
     let near_cache = Arc::new(NearCache::new(
         config.id,
         NearCacheLimits { bytes: config.cache_bytes, entries: config.cache_entries },
@@ -103,7 +116,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
             None
         }
     };
-    let state = StateMachineStore::open(&config.data_dir.join("snapshots"), near_cache.clone())?;
+    let state = StateMachineStore::open(&config.data_dir.join("snapshots"), near_cache.clone())
+        .map_err(|error| unusable_data(&config, "snapshot", error))?;
     let socket = std::net::UdpSocket::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime for QUIC"))?;

@@ -22,6 +22,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::checksum::{seal, unseal};
 use super::log_cache::{Cache, Cached};
 use crate::raft::{Entry, LogId, StorageError, TypeConfig};
 
@@ -30,6 +31,17 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "purged";
+
+/// A value as stored: its encoding, sealed with a checksum (see [`super::checksum`]).
+fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    Ok(seal(&postcard::to_stdvec(value)?))
+}
+
+/// A stored value (`what`, for the error), if its checksum matches and it decodes.
+fn decode<T: serde::de::DeserializeOwned>(what: &str, stored: &[u8]) -> anyhow::Result<T> {
+    let payload = unseal(stored).map_err(|e| anyhow::anyhow!("{what} is corrupt: {e}"))?;
+    postcard::from_bytes(payload).map_err(|e| anyhow::anyhow!("{what} is corrupt: it does not decode: {e}"))
+}
 
 /// Writes waiting for the writer thread. Bounds memory if the disk stalls; openraft waits on
 /// the flush callbacks, so the queue rarely holds more than a few batches.
@@ -98,10 +110,13 @@ impl LogStore {
     ///
     /// When the file cannot be opened or holds undecodable data.
     pub fn open_with(path: &Path, limits: LogStoreLimits) -> anyhow::Result<Self> {
-        let database = redb::Builder::new()
-            .set_cache_size(limits.disk_cache_bytes as usize)
-            .create(path)
-            .map_err(|e| anyhow::anyhow!("cannot open the Raft log {}: {e}", path.display()))?;
+        let database =
+            redb::Builder::new().set_cache_size(limits.disk_cache_bytes as usize).create(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the Raft log {} (damaged, truncated, or a failing disk): {e}",
+                    path.display()
+                )
+            })?;
         let mut cache = Cache::default();
         let mut purge_leftover = None;
         {
@@ -117,13 +132,13 @@ impl LogStore {
                 Ok(meta.get(key)?.map(|value| value.value().to_vec()))
             };
             if let Some(bytes) = load(KEY_VOTE)? {
-                cache.vote = Some(postcard::from_bytes(&bytes)?);
+                cache.vote = Some(decode("the vote", &bytes)?);
             }
             if let Some(bytes) = load(KEY_COMMITTED)? {
-                cache.committed = postcard::from_bytes(&bytes)?;
+                cache.committed = decode("the committed log id", &bytes)?;
             }
             if let Some(bytes) = load(KEY_PURGED)? {
-                cache.last_purged = postcard::from_bytes(&bytes)?;
+                cache.last_purged = decode("the purge point", &bytes)?;
             }
             cache.last_log_id = cache.last_purged;
             cache.sizes_from = cache.last_purged.map(|p| p.index + 1).unwrap_or(0);
@@ -141,8 +156,7 @@ impl LogStore {
             for row in entries.range(first_kept..)? {
                 let (index, bytes) = row?;
                 let index = index.value();
-                let entry: Entry = postcard::from_bytes(bytes.value())
-                    .map_err(|e| anyhow::anyhow!("log entry {index} is corrupt: {e}"))?;
+                let entry: Entry = decode(&format!("log entry {index}"), bytes.value())?;
                 match expected {
                     Some(expected) => anyhow::ensure!(
                         index == expected,
@@ -162,7 +176,7 @@ impl LogStore {
                     break;
                 }
                 tail_bytes += bytes.value().len() as u64;
-                let entry: Entry = postcard::from_bytes(bytes.value())?;
+                let entry: Entry = decode("a log entry", bytes.value())?;
                 tail.push(Cached { entry, bytes: bytes.value().len() as u64, write: 0 });
             }
             cache.tail = tail.into_iter().rev().collect();
@@ -243,8 +257,7 @@ impl LogStore {
             let mut entries = Vec::with_capacity(to.saturating_sub(from) as usize);
             for row in table.range(from..to)? {
                 let (index, bytes) = row?;
-                let entry: Entry = postcard::from_bytes(bytes.value())
-                    .map_err(|e| anyhow::anyhow!("log entry {} is corrupt: {e}", index.value()))?;
+                let entry: Entry = decode(&format!("log entry {}", index.value()), bytes.value())?;
                 entries.push(entry);
             }
             let contiguous = entries.windows(2).all(|pair| pair[1].log_id.index == pair[0].log_id.index + 1);
@@ -291,7 +304,7 @@ fn write_loop(queue: mpsc::Receiver<Write>, shared: Arc<Shared>, mut purge_pendi
         // The committed index rides along with whatever is committed next; it costs no fsync
         // of its own.
         if let Some(committed) = shared.committed_pending.lock().expect("committed lock").take() {
-            match postcard::to_stdvec(&committed) {
+            match encode(&committed) {
                 Ok(value) => batch.push(Write::Meta { key: KEY_COMMITTED, value, done: None }),
                 Err(error) => tracing::error!(%error, "cannot encode the committed log id"),
             }
@@ -345,7 +358,7 @@ fn commit_batch(database: &Database, batch: &[Write], purge_pending: &mut Option
                 Write::Purge { log_id } => {
                     // The purge point is durable at once; the entries go a few at a time (a
                     // restart skips those left).
-                    meta.insert(KEY_PURGED, postcard::to_stdvec(&Some(*log_id))?.as_slice())?;
+                    meta.insert(KEY_PURGED, encode(&Some(*log_id))?.as_slice())?;
                     *purge_pending = Some(purge_pending.map_or(log_id.index, |pending| pending.max(log_id.index)));
                 }
                 Write::Meta { key, value, .. } => {
@@ -426,7 +439,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        let bytes = postcard::to_stdvec(vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        let bytes = encode(vote).map_err(|e| StorageIOError::write_vote(&e))?;
         self.save_meta(KEY_VOTE, bytes).await.map_err(|e| StorageIOError::write_vote(&AnyMessage(e)))?;
         self.shared.cache.write().expect("log cache lock").vote = Some(*vote);
         Ok(())
@@ -458,7 +471,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut encoded = Vec::new();
         for entry in entries {
-            let bytes = postcard::to_stdvec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            let bytes = encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             encoded.push((entry, bytes));
         }
         let tail_limit = self.shared.limits.tail_bytes;

@@ -1,7 +1,8 @@
 //! Durable storage behind openraft: the log and vote ([`log_store`]) and the state machine with
-//! its snapshots ([`state_machine_store`]); the log's in-memory tail (`log_cache`) and atomic
-//! file writes ([`durable`]).
+//! its snapshots ([`state_machine_store`]); the log's in-memory tail (`log_cache`), atomic
+//! file writes ([`durable`]) and the checksums that catch corrupt files ([`checksum`]).
 
+pub mod checksum;
 pub mod durable;
 mod log_cache;
 pub mod log_store;

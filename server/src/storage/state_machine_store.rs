@@ -1,7 +1,8 @@
 //! openraft's view of the state machine: applying entries, building and installing snapshots.
 //!
 //! The state machine lives in memory; durability comes from the log plus the latest snapshot,
-//! which is written to a file, fsync'd and renamed into place before it is used. After a restart
+//! which is written to a file (with a checksummed header, see [`SnapshotHeader`]), fsync'd and
+//! renamed into place before it is used. After a restart
 //! the state is the snapshot's, and openraft re-applies the committed log after it.
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
 use serde::{Deserialize, Serialize};
 
+use super::checksum::SnapshotHeader;
 use super::durable::write_atomically;
 use crate::cache::near_cache::NearCache;
 use crate::raft::{ApplyResults, Entry, LogId, StorageError, TypeConfig};
@@ -118,10 +120,11 @@ impl StateMachineStore {
         let mut applied = Applied::default();
         let snapshot = match std::fs::read(&path) {
             Ok(bytes) => {
-                let file: SnapshotFile = postcard::from_bytes(&bytes)
-                    .map_err(|e| anyhow::anyhow!("snapshot {} is corrupt: {e}", path.display()))?;
-                let data: SnapshotData = postcard::from_bytes(&file.data)
-                    .map_err(|e| anyhow::anyhow!("snapshot {} is corrupt: {e}", path.display()))?;
+                let corrupt =
+                    |e: &dyn std::fmt::Display| anyhow::anyhow!("snapshot {} is corrupt: {e}", path.display());
+                let body = SnapshotHeader::body(&bytes).map_err(|e| corrupt(&e))?;
+                let file: SnapshotFile = postcard::from_bytes(body).map_err(|e| corrupt(&e))?;
+                let data: SnapshotData = postcard::from_bytes(&file.data).map_err(|e| corrupt(&e))?;
                 applied.last_applied = file.meta.last_log_id;
                 applied.membership = file.meta.last_membership.clone();
                 applied.machine = data.machine;
@@ -179,7 +182,7 @@ impl StateMachineStore {
     /// Writes a snapshot durably (see [`write_atomically`]).
     fn persist(&self, file: &SnapshotFile) -> std::io::Result<()> {
         let bytes = postcard::to_stdvec(file).map_err(std::io::Error::other)?;
-        write_atomically(&self.directory.join(SNAPSHOT_FILE), &bytes)
+        write_atomically(&self.directory.join(SNAPSHOT_FILE), &SnapshotHeader::frame(&bytes))
     }
 }
 

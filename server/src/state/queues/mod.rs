@@ -46,6 +46,10 @@ pub const DEDUP_IDS_MAX: usize = 100_000;
 /// Earlier attempts kept per message; older ones are dropped first.
 pub const HISTORY_MAX: usize = 32;
 
+/// Gets waiting on one queue at most; beyond, a waiting get is refused with `Full` (a get
+/// without waiting still answers).
+pub const QUEUE_WAITERS_MAX: usize = 4096;
+
 /// The immediate outcome of a get.
 #[derive(Debug, PartialEq, Eq)]
 pub enum GetOutcome {
@@ -74,6 +78,9 @@ pub struct Queues {
     bytes: u64,
     /// (deadline, queue) of every queue with one: what the next tick must look at.
     deadlines: BTreeSet<(u64, String)>,
+    /// (session, queue) for every queue where the session made a get (a superset of where it
+    /// waits or holds bound deliveries), so that a session's end visits its queues only.
+    session_queues: BTreeSet<(SessionId, String)>,
 }
 
 impl Queues {
@@ -147,8 +154,12 @@ impl Queues {
             self.deadlines.remove(&(deadline, name.to_string()));
         }
         self.bytes -= queue.bytes;
-        touched.extend(queue.waiters.iter().map(|w| w.consumer.0));
-        touched.extend(queue.in_flight.values().map(|f| f.consumer.0));
+        let sessions: BTreeSet<SessionId> =
+            queue.waiting_consumers().chain(queue.in_flight.values().map(|f| f.consumer)).map(|c| c.0).collect();
+        for session in &sessions {
+            self.session_queues.remove(&(*session, name.to_string()));
+        }
+        touched.extend(sessions);
         Ok(queue.messages.len() as u64)
     }
 
@@ -263,7 +274,16 @@ impl Queues {
         let queue = self.ensure(name, QueueOptions::default())?;
         let visibility_ms = visibility_ms.unwrap_or(queue.options.visibility_ms);
         let outcome = if queue.ready.is_empty() && wait_ms > 0 {
-            queue.waiters.push_back(Waiter {
+            if queue.waiter_count() >= QUEUE_WAITERS_MAX {
+                return Err(ServerError::Queue(QueueRefusal::Full {
+                    queue: name.to_string(),
+                    reason: format!(
+                        "{QUEUE_WAITERS_MAX} gets already wait on this queue, its maximum; get without waiting \
+                         or retry later"
+                    ),
+                }));
+            }
+            queue.add_waiter(Waiter {
                 consumer,
                 max,
                 visibility_ms,
@@ -276,6 +296,7 @@ impl Queues {
             let tags = queue.deliver(consumer, &tag_key, max, visibility_ms, !detach, now_ms, next_revision);
             GetOutcome::Delivered(tags.into_iter().map(|tag| queue.delivery(tag)).collect())
         };
+        self.session_queues.insert((consumer.0, name.to_string()));
         self.reindex(name);
         Ok(outcome)
     }
@@ -373,7 +394,7 @@ impl Queues {
         touched: &mut Vec<SessionId>,
     ) -> u64 {
         let Some(queue) = self.queues.get_mut(name) else { return 0 };
-        queue.waiters.retain(|w| w.consumer != consumer);
+        queue.remove_waiters(&BTreeSet::from([consumer]));
         let tags: Vec<u64> =
             queue.by_consumer.range((consumer, 0)..=(consumer, u64::MAX)).map(|(_, tag)| *tag).collect();
         for &tag in &tags {
@@ -396,18 +417,24 @@ impl Queues {
         next_revision: &mut dyn FnMut() -> u64,
         touched: &mut Vec<SessionId>,
     ) {
-        let names: Vec<String> = self.queues.keys().cloned().collect();
+        let names: Vec<String> = self
+            .session_queues
+            .range((session, String::new())..)
+            .take_while(|(owner, _)| *owner == session)
+            .map(|(_, name)| name.clone())
+            .collect();
         for name in names {
-            let queue = self.queues.get_mut(&name).expect("listed above");
-            let waiting = queue.waiters.len();
-            queue.waiters.retain(|w| w.consumer.0 != session);
+            self.session_queues.remove(&(session, name.clone()));
+            // A queue deleted since the session's get holds nothing of it.
+            let Some(queue) = self.queues.get_mut(&name) else { continue };
+            let ended = queue.remove_waiters(&queue.waiting_of(session));
             let tags: Vec<u64> = queue
                 .by_consumer
                 .range(((session, 0), 0)..=((session, u64::MAX), u64::MAX))
                 .map(|(_, tag)| *tag)
                 .filter(|tag| queue.in_flight[tag].bound)
                 .collect();
-            if tags.is_empty() && waiting == queue.waiters.len() {
+            if tags.is_empty() && ended == 0 {
                 continue;
             }
             let landed: Vec<InFlight> =
@@ -435,13 +462,9 @@ impl Queues {
                 }
                 landed.push(queue.land(tag).expect("indexed deliveries are in flight"));
             }
-            queue.waiters.retain(|waiter| {
-                let ended = waiter.deadline_ms < now_ms;
-                if ended {
-                    touched.push(waiter.consumer.0);
-                }
-                !ended
-            });
+            let ended = queue.waits_ended(now_ms);
+            queue.remove_waiters(&ended);
+            touched.extend(ended.iter().map(|consumer| consumer.0));
             for flight in landed {
                 self.return_message(&name, flight, AttemptOutcome::TimedOut, now_ms);
             }
@@ -514,7 +537,7 @@ impl Queues {
     /// Where the get of `consumer` stands on this replica.
     pub fn await_state(&self, name: &str, consumer: Consumer) -> AwaitState {
         let Some(queue) = self.queues.get(name) else { return AwaitState::Gone };
-        if queue.waiters.iter().any(|w| w.consumer == consumer) {
+        if queue.is_waiting(consumer) {
             return AwaitState::Waiting;
         }
         let deliveries: Vec<QueueDelivery> = queue
@@ -550,7 +573,7 @@ impl Queues {
     pub fn sessions(&self) -> BTreeSet<SessionId> {
         let mut sessions = BTreeSet::new();
         for queue in self.queues.values() {
-            sessions.extend(queue.waiters.iter().map(|w| w.consumer.0));
+            sessions.extend(queue.waiting_consumers().map(|consumer| consumer.0));
             sessions.extend(queue.in_flight.values().filter(|f| f.bound).map(|f| f.consumer.0));
         }
         sessions
@@ -572,6 +595,14 @@ impl Queues {
         for (name, queue) in &self.queues {
             self.check_queue(name);
             bytes += queue.bytes;
+            let bound = queue.in_flight.values().filter(|f| f.bound).map(|f| f.consumer);
+            for consumer in queue.waiting_consumers().chain(bound) {
+                assert!(
+                    self.session_queues.contains(&(consumer.0, name.clone())),
+                    "queue {name}: session {} waits or holds a delivery here but is not indexed",
+                    consumer.0
+                );
+            }
         }
         assert_eq!(bytes, self.bytes, "queued bytes drifted");
         assert!(bytes <= QUEUED_BYTES_MAX, "queued bytes beyond the limit");

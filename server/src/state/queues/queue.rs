@@ -75,8 +75,13 @@ pub struct Queue {
     pub(super) by_visibility: BTreeSet<(u64, u64)>,
     /// (consumer, tag) of every delivery, to answer a consumer's await.
     pub(super) by_consumer: BTreeSet<(Consumer, u64)>,
-    /// Waiting gets, oldest first. Non-empty only while nothing is ready.
-    pub(super) waiters: VecDeque<Waiter>,
+    /// Waiting gets, oldest first. Non-empty only while nothing is ready. Changed only through
+    /// the waiter methods below, which keep `waiting` and `waiter_deadlines` in step.
+    waiters: VecDeque<Waiter>,
+    /// The deadline of each waiting get, by consumer.
+    waiting: BTreeMap<Consumer, u64>,
+    /// (deadline, consumer) of every waiting get, so the earliest costs a lookup, not a scan.
+    waiter_deadlines: BTreeSet<(u64, Consumer)>,
     /// Dedup id → (message id, leader time the id is forgotten).
     pub(super) dedup: BTreeMap<String, (u64, u64)>,
     /// (forget_at_ms, dedup id).
@@ -99,6 +104,8 @@ impl Queue {
             by_visibility: BTreeSet::new(),
             by_consumer: BTreeSet::new(),
             waiters: VecDeque::new(),
+            waiting: BTreeMap::new(),
+            waiter_deadlines: BTreeSet::new(),
             dedup: BTreeMap::new(),
             dedup_by_expiry: BTreeSet::new(),
             bytes: 0,
@@ -113,7 +120,7 @@ impl Queue {
     /// of a wait. Dedup ids expire lazily and need no tick.
     pub(super) fn deadline(&self) -> Option<u64> {
         let visibility = self.by_visibility.first().map(|(at, _)| *at);
-        let wait = self.waiters.iter().map(|w| w.deadline_ms).min();
+        let wait = self.waiter_deadlines.first().map(|(at, _)| *at);
         match (visibility, wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -221,11 +228,67 @@ impl Queue {
         message
     }
 
+    /// Waiting gets.
+    pub(super) fn waiter_count(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Whether `consumer`'s get waits here.
+    pub(super) fn is_waiting(&self, consumer: Consumer) -> bool {
+        self.waiting.contains_key(&consumer)
+    }
+
+    /// The consumers of the waiting gets, oldest first.
+    pub(super) fn waiting_consumers(&self) -> impl Iterator<Item = Consumer> + '_ {
+        self.waiters.iter().map(|w| w.consumer)
+    }
+
+    /// Queues a get at the back; a consumer waits at most once.
+    pub(super) fn add_waiter(&mut self, waiter: Waiter) {
+        let previous = self.waiting.insert(waiter.consumer, waiter.deadline_ms);
+        debug_assert!(previous.is_none(), "consumer {:?} waits once", waiter.consumer);
+        self.waiter_deadlines.insert((waiter.deadline_ms, waiter.consumer));
+        self.waiters.push_back(waiter);
+    }
+
+    /// The oldest waiting get, taken out.
+    fn pop_waiter(&mut self) -> Option<Waiter> {
+        let waiter = self.waiters.pop_front()?;
+        self.waiting.remove(&waiter.consumer);
+        self.waiter_deadlines.remove(&(waiter.deadline_ms, waiter.consumer));
+        Some(waiter)
+    }
+
+    /// Ends the waiting gets of `consumers`; one pass over the waiters, only if any is here.
+    pub(super) fn remove_waiters(&mut self, consumers: &BTreeSet<Consumer>) -> usize {
+        let mut removed = 0;
+        for consumer in consumers {
+            if let Some(deadline) = self.waiting.remove(consumer) {
+                self.waiter_deadlines.remove(&(deadline, *consumer));
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.waiters.retain(|w| !consumers.contains(&w.consumer));
+        }
+        removed
+    }
+
+    /// The consumers of `session` with a waiting get here.
+    pub(super) fn waiting_of(&self, session: SessionId) -> BTreeSet<Consumer> {
+        self.waiting.range((session, 0)..=(session, u64::MAX)).map(|(consumer, _)| *consumer).collect()
+    }
+
+    /// The consumers whose waits ended before `now_ms`.
+    pub(super) fn waits_ended(&self, now_ms: u64) -> BTreeSet<Consumer> {
+        self.waiter_deadlines.iter().take_while(|(at, _)| *at < now_ms).map(|(_, consumer)| *consumer).collect()
+    }
+
     /// Hands ready messages to waiting gets, oldest get first; returns the sessions served.
     pub(super) fn dispatch(&mut self, now_ms: u64, next_revision: &mut dyn FnMut() -> u64) -> Vec<SessionId> {
         let mut served = Vec::new();
         while !self.ready.is_empty() {
-            let Some(waiter) = self.waiters.pop_front() else { break };
+            let Some(waiter) = self.pop_waiter() else { break };
             self.deliver(
                 waiter.consumer,
                 &waiter.tag_key,
@@ -285,6 +348,15 @@ impl Queue {
             assert!(*tag > flight.id, "queue {name}: delivery tag {tag} precedes message {}", flight.id);
         }
         assert!(self.waiters.is_empty() || self.ready.is_empty(), "queue {name}: a get waits while messages are ready");
+        assert_eq!(self.waiting.len(), self.waiters.len(), "queue {name}: a consumer waits twice, or unindexed");
+        assert_eq!(self.waiter_deadlines.len(), self.waiters.len(), "queue {name}: waiter deadline index");
+        for waiter in &self.waiters {
+            assert_eq!(self.waiting.get(&waiter.consumer), Some(&waiter.deadline_ms), "queue {name}: waiter index");
+            assert!(
+                self.waiter_deadlines.contains(&(waiter.deadline_ms, waiter.consumer)),
+                "queue {name}: waiter index"
+            );
+        }
         assert_eq!(self.dedup.len(), self.dedup_by_expiry.len(), "queue {name}: dedup index");
         for (dedup_id, (_, forget_at)) in &self.dedup {
             assert!(self.dedup_by_expiry.contains(&(*forget_at, dedup_id.clone())), "queue {name}: dedup index");

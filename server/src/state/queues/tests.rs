@@ -241,3 +241,51 @@ fn a_bound_delivery_is_settled_by_its_session_only_and_tags_are_keyed_by_its_sec
     assert_ne!(other[0].tag, tag, "tags are keyed by the consumer's secret");
     queues.check_invariants();
 }
+
+#[test]
+fn waiting_gets_are_capped_per_queue_and_expire_by_their_own_deadlines() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    // Waits with deadlines in reverse order of arrival: the index, not the queue order, decides.
+    for session in 1..=QUEUE_WAITERS_MAX as u64 {
+        let wait_ms = 10_000 - session;
+        let outcome =
+            queues.get("q", (session, 1), key(session), 1, None, wait_ms, false, 0, &mut revisions.next()).unwrap();
+        assert!(matches!(outcome, GetOutcome::Waiting));
+    }
+    let refused = queues.get("q", (99_999, 1), key(9), 1, None, 1_000, false, 0, &mut revisions.next());
+    assert!(
+        matches!(&refused, Err(ServerError::Queue(QueueRefusal::Full { queue, .. })) if queue == "q"),
+        "{refused:?}"
+    );
+    // A get that does not wait still answers (nothing ready).
+    assert!(matches!(get(&mut queues, &mut revisions, (99_999, 2), 1, 0).as_slice(), []));
+    let earliest = 10_000 - QUEUE_WAITERS_MAX as u64;
+    assert_eq!(queues.next_deadline_ms(), Some(earliest));
+    let mut touched = Vec::new();
+    queues.expire(earliest + 2, &mut revisions.next(), &mut touched);
+    touched.sort_unstable();
+    let last = QUEUE_WAITERS_MAX as u64;
+    assert_eq!(touched, [last - 1, last], "the two waits that ended, the last two to arrive");
+    assert_eq!(queues.stats("q", 0).unwrap().waiting_consumers, QUEUE_WAITERS_MAX as u64 - 2);
+    queues.check_invariants();
+}
+
+#[test]
+fn a_session_end_visits_the_queues_it_used_and_no_others() {
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    for name in ["a", "b", "c"] {
+        put(&mut queues, &mut revisions, name, &["m"], 0);
+    }
+    let mut got = |queues: &mut Queues, name: &str, session: u64| {
+        queues.get(name, (session, 1), key(session), 1, Some(1_000), 0, false, 0, &mut revisions.next()).unwrap()
+    };
+    got(&mut queues, "a", 1);
+    got(&mut queues, "c", 2);
+    queues.check_invariants();
+    let mut touched = Vec::new();
+    queues.release_session(1, 5, &mut Revisions(100).next(), &mut touched);
+    let depth = |queues: &Queues, name: &str| queues.stats(name, 5).unwrap().depth;
+    assert_eq!((depth(&queues, "a"), depth(&queues, "b"), depth(&queues, "c")), (1, 1, 0));
+    assert!(!queues.session_queues.iter().any(|(session, _)| *session == 1), "the ended session is unindexed");
+    queues.check_invariants();
+}

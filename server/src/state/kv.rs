@@ -12,10 +12,16 @@ use super::StateMachine;
 /// 1 MiB the register is meant for configuration and coordination data, not bulk storage.
 pub const KEYS_MAX: usize = 1_000_000;
 
+/// Bytes of keys and values in the register: what a snapshot of it takes, and every replica's
+/// memory for it (with values of up to 1 MiB, [`KEYS_MAX`] alone would allow a terabyte).
+pub const KV_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
 /// The register.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvRegister {
     entries: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+    /// Bytes of keys and values, at most [`KV_BYTES_MAX`].
+    bytes: u64,
 }
 
 impl KvRegister {
@@ -24,19 +30,41 @@ impl KvRegister {
         self.entries.get(key)
     }
 
-    /// Whether another key may be added.
-    pub fn has_room_for(&self, key: &[u8]) -> bool {
-        self.entries.len() < KEYS_MAX || self.entries.contains_key(key)
+    /// Why `key` may not be set to a value of `value_bytes`, if it may not: the register is at
+    /// [`KEYS_MAX`] keys or would pass [`KV_BYTES_MAX`].
+    pub fn refusal(&self, key: &[u8], value_bytes: usize) -> Option<String> {
+        let existing = self.entries.get(key).map(|(value, _)| (key.len() + value.len()) as u64);
+        if existing.is_none() && self.entries.len() >= KEYS_MAX {
+            return Some(format!("the register holds {KEYS_MAX} keys, its maximum; delete some first"));
+        }
+        let after = self.bytes - existing.unwrap_or(0) + (key.len() + value_bytes) as u64;
+        (after > KV_BYTES_MAX).then(|| {
+            format!(
+                "the register would hold {after} bytes of keys and values, beyond its {KV_BYTES_MAX}; delete or \
+                 shrink some first"
+            )
+        })
     }
 
     /// Sets `key` at `version` (the revision of the write).
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>, version: u64) {
+        let added = (key.len() + value.len()) as u64;
+        if let Some((old, _)) = self.entries.get(&key) {
+            self.bytes -= (key.len() + old.len()) as u64;
+        }
+        self.bytes += added;
         self.entries.insert(key, (value, version));
     }
 
     /// Removes `key`; returns whether it existed.
     pub fn delete(&mut self, key: &[u8]) -> bool {
-        self.entries.remove(key).is_some()
+        match self.entries.remove(key) {
+            Some((value, _)) => {
+                self.bytes -= (key.len() + value.len()) as u64;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Number of keys.
@@ -51,9 +79,14 @@ impl KvRegister {
 
     /// Checks that no version is newer than the latest revision.
     pub fn check_invariants(&self, revision: u64) {
-        for (key, (_, version)) in &self.entries {
+        let mut bytes = 0;
+        for (key, (value, version)) in &self.entries {
             assert!(*version <= revision, "key {key:?} has version {version} beyond revision {revision}");
+            bytes += (key.len() + value.len()) as u64;
         }
+        assert_eq!(bytes, self.bytes, "register bytes drifted");
+        assert!(bytes <= KV_BYTES_MAX, "register beyond its byte limit");
+        assert!(self.entries.len() <= KEYS_MAX, "register beyond its key limit");
     }
 }
 
@@ -61,10 +94,8 @@ impl KvRegister {
 impl StateMachine {
     /// `KvPut` at `revision`, which becomes the value's version.
     pub(super) fn kv_put(&mut self, revision: u64, key: &[u8], value: &[u8]) -> Result<CommandResponse, ServerError> {
-        if !self.kv.has_room_for(key) {
-            return Err(ServerError::InvalidArgument {
-                reason: format!("the register holds {} keys, its maximum; delete some first", self.kv.len()),
-            });
+        if let Some(reason) = self.kv.refusal(key, value.len()) {
+            return Err(ServerError::LimitReached { reason });
         }
         self.kv.put(key.to_vec(), value.to_vec(), revision);
         Ok(CommandResponse::KvPut { version: revision })
@@ -73,5 +104,27 @@ impl StateMachine {
     /// `KvDelete`.
     pub(super) fn kv_delete(&mut self, key: &[u8]) -> CommandResponse {
         CommandResponse::KvDelete { existed: self.kv.delete(key) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_register_is_bounded_by_bytes_and_replacing_a_value_counts_only_the_difference() {
+        let mut register = KvRegister::default();
+        register.put(b"a".to_vec(), vec![0; 100], 1);
+        register.put(b"a".to_vec(), vec![0; 50], 2);
+        assert_eq!(register.bytes, 51);
+        register.delete(b"a");
+        assert_eq!(register.bytes, 0);
+        // Nearly full (as if it held many values): new bytes are refused, smaller ones fit.
+        register.put(b"big".to_vec(), vec![0; 1000], 3);
+        register.bytes = KV_BYTES_MAX - 10;
+        assert!(register.refusal(b"new", 8).is_some_and(|reason| reason.contains("bytes")));
+        assert_eq!(register.refusal(b"new", 7), None, "exactly at the limit fits");
+        assert_eq!(register.refusal(b"big", 1000 + 10), None, "a replacement counts only what it adds");
+        assert!(register.refusal(b"big", 1000 + 11).is_some());
     }
 }

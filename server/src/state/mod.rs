@@ -127,6 +127,28 @@ impl Op {
     }
 }
 
+/// `result` as a session keeps it for retries: a queue get keeps the tags of its deliveries,
+/// not their bodies (see [`StateMachine::rehydrate`]).
+fn compact(result: &Result<CommandResponse, ServerError>) -> Result<CommandResponse, ServerError> {
+    match result {
+        Ok(CommandResponse::QueueDelivered { deliveries }) => Ok(CommandResponse::QueueDelivered {
+            deliveries: deliveries
+                .iter()
+                .map(|delivery| distsync::wire::QueueDelivery {
+                    id: delivery.id,
+                    tag: delivery.tag,
+                    attempt: delivery.attempt,
+                    body: Vec::new(),
+                    enqueued_ms: delivery.enqueued_ms,
+                    visible_at_ms: delivery.visible_at_ms,
+                    history: Vec::new(),
+                })
+                .collect(),
+        }),
+        other => other.clone(),
+    }
+}
+
 /// The result of applying one operation, returned to its proposer.
 pub type ApplyResult = Result<Response, ServerError>;
 
@@ -309,7 +331,7 @@ impl StateMachine {
             self.now_ms,
         )?;
         if let WriteAdmission::Duplicate(stored) = admission {
-            return stored;
+            return self.rehydrate(&write.command, stored);
         }
         let permitted = match write.command.resource() {
             Some((kind, name)) => self.access.check(identity, kind, name, Permission::Write),
@@ -317,9 +339,26 @@ impl StateMachine {
         };
         let result = permitted.and_then(|()| self.execute(revision, write.session, &write.secret, &write.command));
         if self.sessions.contains(write.session) {
-            self.sessions.finish_write(write.session, write.seq, digest, result.clone());
+            self.sessions.finish_write(write.session, write.seq, digest, compact(&result));
         }
         result
+    }
+
+    /// The answer to a retried write from its stored, compact form: the deliveries of a queue
+    /// get are looked up by tag again (with their bodies), and those that ended since (acked,
+    /// or back in the queue after their visibility timeout) are left out.
+    fn rehydrate(
+        &self,
+        command: &Command,
+        stored: Result<CommandResponse, ServerError>,
+    ) -> Result<CommandResponse, ServerError> {
+        match (command, stored) {
+            (Command::QueueGet { queue, .. }, Ok(CommandResponse::QueueDelivered { deliveries })) => {
+                let tags: Vec<u64> = deliveries.iter().map(|delivery| delivery.tag).collect();
+                Ok(CommandResponse::QueueDelivered { deliveries: self.queues.deliveries(queue, &tags) })
+            }
+            (_, stored) => stored,
+        }
     }
 
     /// An admin command; disabling an identity ends its sessions at once.

@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 /// memory and snapshot size one session can pin.
 pub const RESPONSES_PER_SESSION_MAX: usize = 4096;
 
+/// Encoded bytes of the responses kept per session; beyond, the oldest are forgotten as above.
+/// Responses are kept compact (a queue get keeps its tags, not the bodies it delivered; see
+/// `StateMachine::apply_write`), so this holds thousands of ordinary answers.
+pub const RESPONSE_BYTES_PER_SESSION_MAX: u64 = 1024 * 1024;
+
 /// Open sessions at once. Bounds state-machine memory against a client bug that opens sessions
 /// in a loop; each costs a few hundred bytes.
 pub const SESSIONS_MAX: usize = 100_000;
@@ -28,6 +33,8 @@ pub struct StoredAnswer {
     pub digest: u64,
     /// The answer.
     pub result: Result<CommandResponse, ServerError>,
+    /// Its encoded size, counted in [`Session::response_bytes`].
+    pub bytes: u64,
 }
 
 /// One open session.
@@ -41,6 +48,8 @@ pub struct Session {
     pub acked_below: u64,
     /// Stored answers by sequence number, for retries.
     pub responses: BTreeMap<u64, StoredAnswer>,
+    /// Encoded bytes of `responses`, at most [`RESPONSE_BYTES_PER_SESSION_MAX`].
+    pub response_bytes: u64,
     /// The identity that opened the session.
     pub identity: String,
     /// The secret its opener chose.
@@ -118,6 +127,7 @@ impl Sessions {
             expires_at_ms,
             acked_below: 1,
             responses: BTreeMap::new(),
+            response_bytes: 0,
             identity: identity.to_string(),
             secret,
         };
@@ -264,19 +274,34 @@ impl Sessions {
         // delayed request may carry an older bound, hence the max).
         let bound = acked_below.min(seq).max(session.acked_below);
         session.acked_below = bound;
-        session.responses = session.responses.split_off(&bound);
+        let kept = session.responses.split_off(&bound);
+        let forgotten = std::mem::replace(&mut session.responses, kept);
+        session.response_bytes -= forgotten.values().map(|answer| answer.bytes).sum::<u64>();
         Ok(WriteAdmission::Apply)
     }
 
     /// Stores the answer of an applied write (of the command with `digest`) for retries.
     pub fn finish_write(&mut self, id: SessionId, seq: u64, digest: u64, result: Result<CommandResponse, ServerError>) {
         if let Some(session) = self.sessions.get_mut(&id) {
-            session.responses.insert(seq, StoredAnswer { digest, result });
-            while session.responses.len() > RESPONSES_PER_SESSION_MAX {
-                let (oldest, _) = session.responses.pop_first().expect("non-empty");
+            let bytes = distsync::wire::encoded_bytes(&result) as u64;
+            if let Some(replaced) = session.responses.insert(seq, StoredAnswer { digest, result, bytes }) {
+                session.response_bytes -= replaced.bytes;
+            }
+            session.response_bytes += bytes;
+            // The newest answer is always kept, whatever its size.
+            while session.responses.len() > RESPONSES_PER_SESSION_MAX
+                || (session.response_bytes > RESPONSE_BYTES_PER_SESSION_MAX && session.responses.len() > 1)
+            {
+                let (oldest, answer) = session.responses.pop_first().expect("non-empty");
+                session.response_bytes -= answer.bytes;
                 session.acked_below = oldest + 1;
             }
         }
+    }
+
+    /// Session `id`, if open.
+    pub fn get(&self, id: SessionId) -> Option<&Session> {
+        self.sessions.get(&id)
     }
 
     /// Whether `id` is open.
@@ -304,6 +329,9 @@ impl Sessions {
         assert!(self.by_expiry.contains(&(session.expires_at_ms, id)), "index agrees with session {id}");
         assert_eq!(self.by_opener.get(&(session.identity.clone(), session.secret)), Some(&id));
         assert!(session.responses.len() <= RESPONSES_PER_SESSION_MAX);
+        let bytes: u64 = session.responses.values().map(|answer| answer.bytes).sum();
+        assert_eq!(bytes, session.response_bytes, "session {id}: response bytes drifted");
+        assert!(bytes <= RESPONSE_BYTES_PER_SESSION_MAX || session.responses.len() == 1, "session {id}: responses");
         if let Some((&first, _)) = session.responses.first_key_value() {
             assert!(first >= session.acked_below, "session {id} keeps no response below its bound");
         }

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use super::*;
-use distsync::wire::{LockAwaitOutcome, LockWait, QueueAwaitOutcome, ADMIN_IDENTITY};
+use distsync::wire::{LockAwaitOutcome, LockWait, PutMessage, QueueAwaitOutcome, ADMIN_IDENTITY};
 
 pub(super) const GRACE_MS: u64 = 600;
 
@@ -396,4 +396,61 @@ fn a_cluster_is_named_once() {
     // A second leader that proposed before seeing the first name changes nothing.
     apply(&mut machine, 2, 2, &at(1_001, Op::NameCluster { id: [2; 16] })).unwrap();
     assert_eq!(machine.cluster_id(), Some([1; 16]));
+}
+
+fn write(session: SessionId, seq: u64, command: Command) -> Op {
+    let write = WriteRequest { session, seq, acked_below: 1, command, secret: secret_of(session) };
+    Op::Write { identity: ADMIN_IDENTITY.into(), write }
+}
+
+fn queue_get(max: u32) -> Command {
+    Command::QueueGet { queue: "q".into(), request: 1, max, visibility_ms: Some(60_000), wait_ms: 0, detach: false }
+}
+
+#[test]
+fn a_retried_queue_get_is_answered_from_tags_and_sessions_keep_no_bodies() {
+    let mut machine = StateMachine::default();
+    let session = opened(&mut machine, 1, 1_000, 60_000);
+    let body = vec![7u8; 100_000];
+    let messages = (0..3).map(|_| PutMessage { body: body.clone(), dedup_id: None }).collect();
+    apply(&mut machine, 2, 1, &at(1_001, write(session, 1, Command::QueuePut { queue: "q".into(), messages })))
+        .unwrap();
+    let first = apply(&mut machine, 3, 1, &at(1_002, write(session, 2, queue_get(3)))).unwrap();
+    let Response::Written(CommandResponse::QueueDelivered { deliveries }) = &first else { panic!("{first:?}") };
+    assert_eq!(deliveries.len(), 3);
+    let stored = &machine.sessions.get(session).unwrap().responses[&2];
+    assert!(stored.bytes < 1_000, "the stored answer keeps tags, not 300 KB of bodies: {} bytes", stored.bytes);
+    // One delivery is acked, then the get is retried: the answer has the others, with bodies.
+    let acked = deliveries[0].tag;
+    apply(
+        &mut machine,
+        4,
+        1,
+        &at(1_003, write(session, 3, Command::QueueAck { queue: "q".into(), tags: vec![acked] })),
+    )
+    .unwrap();
+    let retry = apply(&mut machine, 5, 1, &at(1_004, write(session, 2, queue_get(3)))).unwrap();
+    let Response::Written(CommandResponse::QueueDelivered { deliveries: again }) = &retry else { panic!("{retry:?}") };
+    assert_eq!(
+        again.iter().map(|d| d.tag).collect::<Vec<_>>(),
+        deliveries[1..].iter().map(|d| d.tag).collect::<Vec<_>>()
+    );
+    assert!(again.iter().all(|d| d.body == body), "a retried get carries the bodies");
+    machine.check_invariants();
+}
+
+#[test]
+fn stored_answers_are_bounded_by_bytes_per_session() {
+    let mut machine = StateMachine::default();
+    let session = opened(&mut machine, 1, 1_000, 60_000);
+    // A client that never acknowledges its answers, each 64 KiB (an error carrying a long text).
+    for seq in 1..=64 {
+        let answer = Err(ServerError::Internal { reason: "x".repeat(64 * 1024) });
+        machine.sessions.finish_write(session, seq, seq, answer);
+    }
+    let kept = machine.sessions.get(session).unwrap();
+    assert!(kept.response_bytes <= sessions::RESPONSE_BYTES_PER_SESSION_MAX, "{} bytes kept", kept.response_bytes);
+    assert!(kept.responses.len() < 64 && kept.responses.contains_key(&64), "the oldest go, the newest stays");
+    assert_eq!(kept.acked_below, *kept.responses.keys().next().unwrap(), "a retry of a forgotten one is stale");
+    machine.check_invariants();
 }

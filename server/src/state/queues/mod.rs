@@ -534,6 +534,12 @@ impl Queues {
         target.messages.insert(flight.id, message);
     }
 
+    /// The deliveries of `tags` in `name` still in flight, as a get answered them.
+    pub fn deliveries(&self, name: &str, tags: &[u64]) -> Vec<QueueDelivery> {
+        let Some(queue) = self.queues.get(name) else { return Vec::new() };
+        tags.iter().filter(|tag| queue.in_flight.contains_key(tag)).map(|tag| queue.delivery(*tag)).collect()
+    }
+
     /// Where the get of `consumer` stands on this replica.
     pub fn await_state(&self, name: &str, consumer: Consumer) -> AwaitState {
         let Some(queue) = self.queues.get(name) else { return AwaitState::Gone };

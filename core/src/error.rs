@@ -117,6 +117,16 @@ pub enum ServerError {
         /// The limit.
         limit: u64,
     },
+    /// The node is overloaded (its in-flight request bytes or streams are at their limit) and
+    /// did not read the request; nothing was changed. Retry after `retry_after_ms`, here or
+    /// elsewhere; the client does so itself, with jitter.
+    #[error("node busy: {reason}; retry after {retry_after_ms} ms")]
+    Busy {
+        /// Which budget is exhausted.
+        reason: String,
+        /// How long to wait before retrying.
+        retry_after_ms: u64,
+    },
 }
 
 /// The target part of the `acl grant` suggested by a denial.
@@ -139,7 +149,15 @@ fn grant_permission(needed: Permission) -> &'static str {
 impl ServerError {
     /// Whether the client should retry the same request (possibly elsewhere).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ServerError::NotLeader { .. } | ServerError::Unavailable { .. })
+        matches!(self, ServerError::NotLeader { .. } | ServerError::Unavailable { .. } | ServerError::Busy { .. })
+    }
+
+    /// The pause a busy node asked for before the next attempt, if it asked.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ServerError::Busy { retry_after_ms, .. } => Some(std::time::Duration::from_millis(*retry_after_ms)),
+            _ => None,
+        }
     }
 }
 
@@ -431,7 +449,9 @@ impl ServerError {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ServerError::NotLeader { .. } | ServerError::Unavailable { .. } => ErrorKind::Unavailable,
+            ServerError::NotLeader { .. } | ServerError::Unavailable { .. } | ServerError::Busy { .. } => {
+                ErrorKind::Unavailable
+            }
             ServerError::SessionExpired { session } => ErrorKind::SessionExpired { session: *session },
             ServerError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             ServerError::Lock(refusal) => refusal.kind(),

@@ -77,6 +77,11 @@ pub fn metrics(node: &Node) -> String {
     gauge("distsync_kv_keys", "Keys in the replicated register.", status.keys);
     gauge("distsync_locks", "Locks held or awaited.", status.locks);
     gauge("distsync_queues", "Queues, dead-letter queues included.", status.queues);
+    gauge(
+        "distsync_inflight_request_bytes",
+        "Bytes of client requests being read and handled (bounded by --inflight-request-bytes).",
+        node.admission().request_bytes_in_use(),
+    );
     let cache = node.cache_stats();
     gauge(
         "distsync_cache_pending_write_backs",
@@ -106,6 +111,11 @@ pub fn metrics(node: &Node) -> String {
         "distsync_cache_write_back_skipped_total",
         "Write-backs Redis skipped: it held that version or a newer one.",
         cache.write_back_skipped,
+    );
+    counter(
+        "distsync_busy_answers_total",
+        "Client requests answered Busy (a budget was full).",
+        node.admission().busy_answers(),
     );
     counter("distsync_cache_lost_total", "Values Redis no longer held when read.", cache.lost);
     let _ = writeln!(

@@ -53,6 +53,11 @@ pub struct ServerConfig {
     /// are read from disk when a follower needs them.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub log_cache_bytes: u64,
+    /// Bytes of client requests a node reads and handles at once, counted by the size each
+    /// request announces before its body is read; a request beyond is answered `Busy` with a
+    /// retry-after hint, unread. Bounds the memory a flood of large requests can take.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub inflight_request_bytes: u64,
     /// How long a write may wait to commit before the client is told the cluster is unavailable.
     #[arg(long, default_value_t = 2_000)]
     pub write_timeout_ms: u64,
@@ -130,6 +135,12 @@ impl ServerConfig {
             "--write-timeout-ms must exceed the election timeout, or writes fail during ordinary elections"
         );
         anyhow::ensure!(self.tick_ms > 0, "--tick-ms must be positive");
+        anyhow::ensure!(
+            self.inflight_request_bytes >= distsync::wire::FRAME_BYTES_MAX as u64
+                && self.inflight_request_bytes <= u64::from(u32::MAX),
+            "--inflight-request-bytes must be between one largest request ({} bytes) and 4 GiB",
+            distsync::wire::FRAME_BYTES_MAX
+        );
         if let Some(url) = &self.redis {
             anyhow::ensure!(
                 url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"),

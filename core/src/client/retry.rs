@@ -92,6 +92,20 @@ pub(crate) fn backoff(failures: u32, random: u64) -> Duration {
     Duration::from_millis(base_ms / 2 + jitter_ms)
 }
 
+/// The pause before the next attempt when the node that refused asked for `retry_after`
+/// ([`ServerError::Busy`]): at least that long, up to half as long again (jitter from
+/// `random`), so that the clients a busy node turned away do not come back at one instant;
+/// else [`backoff`].
+pub(crate) fn pause(failures: u32, random: u64, retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(hint) => {
+            let hint_ms = hint.as_millis() as u64;
+            Duration::from_millis(hint_ms + random % (hint_ms / 2 + 1)).max(backoff(failures, random))
+        }
+        None => backoff(failures, random),
+    }
+}
+
 /// The next value of a xorshift64 generator: cheap, and good enough to spread retries.
 pub(crate) fn next_random(state: u64) -> u64 {
     let mut x = state;
@@ -112,6 +126,16 @@ mod tests {
 
     fn leader(id: u64) -> LeaderInfo {
         LeaderInfo { id, address: format!("127.0.0.1:{id}") }
+    }
+
+    #[test]
+    fn a_busy_node_is_retried_after_its_hint_with_jitter() {
+        let busy = ServerError::Busy { reason: "full".into(), retry_after_ms: 200 };
+        assert_eq!(next(Attempt::Refused(&busy), 0, Route::Leader), Next::Retry { redial: false, move_on: false });
+        let pauses: Vec<Duration> = (0..64).map(|random| pause(0, random * 7919, busy.retry_after())).collect();
+        assert!(pauses.iter().all(|p| (200..=300).contains(&p.as_millis())), "{pauses:?}");
+        assert!(pauses.iter().any(|p| *p != pauses[0]), "jittered");
+        assert_eq!(pause(3, 5, None), backoff(3, 5));
     }
 
     #[test]

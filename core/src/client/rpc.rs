@@ -118,6 +118,8 @@ impl Client {
         let mut detour = 0;
         // Nodes that failed this call: a race for an unknown leader tries the others first.
         let mut avoid: Vec<SocketAddr> = Vec::new();
+        // The pause the last refusing node asked for (a busy node), if any.
+        let mut retry_after = None;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -150,6 +152,7 @@ impl Client {
                         Ok(response) => return Ok(response),
                         Err(error) => error,
                     };
+                    retry_after = error.retry_after();
                     let next = retry::next(Attempt::Refused(&error), failures, route);
                     last_failure = match &next {
                         Next::Answer => return Err(error.into()),
@@ -210,8 +213,8 @@ impl Client {
                     }
                 }
             }
-            let pause = self.backoff(failures).min(deadline.saturating_duration_since(Instant::now()));
-            tokio::time::sleep(pause).await;
+            let pause = retry::pause(failures, self.next_random(), retry_after.take());
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
     }
 

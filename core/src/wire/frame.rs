@@ -62,14 +62,45 @@ pub async fn write_frame(send: &mut quinn::SendStream, frame: &[u8]) -> Result<(
 /// [`FrameError::TooLarge`] for an oversized length prefix, [`FrameError::Io`] when the stream
 /// ends early or fails.
 pub async fn read_frame(recv: &mut quinn::RecvStream, max_bytes: usize) -> Result<Vec<u8>, FrameError> {
+    let body_bytes = read_prefix(recv, max_bytes).await?;
+    read_body(recv, body_bytes).await
+}
+
+/// Reads a frame's length prefix, refusing lengths above `max_bytes`.
+///
+/// # Errors
+///
+/// As [`read_frame`].
+pub async fn read_prefix(recv: &mut quinn::RecvStream, max_bytes: usize) -> Result<usize, FrameError> {
     let mut prefix = [0u8; 4];
     recv.read_exact(&mut prefix).await.map_err(|e| FrameError::Io { reason: e.to_string() })?;
     let body_bytes = u32::from_be_bytes(prefix) as usize;
     if body_bytes > max_bytes {
         return Err(FrameError::TooLarge { bytes: body_bytes, max: max_bytes });
     }
-    let mut body = vec![0u8; body_bytes];
-    recv.read_exact(&mut body).await.map_err(|e| FrameError::Io { reason: e.to_string() })?;
+    Ok(body_bytes)
+}
+
+/// Reads a frame body of `body_bytes` as it arrives: memory grows with the bytes received, not
+/// with the length announced, so a sender that announces a large frame and stalls holds little.
+///
+/// # Errors
+///
+/// [`FrameError::Io`] when the stream ends early or fails.
+pub async fn read_body(recv: &mut quinn::RecvStream, body_bytes: usize) -> Result<Vec<u8>, FrameError> {
+    const FIRST_CHUNK_BYTES: usize = 64 * 1024;
+    let mut body = Vec::with_capacity(body_bytes.min(FIRST_CHUNK_BYTES));
+    while body.len() < body_bytes {
+        match recv.read_chunk(body_bytes - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(FrameError::Io {
+                    reason: format!("the stream ended after {} of {body_bytes} body bytes", body.len()),
+                })
+            }
+            Err(error) => return Err(FrameError::Io { reason: error.to_string() }),
+        }
+    }
     Ok(body)
 }
 

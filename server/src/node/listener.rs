@@ -1,42 +1,53 @@
 //! The QUIC listener: one task per connection (peers proven by their certificates), one per
-//! stream, one frame in and one frame out.
+//! stream, one frame in and one frame out, within the budgets of [`super::admission`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use distsync::quic::CONCURRENT_STREAMS_MAX;
 use distsync::tls::CLOSE_NOT_A_CLIENT;
-use distsync::wire::{decode_body, encode_frame, read_frame, write_frame, Request, ALPN_PEER, FRAME_BYTES_MAX};
-use distsync::{FrameError, NodeId};
-use tokio::sync::{watch, Semaphore};
+use distsync::wire::{
+    decode_body, encode_frame, read_body, read_frame, read_prefix, write_frame, Request, ALPN_PEER, FRAME_BYTES_MAX,
+};
+use distsync::{FrameError, NodeId, ServerError};
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
+use super::admission::{ConnectionBudget, CONNECTIONS_MAX, PEER_CONNECTIONS_MAX, REQUEST_READ_TIMEOUT};
 use super::dispatch::Origin;
 use super::Node;
 use crate::transport::{client_identity, negotiated_protocol, peer_identity};
-
-/// Concurrent connections (clients and peers) a node accepts; more are refused. Each costs a
-/// task and QUIC state; 4096 is far above a coordination service's client count.
-pub const CONNECTIONS_MAX: usize = 4096;
 
 /// QUIC application close code for a peer connection without a member certificate.
 const CLOSE_NOT_A_MEMBER: u32 = 1;
 
 pub(super) async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint, mut stopped: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             _ = stopped.changed() => return,
         };
         let Some(incoming) = incoming else { return };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(remote = %incoming.remote_address(), "refusing a connection: {CONNECTIONS_MAX} are open");
+        let budget = node.admission.budget_of(incoming.remote_address());
+        let Some(permit) = node.admission.connection(budget) else {
+            let open = match budget {
+                ConnectionBudget::Peer => format!("{PEER_CONNECTIONS_MAX} from members' addresses"),
+                ConnectionBudget::Client => format!("{CONNECTIONS_MAX} client connections"),
+            };
+            tracing::warn!(remote = %incoming.remote_address(), "refusing a connection: {open} are open");
             incoming.refuse();
             continue;
         };
         let node = node.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            match incoming.await {
+            let Some(turn) = node.admission.handshake(budget).await else {
+                tracing::warn!(%remote, "refusing a connection: no handshake turn came in time (a reconnect storm)");
+                incoming.refuse();
+                return;
+            };
+            let handshake = incoming.await;
+            drop(turn);
+            match handshake {
                 Ok(connection) => serve_connection(node, connection).await,
                 // A stranger's certificate ends here: rustls refused it during the handshake.
                 Err(error) => tracing::info!(%remote, %error, "handshake failed"),
@@ -58,7 +69,10 @@ async fn serve_connection(node: Arc<Node>, connection: quinn::Connection) {
     let remote = connection.remote_address();
     let party = if negotiated_protocol(&connection).as_deref() == Some(ALPN_PEER) {
         match peer_identity(&connection, &node.config.peers.0) {
-            Some(id) => Party::Peer(id),
+            Some(id) => {
+                connection.set_max_concurrent_bi_streams(CONCURRENT_STREAMS_MAX.into());
+                Party::Peer(id)
+            }
             None => {
                 tracing::warn!(%remote, "refusing a peer connection whose certificate does not name a cluster member");
                 connection.close(CLOSE_NOT_A_MEMBER.into(), b"not a cluster member certificate");
@@ -78,7 +92,6 @@ async fn serve_connection(node: Arc<Node>, connection: quinn::Connection) {
             }
         }
     };
-    let party = Arc::new(party);
     loop {
         let (send, recv) = match connection.accept_bi().await {
             Ok(streams) => streams,
@@ -87,15 +100,49 @@ async fn serve_connection(node: Arc<Node>, connection: quinn::Connection) {
                 return;
             }
         };
-        let node = node.clone();
-        let party = party.clone();
-        tokio::spawn(async move {
-            match &*party {
-                Party::Peer(from) => serve_peer_stream(node, *from, send, recv).await,
-                Party::Client(identity) => serve_client_stream(node, identity, send, recv).await,
+        match &party {
+            Party::Peer(from) => {
+                tokio::spawn(serve_peer_stream(node.clone(), *from, send, recv));
             }
-        });
+            Party::Client(identity) => {
+                let (served, identity) = (node.clone(), identity.clone());
+                node.client_runtime
+                    .handle()
+                    .spawn(async move { serve_client_stream(served, &identity, send, recv).await });
+            }
+        }
     }
+}
+
+/// How reading a client's request ended.
+enum Arrival {
+    /// A whole frame body, with its share of the byte budget (held until the reply is written).
+    Request(Vec<u8>, OwnedSemaphorePermit),
+    /// Refused unread: too large, or no budget for it.
+    Refused(ServerError),
+    /// The stream failed, ended early, or did not deliver within the read deadline.
+    Gone(String),
+}
+
+async fn read_request(node: &Node, recv: &mut quinn::RecvStream) -> Arrival {
+    let read = async {
+        let bytes = match read_prefix(recv, FRAME_BYTES_MAX).await {
+            Ok(bytes) => bytes,
+            Err(error @ FrameError::TooLarge { .. }) => return Arrival::Refused(error.into()),
+            Err(error) => return Arrival::Gone(error.to_string()),
+        };
+        let permit = match node.admission.request_bytes(bytes) {
+            Ok(permit) => permit,
+            Err(busy) => return Arrival::Refused(busy),
+        };
+        match read_body(recv, bytes).await {
+            Ok(body) => Arrival::Request(body, permit),
+            Err(error) => Arrival::Gone(error.to_string()),
+        }
+    };
+    tokio::time::timeout(REQUEST_READ_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| Arrival::Gone(format!("the request did not arrive whole within {REQUEST_READ_TIMEOUT:?}")))
 }
 
 async fn serve_client_stream(
@@ -104,32 +151,46 @@ async fn serve_client_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let reply = match read_frame(&mut recv, FRAME_BYTES_MAX).await {
-        Ok(body) => match decode_body::<Request>(&body) {
-            Ok(request) => {
-                // A client that gives up on an attempt drops its stream, which stops ours: stop
-                // working on a request nobody waits for (a forward, a reroute). A write already
-                // proposed still commits; the client's retry under the same seq finds its answer.
-                let abandoned = send.stopped();
-                tokio::select! {
-                    reply = node.handle(request, Origin::Client, identity) => reply,
-                    _ = abandoned => {
-                        tracing::debug!("client abandoned a request");
-                        return;
-                    }
-                }
-            }
-            Err(error) => node.reply(Err(error.into())),
-        },
-        Err(error @ FrameError::TooLarge { .. }) => {
-            // Refuse the rest of the body unread.
+    // The stream's place and the request's bytes stay taken until the reply is written.
+    let (reply, _stream, _bytes) = match node.admission.stream() {
+        Err(busy) => {
             let _ = recv.stop(0u32.into());
-            node.reply(Err(error.into()))
+            (node.reply(Err(busy)), None, None)
         }
-        Err(error) => {
-            tracing::debug!(%error, "client stream ended before a whole frame");
-            return;
-        }
+        Ok(stream) => match read_request(&node, &mut recv).await {
+            Arrival::Request(body, bytes) => {
+                let reply = match decode_body::<Request>(&body) {
+                    Ok(request) => {
+                        drop(body);
+                        // A client that gives up on an attempt drops its stream, which stops
+                        // ours: stop working on a request nobody waits for (a forward, a
+                        // reroute). A write already proposed still commits; the client's retry
+                        // under the same seq finds its answer.
+                        let abandoned = send.stopped();
+                        tokio::select! {
+                            reply = node.handle(request, Origin::Client, identity) => reply,
+                            _ = abandoned => {
+                                tracing::debug!("client abandoned a request");
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => node.reply(Err(error.into())),
+                };
+                (reply, Some(stream), Some(bytes))
+            }
+            Arrival::Refused(error) => {
+                // Refuse the rest of the body unread.
+                let _ = recv.stop(0u32.into());
+                (node.reply(Err(error)), Some(stream), None)
+            }
+            Arrival::Gone(reason) => {
+                tracing::debug!(reason, "client stream ended before a whole request");
+                let _ = recv.stop(0u32.into());
+                let _ = send.reset(0u32.into());
+                return;
+            }
+        },
     };
     match encode_frame(&reply) {
         Ok(frame) => {

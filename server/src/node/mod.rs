@@ -9,6 +9,7 @@
 //! `reads.rs`; requests held open until the applied state answers them are in `waits.rs`;
 //! `peers.rs` serves the other members; `status.rs` is the node's own view.
 
+mod admission;
 mod batch;
 mod clock;
 mod compaction;
@@ -33,8 +34,8 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics};
 use tokio::sync::{mpsc, watch};
 
+pub use self::admission::{CONNECTIONS_MAX, PEER_CONNECTIONS_MAX};
 pub use self::batch::{BATCH_BYTES_MAX, BATCH_OPS_MAX, ENTRY_BYTES_MAX, OP_BYTES_MAX};
-pub use self::listener::CONNECTIONS_MAX;
 use self::proposer::Proposal;
 pub use self::proposer::{BATCHES_IN_FLIGHT_MAX, PROPOSAL_QUEUE_MAX};
 use crate::cache::backing::RedisStore;
@@ -72,6 +73,23 @@ pub struct Node {
     leader_reads: ReadIndexRounds,
     /// The state digest computed last, for `status --digest`.
     last_digest: status::LastDigest,
+    /// What clients and peers may hold of this node.
+    admission: admission::Admission,
+    /// Where client requests run, apart from Raft and QUIC.
+    client_runtime: admission::ClientRuntime,
+}
+
+/// The socket addresses of the other members (their configured addresses, resolved), from which
+/// their connections come: peers dial from the endpoint they listen on.
+fn peer_addresses(config: &ServerConfig) -> Vec<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    config
+        .peers
+        .0
+        .iter()
+        .filter(|(id, _)| **id != config.id)
+        .flat_map(|(_, address)| address.to_socket_addrs().map(Iterator::collect::<Vec<_>>).unwrap_or_default())
+        .collect()
 }
 
 /// Why a node refuses its own data at start, and what the operator can do about it.
@@ -148,6 +166,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let (proposals, proposal_queue) = mpsc::channel(PROPOSAL_QUEUE_MAX);
     let lease = LeaderLease::new(Duration::from_millis(config.election_timeout_min_ms), config.peers.0.len());
     let id = config.id;
+    let admission = admission::Admission::new(config.inflight_request_bytes, peer_addresses(&config));
     let node = Arc::new(Node {
         proposals,
         metrics: raft.metrics(),
@@ -165,6 +184,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         confirmations: ReadIndexRounds::default(),
         leader_reads: ReadIndexRounds::default(),
         last_digest: status::LastDigest::default(),
+        admission,
+        client_runtime: admission::ClientRuntime::start()?,
     });
     tracing::info!(id = node.config.id, listen = %node.config.listen, "node serving");
 

@@ -46,6 +46,11 @@ impl Node {
         self.status_with(Some(digest))
     }
 
+    /// What clients and peers may hold of this node, and hold now.
+    pub fn admission(&self) -> &super::admission::Admission {
+        &self.admission
+    }
+
     fn status_with(&self, state_digest: Option<StateDigest>) -> NodeStatus {
         let metrics = self.metrics.borrow().clone();
         let role = match metrics.state {

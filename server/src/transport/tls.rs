@@ -76,7 +76,11 @@ impl NodeTls {
         server.max_early_data_size = 0;
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(server))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(Arc::new(transport_config()));
+        // Every connection starts with the client's stream limit; a connection that proves to be
+        // a peer's is raised to the full limit once its certificate is checked.
+        let mut server_transport = transport_config();
+        server_transport.max_concurrent_bidi_streams(CLIENT_STREAMS_PER_CONNECTION.into());
+        server.transport_config(Arc::new(server_transport));
 
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -89,6 +93,10 @@ impl NodeTls {
         Ok(Self { server, peer_client, endpoint })
     }
 }
+
+/// Streams (requests) one client connection may have open at once; further requests wait for
+/// a stream (QUIC flow control). Peer connections get [`distsync::quic::CONCURRENT_STREAMS_MAX`].
+pub const CLIENT_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// Peer connections notice a dead peer within seconds: a restarted process cannot reset the old
 /// connection (its reset key is new), so without this a leader would keep sending into a dead

@@ -26,6 +26,11 @@ pub const RESPONSE_BYTES_PER_SESSION_MAX: u64 = 1024 * 1024;
 /// in a loop; each costs a few hundred bytes.
 pub const SESSIONS_MAX: usize = 100_000;
 
+/// Open sessions of one identity at once: a tenth of [`SESSIONS_MAX`], so that one client that
+/// opens sessions in a loop (or a thousand processes sharing a certificate, each with long TTLs)
+/// cannot lock every other identity out.
+pub const SESSIONS_PER_IDENTITY_MAX: usize = 10_000;
+
 /// The answer of an applied write, kept for its retries.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct StoredAnswer {
@@ -73,6 +78,8 @@ pub struct Sessions {
     by_expiry: BTreeSet<(u64, SessionId)>,
     /// (identity, secret) → session, so that a retried open finds the session it opened.
     by_opener: BTreeMap<(String, SessionSecret), SessionId>,
+    /// Open sessions per identity, for [`SESSIONS_PER_IDENTITY_MAX`].
+    per_identity: BTreeMap<String, usize>,
 }
 
 impl Sessions {
@@ -120,6 +127,14 @@ impl Sessions {
                 reason: format!("{SESSIONS_MAX} sessions are open; close idle clients or wait for their TTL"),
             });
         }
+        if self.per_identity.get(identity).is_some_and(|&open| open >= SESSIONS_PER_IDENTITY_MAX) {
+            return Err(ServerError::LimitReached {
+                reason: format!(
+                    "identity {identity:?} has {SESSIONS_PER_IDENTITY_MAX} sessions open, its quota; close its idle \
+                     clients or wait for their TTL (other identities are not affected)"
+                ),
+            });
+        }
         assert!(!self.sessions.contains_key(&id), "session ids are revisions and never repeat");
         let expires_at_ms = now_ms + ttl_ms;
         let session = Session {
@@ -134,6 +149,7 @@ impl Sessions {
         self.sessions.insert(id, session);
         self.by_expiry.insert((expires_at_ms, id));
         self.by_opener.insert((identity.to_string(), secret), id);
+        *self.per_identity.entry(identity.to_string()).or_insert(0) += 1;
         Ok((id, ttl_ms))
     }
 
@@ -186,7 +202,8 @@ impl Sessions {
         match self.sessions.remove(&id) {
             Some(session) => {
                 self.by_expiry.remove(&(session.expires_at_ms, id));
-                self.by_opener.remove(&(session.identity, session.secret));
+                self.by_opener.remove(&(session.identity.clone(), session.secret));
+                self.forget_identity_session(&session.identity);
                 true
             }
             None => false,
@@ -205,11 +222,15 @@ impl Sessions {
 
     /// Open sessions per identity.
     pub fn count_by_identity(&self) -> BTreeMap<String, u64> {
-        let mut counts = BTreeMap::new();
-        for session in self.sessions.values() {
-            *counts.entry(session.identity.clone()).or_insert(0) += 1;
+        self.per_identity.iter().map(|(identity, open)| (identity.clone(), *open as u64)).collect()
+    }
+
+    fn forget_identity_session(&mut self, identity: &str) {
+        let open = self.per_identity.get_mut(identity).expect("an open session counts for its identity");
+        *open -= 1;
+        if *open == 0 {
+            self.per_identity.remove(identity);
         }
-        counts
     }
 
     /// Removes every session whose lease ended before `now_ms`; returns their ids, oldest first.
@@ -221,7 +242,8 @@ impl Sessions {
             }
             self.by_expiry.pop_first();
             let session = self.sessions.remove(&id).expect("indexed sessions are open");
-            self.by_opener.remove(&(session.identity, session.secret));
+            self.by_opener.remove(&(session.identity.clone(), session.secret));
+            self.forget_identity_session(&session.identity);
             expired.push(id);
         }
         expired
@@ -321,6 +343,7 @@ impl Sessions {
     pub fn check_counts(&self) {
         assert_eq!(self.sessions.len(), self.by_expiry.len(), "every session is indexed once");
         assert_eq!(self.sessions.len(), self.by_opener.len(), "every session is indexed by its opener once");
+        assert_eq!(self.sessions.len(), self.per_identity.values().sum::<usize>(), "sessions counted per identity");
     }
 
     /// One session agrees with the index and keeps its bounds; an absent session is fine.

@@ -454,3 +454,19 @@ fn stored_answers_are_bounded_by_bytes_per_session() {
     assert_eq!(kept.acked_below, *kept.responses.keys().next().unwrap(), "a retry of a forgotten one is stale");
     machine.check_invariants();
 }
+
+#[test]
+fn one_identity_cannot_take_every_session() {
+    let mut machine = StateMachine::default();
+    for index in 1..=sessions::SESSIONS_PER_IDENTITY_MAX as u64 {
+        opened_as(&mut machine, index, 1_000, 60_000, "greedy");
+    }
+    let index = sessions::SESSIONS_PER_IDENTITY_MAX as u64 + 1;
+    let op = Op::OpenSession { ttl_ms: 60_000, identity: "greedy".into(), secret: SessionSecret::random() };
+    let refused = apply(&mut machine, index, 1, &at(1_000, op));
+    assert!(matches!(&refused, Err(ServerError::LimitReached { reason }) if reason.contains("greedy")), "{refused:?}");
+    // Everyone else still opens sessions.
+    opened_as(&mut machine, index + 1, 1_000, 60_000, "polite");
+    assert_eq!(machine.session_count(), sessions::SESSIONS_PER_IDENTITY_MAX + 1);
+    machine.check_invariants();
+}

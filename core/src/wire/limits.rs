@@ -62,6 +62,10 @@ pub const LOCK_WAIT_MS_MAX: u64 = 24 * 3600 * 1000;
 /// Locks listed per page by [`Query::LockList`]: keeps one answer far below the frame limit.
 pub const LOCK_LIST_PAGE_MAX: usize = 1000;
 
+/// Encoded bytes of one list page (locks, whose waiters may be thousands, and queues): a page
+/// ends early, with `more`, rather than pass it (it holds one item at least).
+pub const LIST_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 // Queues.
 
 /// Largest queue name, in bytes.

@@ -38,7 +38,8 @@ mod tests;
 
 use distsync::wire::{
     AdminCommand, CacheReport, Command, CommandResponse, Owner, Permission, Query, QueryResponse, ResourceKind,
-    Response, SessionSecret, WriteRequest, IDENTITY_LIST_PAGE_MAX, LOCK_LIST_PAGE_MAX, QUEUE_LIST_PAGE_MAX,
+    Response, SessionSecret, WriteRequest, IDENTITY_LIST_PAGE_MAX, LIST_PAGE_BYTES_MAX, LOCK_LIST_PAGE_MAX,
+    QUEUE_LIST_PAGE_MAX,
 };
 use distsync::{ServerError, SessionId};
 use serde::{Deserialize, Serialize};
@@ -635,7 +636,7 @@ impl postcard::ser_flavors::Flavor for Hashing {
 /// Reads pages of a listing from `after` on, keeping the items `keep` allows, until `max` are
 /// kept or the listing ends; returns them and whether more may follow. An identity that may read
 /// everything keeps every item of the first page, so that costs what an unfiltered listing does.
-fn filtered_pages<T>(
+fn filtered_pages<T: Serialize>(
     mut after: Option<String>,
     max: usize,
     page: impl Fn(&Option<String>) -> (Vec<T>, bool),
@@ -643,12 +644,18 @@ fn filtered_pages<T>(
     keep: impl Fn(&T) -> bool,
 ) -> (Vec<T>, bool) {
     let mut kept = Vec::new();
+    let mut bytes = 0;
     loop {
         let (items, more) = page(&after);
         let last = items.last().map(&name);
         let mut items = items.into_iter();
         for item in items.by_ref() {
             if keep(&item) {
+                // A page ends before it would pass LIST_PAGE_BYTES_MAX (one item at least).
+                bytes += distsync::wire::encoded_bytes(&item);
+                if !kept.is_empty() && bytes > LIST_PAGE_BYTES_MAX {
+                    return (kept, true);
+                }
                 kept.push(item);
                 if kept.len() == max {
                     return (kept, more || items.len() > 0);

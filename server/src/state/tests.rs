@@ -470,3 +470,19 @@ fn one_identity_cannot_take_every_session() {
     assert_eq!(machine.session_count(), sessions::SESSIONS_PER_IDENTITY_MAX + 1);
     machine.check_invariants();
 }
+
+#[test]
+fn list_pages_end_before_their_byte_limit() {
+    // Items of 1 MiB each, named by their index: a page takes four (4 MiB), not a thousand.
+    let items: Vec<(String, Vec<u8>)> = (0..10).map(|i| (format!("{i:02}"), vec![0u8; 1024 * 1024])).collect();
+    let page = |after: &Option<String>| {
+        let rest: Vec<(String, Vec<u8>)> =
+            items.iter().filter(|(name, _)| after.as_ref().is_none_or(|after| name > after)).cloned().collect();
+        (rest, false)
+    };
+    let (first, more) = filtered_pages(None, 1000, page, |(name, _)| name.clone(), |_| true);
+    assert!(more, "more follow the first page");
+    assert_eq!(first.len(), 3, "three 1 MiB items and their names fit in 4 MiB, a fourth does not");
+    let (second, _) = filtered_pages(Some(first[2].0.clone()), 1000, page, |(name, _)| name.clone(), |_| true);
+    assert_eq!(second[0].0, "03", "the next page starts after the last item given");
+}

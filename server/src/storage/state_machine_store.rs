@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -52,7 +53,12 @@ struct SnapshotData {
 #[derive(Default)]
 pub struct SessionSignals {
     signals: Mutex<HashMap<SessionId, Weak<tokio::sync::Notify>>>,
+    /// Entries left after the last sweep of dropped signals.
+    swept: AtomicUsize,
 }
+
+/// Below this many entries, dropped signals are not swept (they are few).
+const SIGNALS_SWEEP_MIN: usize = 1024;
 
 impl SessionSignals {
     /// The signal of `session`: it fires after an applied entry touched the session's locks or
@@ -62,9 +68,27 @@ impl SessionSignals {
         if let Some(signal) = signals.get(&session).and_then(Weak::upgrade) {
             return signal;
         }
+        // Signals nobody holds any more are dropped when the map has doubled since the last
+        // sweep, so that sessions that were waited on once and never touched again (they closed
+        // on another node, say) do not pile up: amortized constant time per subscription.
+        let live_at_sweep = signals.len();
+        if live_at_sweep >= SIGNALS_SWEEP_MIN && live_at_sweep >= 2 * self.swept.load(Ordering::Relaxed) {
+            signals.retain(|_, signal| signal.strong_count() > 0);
+            self.swept.store(signals.len(), Ordering::Relaxed);
+        }
         let signal = Arc::new(tokio::sync::Notify::new());
         signals.insert(session, Arc::downgrade(&signal));
         signal
+    }
+
+    /// Signals kept, held or not (for tests).
+    pub fn len(&self) -> usize {
+        self.signals.lock().expect("signals lock").len()
+    }
+
+    /// Whether no signal is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn notify(&self, sessions: &[SessionId]) {
@@ -302,3 +326,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct AnyMessage(String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_nobody_holds_are_swept_as_the_map_grows() {
+        let signals = SessionSignals::default();
+        // A hundred thousand sessions each waited on once, their waits over.
+        for session in 0..100_000 {
+            drop(signals.subscribe(session));
+        }
+        assert!(signals.len() <= 2 * SIGNALS_SWEEP_MIN, "{} signals kept", signals.len());
+        // Held ones stay, and are the same signal for the same session.
+        let held: Vec<_> = (200_000..203_000).map(|session| signals.subscribe(session)).collect();
+        for session in 0..100_000 {
+            drop(signals.subscribe(session + 300_000));
+        }
+        assert!(signals.len() <= 2 * (held.len() + SIGNALS_SWEEP_MIN), "{} signals kept", signals.len());
+        assert!(Arc::ptr_eq(&held[0], &signals.subscribe(200_000)));
+    }
+}

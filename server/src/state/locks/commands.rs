@@ -2,7 +2,8 @@
 //! sessions' waiters must look again afterwards.
 
 use distsync::wire::{
-    CommandResponse, LockAwaitOutcome, LockInfo, LockMode, LockWait, Owner, QueryResponse, LOCK_LIST_PAGE_MAX,
+    CommandResponse, LockAwaitOutcome, LockInfo, LockMode, LockWait, Owner, QueryResponse, LIST_PAGE_BYTES_MAX,
+    LOCK_LIST_PAGE_MAX,
 };
 use distsync::{ServerError, SessionId};
 
@@ -108,9 +109,22 @@ impl StateMachine {
     }
 
     /// `Query::LockList`: a page of locks after `after`, and whether more follow.
+    /// The page ends early when its encoding would pass [`LIST_PAGE_BYTES_MAX`] (locks with
+    /// thousands of waiters).
     pub(in crate::state) fn lock_list(&self, after: Option<&str>) -> (Vec<LockInfo>, bool) {
         let (page, more) = self.locks.list(after, LOCK_LIST_PAGE_MAX);
-        (page.into_iter().map(|(name, lock)| lock_info(name, lock, &self.sessions)).collect(), more)
+        let total = page.len();
+        let mut bytes = 0;
+        let mut infos = Vec::with_capacity(total);
+        for (name, lock) in page {
+            let info = lock_info(name, lock, &self.sessions);
+            bytes += distsync::wire::encoded_bytes(&info);
+            if !infos.is_empty() && bytes > LIST_PAGE_BYTES_MAX {
+                return (infos, true);
+            }
+            infos.push(info);
+        }
+        (infos, more)
     }
 
     /// `Query::LockShow`: one lock, if anyone holds or awaits it.

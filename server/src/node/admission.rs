@@ -28,6 +28,10 @@ pub const HANDSHAKES_MAX: usize = 32;
 /// (the client then tries again, or another node).
 pub const HANDSHAKE_WAIT: Duration = Duration::from_secs(5);
 
+/// Longest a handshake may take once it has its turn: a stranger who starts handshakes and
+/// stalls them holds turns for this long at most, not for QUIC's 30 s idle timeout.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Client streams a node serves at once across its connections; beyond, a request is answered
 /// `Busy` unread.
 pub const CLIENT_STREAMS_MAX: usize = 16 * 1024;

@@ -1,6 +1,7 @@
 //! The QUIC listener: one task per connection (peers proven by their certificates), one per
 //! stream, one frame in and one frame out, within the budgets of [`super::admission`].
 
+use std::future::IntoFuture as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,9 @@ use distsync::wire::{
 use distsync::{FrameError, NodeId, ServerError};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use super::admission::{ConnectionBudget, CONNECTIONS_MAX, PEER_CONNECTIONS_MAX, REQUEST_READ_TIMEOUT};
+use super::admission::{
+    ConnectionBudget, CONNECTIONS_MAX, HANDSHAKE_TIMEOUT, PEER_CONNECTIONS_MAX, REQUEST_READ_TIMEOUT,
+};
 use super::dispatch::Origin;
 use super::Node;
 use crate::transport::{client_identity, negotiated_protocol, peer_identity};
@@ -45,8 +48,13 @@ pub(super) async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint, mut 
                 incoming.refuse();
                 return;
             };
-            let handshake = incoming.await;
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming.into_future()).await;
             drop(turn);
+            let Ok(handshake) = handshake else {
+                tracing::info!(%remote, "handshake abandoned: not done within {HANDSHAKE_TIMEOUT:?}");
+                drop(permit);
+                return;
+            };
             match handshake {
                 Ok(connection) => serve_connection(node, connection).await,
                 // A stranger's certificate ends here: rustls refused it during the handshake.

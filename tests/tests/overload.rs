@@ -66,7 +66,7 @@ async fn terms(cluster: &Cluster) -> anyhow::Result<Vec<u64>> {
             match cluster.status(id).await {
                 Ok(status) => break status,
                 Err(error) if Instant::now() >= deadline => return Err(error),
-                Err(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
         terms.push(status.term);

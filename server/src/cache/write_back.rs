@@ -31,8 +31,7 @@ impl CacheService {
             if *stopped.borrow() {
                 return;
             }
-            let (namespace, batch) = if host.is_leader() { pending_batch(host) } else { (None, Vec::new()) };
-            let Some(namespace) = namespace.filter(|_| !batch.is_empty()) else {
+            let Some((namespace, batch)) = host.is_leader().then(|| pending_batch(host)).flatten() else {
                 tokio::select! {
                     _ = applied_changes.changed() => {}
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -90,11 +89,11 @@ impl CacheService {
     }
 }
 
-/// The cluster's Redis namespace (none until the cluster is named) and its oldest pending
-/// writes, within the batch limits.
-fn pending_batch(host: &impl CacheHost) -> (Option<Namespace>, Vec<StoreWrite>) {
+/// The cluster's Redis namespace and its oldest pending writes, within the batch limits; none
+/// while nothing is pending (or the cluster is not named yet, so nothing can be).
+fn pending_batch(host: &impl CacheHost) -> Option<(Namespace, Vec<StoreWrite>)> {
     let applied = host.applied();
-    let namespace = applied.machine.cluster_id().map(|id| Namespace::of(&id));
+    let namespace = Namespace::of(&applied.machine.cluster_id()?);
     let now_ms = applied.machine.now_ms();
     let mut bytes = 0;
     let batch = applied
@@ -113,6 +112,6 @@ fn pending_batch(host: &impl CacheHost) -> (Option<Namespace>, Vec<StoreWrite>) 
             value: write.value.map(<[u8]>::to_vec),
             expires_in_ms: write.expires_at_ms.map(|at| at.saturating_sub(now_ms).max(1)),
         })
-        .collect();
-    (namespace, batch)
+        .collect::<Vec<_>>();
+    (!batch.is_empty()).then_some((namespace, batch))
 }

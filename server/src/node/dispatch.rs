@@ -52,11 +52,7 @@ impl Node {
             }
             Request::SetClockOffset { offset_ms } => {
                 self.state.applied().machine.access().check_admin(identity)?;
-                if !self.config.enable_fault_injection {
-                    return Err(ServerError::FaultInjectionDisabled);
-                }
-                self.set_clock_offset(offset_ms);
-                Ok(Response::Done)
+                self.set_clock_offset(offset_ms)
             }
             Request::OpenSession { ttl_ms, secret } => {
                 self.write(Op::OpenSession { ttl_ms, identity: caller(), secret }, origin).await
@@ -140,6 +136,15 @@ impl Node {
             return Err(ServerError::FaultInjectionDisabled);
         }
         self.transport.set_dropped(peers);
+        Ok(Response::Done)
+    }
+
+    /// Test-only fault injection: read this node's wall clock `offset_ms` off from now on.
+    fn set_clock_offset(&self, offset_ms: i64) -> Result<Response, ServerError> {
+        if !self.config.enable_fault_injection {
+            return Err(ServerError::FaultInjectionDisabled);
+        }
+        self.clock_offset_ms.store(offset_ms, std::sync::atomic::Ordering::Relaxed);
         Ok(Response::Done)
     }
 }

@@ -230,9 +230,4 @@ impl Node {
             clock.peek(term, state_ms, Instant::now(), wall_ms)
         }
     }
-
-    /// Fault injection: moves this node's wall clock by `offset_ms` from now on.
-    pub(super) fn set_clock_offset(&self, offset_ms: i64) {
-        self.clock_offset_ms.store(offset_ms, Ordering::Relaxed);
-    }
 }

@@ -44,6 +44,7 @@ use crate::cache::CacheService;
 use crate::config::ServerConfig;
 use crate::raft::{LeaderLease, NetworkFactory, Raft, ReadIndexRounds};
 use crate::storage::log_store::{LogStore, LogStoreLimits};
+use crate::storage::replay;
 use crate::storage::state_machine_store::StateMachineStore;
 use crate::transport::{NodeTls, PeerTransport};
 
@@ -134,8 +135,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
             None
         }
     };
-    let state = StateMachineStore::open(&config.data_dir.join("snapshots"), near_cache.clone())
+    let mut state = StateMachineStore::open(&config.data_dir.join("snapshots"), near_cache.clone())
         .map_err(|error| unusable_data(&config, "snapshot", error))?;
+    let replayed = replay::apply_committed(&mut log.clone(), &mut state)
+        .await
+        .map_err(|error| unusable_data(&config, "Raft log", error))?;
+    if replayed.entries > 0 {
+        tracing::info!(entries = replayed.entries, applied = replayed.applied, "re-applied the committed log");
+    }
     let socket = std::net::UdpSocket::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime for QUIC"))?;

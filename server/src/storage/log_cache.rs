@@ -53,6 +53,23 @@ impl Cache {
         }
     }
 
+    /// The end of a bounded read from `start`: the entries of `start..end` whose encoded sizes
+    /// add up to at most `limit` bytes, and at least one. Purged entries (before `sizes_from`)
+    /// are not counted: a read skips them.
+    pub(super) fn bounded_end(&self, start: u64, end: u64, limit: u64) -> u64 {
+        let first = start.max(self.sizes_from);
+        let mut bytes = 0;
+        let mut bounded = first;
+        for size in self.sizes.iter().skip((first - self.sizes_from) as usize) {
+            if bounded >= end || (bounded > first && bytes + size > limit) {
+                break;
+            }
+            bytes += size;
+            bounded += 1;
+        }
+        bounded.clamp(start.min(end), end)
+    }
+
     /// Forgets the sizes of entries from `index` on.
     pub(super) fn forget_sizes_from(&mut self, index: u64) {
         self.sizes.truncate(index.saturating_sub(self.sizes_from) as usize);
@@ -63,5 +80,34 @@ impl Cache {
         let forgotten = ((index + 1).saturating_sub(self.sizes_from) as usize).min(self.sizes.len());
         self.sizes.drain(..forgotten);
         self.sizes_from = self.sizes_from.max(index + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_sizes(sizes_from: u64, sizes: &[u64]) -> Cache {
+        Cache { sizes: sizes.iter().copied().collect(), sizes_from, ..Cache::default() }
+    }
+
+    #[test]
+    fn a_bounded_read_stops_at_the_byte_limit_but_takes_one_entry() {
+        // Entries 10..15 of 400, 400, 5000, 100, 100 bytes.
+        let cache = with_sizes(10, &[400, 400, 5000, 100, 100]);
+        assert_eq!(cache.bounded_end(10, 15, 1000), 12, "two entries fit, the third not");
+        assert_eq!(cache.bounded_end(12, 15, 1000), 13, "one entry over the limit goes alone");
+        assert_eq!(cache.bounded_end(13, 15, 1000), 15, "the rest fits");
+        assert_eq!(cache.bounded_end(10, 11, 1000), 11, "never past the range asked for");
+        assert_eq!(cache.bounded_end(10, 15, u64::MAX), 15);
+        assert_eq!(cache.bounded_end(13, 13, 1000), 13, "an empty range stays empty");
+    }
+
+    #[test]
+    fn a_bounded_read_skips_purged_entries_and_stops_after_the_last() {
+        let cache = with_sizes(10, &[400, 400]);
+        assert_eq!(cache.bounded_end(5, 20, 1000), 12, "from the first entry kept");
+        assert_eq!(cache.bounded_end(5, 8, 1000), 8, "a purged range reads nothing");
+        assert_eq!(cache.bounded_end(12, 20, 1000), 12, "nothing after the last entry");
     }
 }

@@ -55,11 +55,15 @@ pub struct LogStoreLimits {
     pub tail_bytes: u64,
     /// Bytes of redb's page cache.
     pub disk_cache_bytes: u64,
+    /// Encoded bytes of entries one bounded read returns at most (at least one entry, whatever
+    /// its size): what replication and the replay at start hold of the log at once. openraft
+    /// asks for up to `max_payload_entries` at a time, which 5 MiB entries make gigabytes.
+    pub read_bytes: u64,
 }
 
 impl Default for LogStoreLimits {
     fn default() -> Self {
-        LogStoreLimits { tail_bytes: 32 * 1024 * 1024, disk_cache_bytes: 16 * 1024 * 1024 }
+        LogStoreLimits { tail_bytes: 32 * 1024 * 1024, disk_cache_bytes: 16 * 1024 * 1024, read_bytes: 1024 * 1024 }
     }
 }
 
@@ -423,6 +427,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = self.read_from_disk(start, end.min(tail_start))?;
         entries.append(&mut from_tail);
         Ok(entries)
+    }
+
+    /// The first entries of `start..end`, within [`LogStoreLimits::read_bytes`]: what
+    /// replication sends a follower that is behind.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let end =
+            self.shared.cache.read().expect("log cache lock").bounded_end(start, end, self.shared.limits.read_bytes);
+        self.try_get_log_entries(start..end).await
     }
 }
 

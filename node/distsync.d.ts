@@ -132,6 +132,12 @@ export declare class StaleDeliveryError extends DistsyncError {
 /** The cluster is at one of its limits; nothing was changed. Consume, delete or wait, then retry. */
 export declare class LimitReachedError extends DistsyncError {
   readonly code: 'LIMIT_REACHED'
+  /** The limit's name as docs/limits.md lists it: `QUEUED_BYTES_MAX`, `SESSIONS_PER_IDENTITY_MAX`. */
+  readonly what: string
+  /** The limit's value, in bytes or a count. */
+  readonly limit: number
+  /** The full queue, when a queue's limit was reached. */
+  readonly queue?: string
 }
 
 /**

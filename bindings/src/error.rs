@@ -38,8 +38,10 @@ pub enum DistsyncError {
     #[error("{reason}")]
     StaleDelivery { reason: String, queue: String, tag: u64 },
     /// The cluster is at one of its limits (`queue`, when a queue is full); nothing was changed.
+    /// `what` is the limit's name as docs/limits.md lists it (`QUEUED_BYTES_MAX`), `limit` its
+    /// value (bytes or a count).
     #[error("{reason}")]
-    LimitReached { reason: String, queue: Option<String> },
+    LimitReached { reason: String, queue: Option<String>, what: String, limit: u64 },
     /// This client's identity may not do this: it lacks a grant, it was disabled, or the request
     /// named a session that is not its own; nothing was changed. Ask an admin for the grant the
     /// reason names (`distsync acl grant`), or use another identity. `identity` is empty when
@@ -92,7 +94,9 @@ impl DistsyncError {
             ErrorKind::InvalidArgument => DistsyncError::InvalidArgument { reason },
             ErrorKind::NoSuchQueue { queue } => DistsyncError::NoSuchQueue { reason, queue },
             ErrorKind::StaleDelivery { queue, tag } => DistsyncError::StaleDelivery { reason, queue, tag },
-            ErrorKind::LimitReached { queue } => DistsyncError::LimitReached { reason, queue },
+            ErrorKind::LimitReached { queue, what, limit } => {
+                DistsyncError::LimitReached { reason, queue, what, limit }
+            }
             ErrorKind::PermissionDenied { identity, resource, needed } => {
                 DistsyncError::PermissionDenied { reason, identity, resource, needed }
             }

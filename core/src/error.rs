@@ -58,7 +58,12 @@ pub enum ServerError {
     /// Free something (delete keys, ack messages) or wait for the backlog to drain, then retry.
     #[error("limit reached: {reason}; nothing was changed")]
     LimitReached {
-        /// Which limit.
+        /// The limit's name as `docs/limits.md` lists it: a constant (`KV_BYTES_MAX`,
+        /// `SESSIONS_PER_IDENTITY_MAX`) or a flag (`--cache-pending-bytes`).
+        what: String,
+        /// The limit's value, in its unit (bytes or a count).
+        limit: u64,
+        /// What was reached, and what to do about it.
         reason: String,
     },
     /// Fault injection was asked of a node not started with `--enable-fault-injection`.
@@ -242,7 +247,11 @@ pub enum QueueRefusal {
     Full {
         /// The queue.
         queue: String,
-        /// Which limit was reached.
+        /// The limit's name as `docs/limits.md` lists it (`QUEUED_BYTES_MAX`, `QUEUES_MAX`).
+        what: String,
+        /// The limit's value, in its unit (bytes or a count).
+        limit: u64,
+        /// What was reached, and what to do about it.
         reason: String,
     },
 }
@@ -417,6 +426,10 @@ pub enum ErrorKind {
     LimitReached {
         /// The full queue, when a queue's limit was reached.
         queue: Option<String>,
+        /// The limit's name as `docs/limits.md` lists it (`KV_BYTES_MAX`, `QUEUED_BYTES_MAX`).
+        what: String,
+        /// The limit's value, in its unit (bytes or a count).
+        limit: u64,
     },
     /// A client used in a process forked from the one that created it.
     Forked,
@@ -456,7 +469,9 @@ impl ServerError {
             ServerError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             ServerError::Lock(refusal) => refusal.kind(),
             ServerError::Queue(refusal) => refusal.kind(),
-            ServerError::LimitReached { .. } => ErrorKind::LimitReached { queue: None },
+            ServerError::LimitReached { what, limit, .. } => {
+                ErrorKind::LimitReached { queue: None, what: what.clone(), limit: *limit }
+            }
             ServerError::PermissionDenied { identity, resource, needed } => ErrorKind::PermissionDenied {
                 identity: identity.clone(),
                 resource: resource.clone(),
@@ -503,7 +518,9 @@ impl QueueRefusal {
             QueueRefusal::NoSuchQueue { queue } => ErrorKind::NoSuchQueue { queue: queue.clone() },
             QueueRefusal::StaleTag { queue, tag } => ErrorKind::StaleDelivery { queue: queue.clone(), tag: *tag },
             QueueRefusal::MessageTooLarge { .. } => ErrorKind::InvalidArgument,
-            QueueRefusal::Full { queue, .. } => ErrorKind::LimitReached { queue: Some(queue.clone()) },
+            QueueRefusal::Full { queue, what, limit, .. } => {
+                ErrorKind::LimitReached { queue: Some(queue.clone()), what: what.clone(), limit: *limit }
+            }
         }
     }
 }
@@ -563,7 +580,7 @@ mod tests {
             QueueRefusal::NoSuchQueue { queue: "q".into() },
             QueueRefusal::StaleTag { queue: "q".into(), tag: 4 },
             QueueRefusal::MessageTooLarge { queue: "q".into(), bytes: 9, max: 8 },
-            QueueRefusal::Full { queue: "q".into(), reason: "too many bytes".into() },
+            QueueRefusal::Full { queue: "q".into(), what: "W".into(), limit: 1, reason: "too many bytes".into() },
         ];
         for refusal in queues {
             let nested = ClientError::Server(ServerError::Queue(refusal.clone()));
@@ -578,10 +595,11 @@ mod tests {
         let cycle = vec![(Owner { session: 1, actor: 2 }, "b".to_string())];
         let deadlock = LockRefusal::Deadlock { name: "a".into(), cycle: cycle.clone() };
         assert_eq!(deadlock.kind(), ErrorKind::Deadlock { lock: "a".into(), cycle });
-        let full = QueueRefusal::Full { queue: "q".into(), reason: "r".into() };
-        assert_eq!(full.kind(), ErrorKind::LimitReached { queue: Some("q".into()) });
-        let limit = ServerError::LimitReached { reason: "r".into() };
-        assert_eq!(limit.kind(), ErrorKind::LimitReached { queue: None });
+        let full = QueueRefusal::Full { queue: "q".into(), what: "QUEUES_MAX".into(), limit: 2, reason: "r".into() };
+        let kind = ErrorKind::LimitReached { queue: Some("q".into()), what: "QUEUES_MAX".into(), limit: 2 };
+        assert_eq!(full.kind(), kind);
+        let limit = ServerError::LimitReached { what: "KEYS_MAX".into(), limit: 3, reason: "r".into() };
+        assert_eq!(limit.kind(), ErrorKind::LimitReached { queue: None, what: "KEYS_MAX".into(), limit: 3 });
         // A server-side refusal as invalid reaches the caller as `InvalidArgument`, not `Internal`.
         let invalid = ClientError::from(ServerError::InvalidArgument { reason: "r".into() });
         assert_eq!(invalid.kind(), ErrorKind::InvalidArgument);

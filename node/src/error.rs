@@ -91,6 +91,8 @@ struct Details {
     access: Option<(String, String, String)>,
     /// Of a request over a size limit: what, its size and the limit, in bytes.
     size: Option<(String, u64, u64)>,
+    /// Of a limit reached: its name and value.
+    limit: Option<(String, u64)>,
 }
 
 impl Failure {
@@ -146,6 +148,10 @@ impl Failure {
             object.set_named_property("resource", resource)?;
             object.set_named_property("needed", needed)?;
         }
+        if let Some((what, limit)) = details.limit {
+            object.set_named_property("what", what)?;
+            object.set_named_property("limit", crate::run::number(limit))?;
+        }
         if let Some((what, bytes, limit)) = details.size {
             object.set_named_property("what", what)?;
             object.set_named_property("bytes", crate::run::number(bytes))?;
@@ -195,7 +201,9 @@ fn describe_kind(kind: ErrorKind) -> (&'static str, Details) {
         ErrorKind::StaleDelivery { queue, tag } => {
             ("STALE_DELIVERY", Details { queue: Some(queue), tag: Some(tag), ..details })
         }
-        ErrorKind::LimitReached { queue } => ("LIMIT_REACHED", Details { queue, ..details }),
+        ErrorKind::LimitReached { queue, what, limit } => {
+            ("LIMIT_REACHED", Details { queue, limit: Some((what, limit)), ..details })
+        }
         ErrorKind::PermissionDenied { identity, resource, needed } => {
             ("PERMISSION_DENIED", Details { access: Some((identity, resource, needed)), ..details })
         }

@@ -59,6 +59,12 @@ class StaleDelivery(Error):
 
 class LimitReached(Error):
     """The cluster is at one of its limits; nothing was changed."""
+    what: str
+    """The limit's name as docs/limits.md lists it: `QUEUED_BYTES_MAX`, `SESSIONS_PER_IDENTITY_MAX`."""
+    limit: int
+    """The limit's value, in bytes or a count."""
+    queue: Optional[str]
+    """The full queue, when a queue's limit was reached."""
 
 class TooLarge(InvalidArgument):
     """The request exceeds a size limit (one write is at most 4 MiB); split it. Nothing changed."""

@@ -80,7 +80,9 @@ pyo3::create_exception!(
     LimitReached,
     Error,
     "The cluster is at one of its limits (queued bytes, queues, pending cache write-backs); \
-nothing was changed. Consume, delete or wait, then retry."
+nothing was changed. Consume, delete or wait, then retry. Attributes: `what` (the limit's name \
+in docs/limits.md, `QUEUED_BYTES_MAX`), `limit` (its value, bytes or a count), `queue` (the full \
+queue, or None)."
 );
 pyo3::create_exception!(
     distsync,
@@ -223,10 +225,16 @@ fn exception(py: Python<'_>, message: String, kind: ErrorKind) -> PyErr {
         ErrorKind::StaleDelivery { queue, tag } => {
             (StaleDelivery::new_err(message), vec![("queue", text(py, &queue)), ("tag", number(py, tag))])
         }
-        ErrorKind::LimitReached { queue: Some(queue) } => {
-            (LimitReached::new_err(message), vec![("queue", text(py, &queue))])
+        ErrorKind::LimitReached { queue, what, limit } => {
+            let queue = match queue {
+                Some(queue) => text(py, &queue),
+                None => py.None(),
+            };
+            (
+                LimitReached::new_err(message),
+                vec![("queue", queue), ("what", text(py, &what)), ("limit", number(py, limit))],
+            )
         }
-        ErrorKind::LimitReached { queue: None } => (LimitReached::new_err(message), Vec::new()),
         ErrorKind::Forked => (ForkError::new_err(message), Vec::new()),
         ErrorKind::PermissionDenied { identity, resource, needed } => (
             PermissionDenied::new_err(message),

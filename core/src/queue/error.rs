@@ -42,7 +42,11 @@ pub enum QueueError {
     Full {
         /// The queue.
         queue: String,
-        /// Which limit.
+        /// The limit's name as `docs/limits.md` lists it (`QUEUED_BYTES_MAX`, `QUEUES_MAX`).
+        what: String,
+        /// The limit's value, in its unit (bytes or a count).
+        limit: u64,
+        /// What was reached, and what to do about it.
         reason: String,
     },
     /// The session expired: its deliveries went back to their queues, so their tags are stale.
@@ -77,7 +81,9 @@ impl QueueError {
             QueueError::NoSuchQueue { queue } => ErrorKind::NoSuchQueue { queue: queue.clone() },
             QueueError::StaleTag { queue, tag } => ErrorKind::StaleDelivery { queue: queue.clone(), tag: *tag },
             QueueError::MessageTooLarge { .. } | QueueError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
-            QueueError::Full { queue, .. } => ErrorKind::LimitReached { queue: Some(queue.clone()) },
+            QueueError::Full { queue, what, limit, .. } => {
+                ErrorKind::LimitReached { queue: Some(queue.clone()), what: what.clone(), limit: *limit }
+            }
             QueueError::SessionExpired { session } => ErrorKind::SessionExpired { session: *session },
             QueueError::Unavailable { .. } => ErrorKind::Unavailable,
             QueueError::Client(error) => error.kind(),
@@ -97,7 +103,7 @@ impl From<ClientError> for QueueError {
                 QueueRefusal::MessageTooLarge { queue, bytes, max } => {
                     QueueError::MessageTooLarge { queue, bytes, max }
                 }
-                QueueRefusal::Full { queue, reason } => QueueError::Full { queue, reason },
+                QueueRefusal::Full { queue, what, limit, reason } => QueueError::Full { queue, what, limit, reason },
             },
             other => QueueError::Client(other),
         }

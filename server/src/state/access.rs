@@ -122,9 +122,7 @@ impl AccessControl {
         let changed = match command {
             AdminCommand::Grant { identity, target, permission } => {
                 if !self.identities.contains_key(identity) && self.identities.len() >= IDENTITIES_MAX {
-                    return Err(ServerError::LimitReached {
-                        reason: format!("{IDENTITIES_MAX} identities have grants; revoke unused ones"),
-                    });
+                    return Err(identities_full());
                 }
                 let entry = self.identities.entry(identity.clone()).or_default();
                 match target {
@@ -132,6 +130,8 @@ impl AccessControl {
                     AclTarget::Resource(resource) => {
                         if !entry.grants.contains_key(resource) && entry.grants.len() >= GRANTS_PER_IDENTITY_MAX {
                             return Err(ServerError::LimitReached {
+                                what: "GRANTS_PER_IDENTITY_MAX".into(),
+                                limit: GRANTS_PER_IDENTITY_MAX as u64,
                                 reason: format!(
                                     "identity {identity} has {GRANTS_PER_IDENTITY_MAX} grants; merge them into wider prefixes"
                                 ),
@@ -163,9 +163,7 @@ impl AccessControl {
                     return Err(no_admin_left(identity));
                 }
                 if !self.identities.contains_key(identity) && self.identities.len() >= IDENTITIES_MAX {
-                    return Err(ServerError::LimitReached {
-                        reason: format!("{IDENTITIES_MAX} identities have grants; revoke unused ones"),
-                    });
+                    return Err(identities_full());
                 }
                 !std::mem::replace(&mut self.identities.entry(identity.clone()).or_default().disabled, true)
             }
@@ -244,5 +242,14 @@ impl AccessControl {
 fn no_admin_left(identity: &str) -> ServerError {
     ServerError::InvalidArgument {
         reason: format!("{identity} is the last enabled admin; grant admin to another identity first"),
+    }
+}
+
+/// The refusal past [`IDENTITIES_MAX`].
+fn identities_full() -> ServerError {
+    ServerError::LimitReached {
+        what: "IDENTITIES_MAX".into(),
+        limit: IDENTITIES_MAX as u64,
+        reason: format!("{IDENTITIES_MAX} identities have grants; revoke unused ones"),
     }
 }

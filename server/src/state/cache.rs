@@ -181,13 +181,21 @@ impl CacheDirectory {
     ) -> Result<(), ServerError> {
         let replaced = self.entries.get(key).map_or(0, pending_bytes);
         if !self.entries.contains_key(key) && self.entries.len() >= CACHE_KEYS_MAX {
-            return Err(full(format!("the cache directory holds {CACHE_KEYS_MAX} keys; delete some first")));
+            return Err(full(
+                "CACHE_KEYS_MAX",
+                CACHE_KEYS_MAX as u64,
+                format!("the cache directory holds {CACHE_KEYS_MAX} keys; delete some first"),
+            ));
         }
         if self.pending_bytes - replaced + value.len() as u64 > PENDING_BYTES_MAX {
-            return Err(full(format!(
-                "{} bytes of writes are waiting to be written back to Redis; is Redis reachable?",
-                self.pending_bytes
-            )));
+            return Err(full(
+                "PENDING_BYTES_MAX",
+                PENDING_BYTES_MAX,
+                format!(
+                    "{} bytes of writes are waiting to be written back to Redis; is Redis reachable?",
+                    self.pending_bytes
+                ),
+            ));
         }
         self.replace(
             key,
@@ -324,8 +332,8 @@ fn pending_bytes(entry: &DirectoryEntry) -> u64 {
     }
 }
 
-fn full(reason: String) -> ServerError {
-    ServerError::LimitReached { reason }
+fn full(what: &str, limit: u64, reason: String) -> ServerError {
+    ServerError::LimitReached { what: what.into(), limit, reason }
 }
 
 /// The cache's commands.

@@ -32,17 +32,23 @@ impl KvRegister {
 
     /// Why `key` may not be set to a value of `value_bytes`, if it may not: the register is at
     /// [`KEYS_MAX`] keys or would pass [`KV_BYTES_MAX`].
-    pub fn refusal(&self, key: &[u8], value_bytes: usize) -> Option<String> {
+    pub fn refusal(&self, key: &[u8], value_bytes: usize) -> Option<ServerError> {
         let existing = self.entries.get(key).map(|(value, _)| (key.len() + value.len()) as u64);
         if existing.is_none() && self.entries.len() >= KEYS_MAX {
-            return Some(format!("the register holds {KEYS_MAX} keys, its maximum; delete some first"));
+            return Some(ServerError::LimitReached {
+                what: "KEYS_MAX".into(),
+                limit: KEYS_MAX as u64,
+                reason: format!("the register holds {KEYS_MAX} keys, its maximum; delete some first"),
+            });
         }
         let after = self.bytes - existing.unwrap_or(0) + (key.len() + value_bytes) as u64;
-        (after > KV_BYTES_MAX).then(|| {
-            format!(
+        (after > KV_BYTES_MAX).then(|| ServerError::LimitReached {
+            what: "KV_BYTES_MAX".into(),
+            limit: KV_BYTES_MAX,
+            reason: format!(
                 "the register would hold {after} bytes of keys and values, beyond its {KV_BYTES_MAX}; delete or \
                  shrink some first"
-            )
+            ),
         })
     }
 
@@ -94,8 +100,8 @@ impl KvRegister {
 impl StateMachine {
     /// `KvPut` at `revision`, which becomes the value's version.
     pub(super) fn kv_put(&mut self, revision: u64, key: &[u8], value: &[u8]) -> Result<CommandResponse, ServerError> {
-        if let Some(reason) = self.kv.refusal(key, value.len()) {
-            return Err(ServerError::LimitReached { reason });
+        if let Some(refusal) = self.kv.refusal(key, value.len()) {
+            return Err(refusal);
         }
         self.kv.put(key.to_vec(), value.to_vec(), revision);
         Ok(CommandResponse::KvPut { version: revision })
@@ -122,7 +128,9 @@ mod tests {
         // Nearly full (as if it held many values): new bytes are refused, smaller ones fit.
         register.put(b"big".to_vec(), vec![0; 1000], 3);
         register.bytes = KV_BYTES_MAX - 10;
-        assert!(register.refusal(b"new", 8).is_some_and(|reason| reason.contains("bytes")));
+        assert!(
+            matches!(register.refusal(b"new", 8), Some(ServerError::LimitReached { what, limit, .. }) if what == "KV_BYTES_MAX" && limit == KV_BYTES_MAX)
+        );
         assert_eq!(register.refusal(b"new", 7), None, "exactly at the limit fits");
         assert_eq!(register.refusal(b"big", 1000 + 10), None, "a replacement counts only what it adds");
         assert!(register.refusal(b"big", 1000 + 11).is_some());

@@ -124,11 +124,15 @@ impl Sessions {
         }
         if self.sessions.len() >= SESSIONS_MAX {
             return Err(ServerError::LimitReached {
+                what: "SESSIONS_MAX".into(),
+                limit: SESSIONS_MAX as u64,
                 reason: format!("{SESSIONS_MAX} sessions are open; close idle clients or wait for their TTL"),
             });
         }
         if self.per_identity.get(identity).is_some_and(|&open| open >= SESSIONS_PER_IDENTITY_MAX) {
             return Err(ServerError::LimitReached {
+                what: "SESSIONS_PER_IDENTITY_MAX".into(),
+                limit: SESSIONS_PER_IDENTITY_MAX as u64,
                 reason: format!(
                     "identity {identity:?} has {SESSIONS_PER_IDENTITY_MAX} sessions open, its quota; close its idle \
                      clients or wait for their TTL (other identities are not affected)"

@@ -464,7 +464,13 @@ fn one_identity_cannot_take_every_session() {
     let index = sessions::SESSIONS_PER_IDENTITY_MAX as u64 + 1;
     let op = Op::OpenSession { ttl_ms: 60_000, identity: "greedy".into(), secret: SessionSecret::random() };
     let refused = apply(&mut machine, index, 1, &at(1_000, op));
-    assert!(matches!(&refused, Err(ServerError::LimitReached { reason }) if reason.contains("greedy")), "{refused:?}");
+    assert!(
+        matches!(&refused, Err(ServerError::LimitReached { what, limit, reason })
+            if what == "SESSIONS_PER_IDENTITY_MAX"
+                && *limit == sessions::SESSIONS_PER_IDENTITY_MAX as u64
+                && reason.contains("greedy")),
+        "{refused:?}"
+    );
     // Everyone else still opens sessions.
     opened_as(&mut machine, index + 1, 1_000, 60_000, "polite");
     assert_eq!(machine.session_count(), sessions::SESSIONS_PER_IDENTITY_MAX + 1);

@@ -2911,8 +2911,10 @@ enum DistsyncError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError 
     )
     /**
      * The cluster is at one of its limits (`queue`, when a queue is full); nothing was changed.
+     * `what` is the limit's name as docs/limits.md lists it (`QUEUED_BYTES_MAX`), `limit` its
+     * value (bytes or a count).
      */
-    case LimitReached(reason: String, queue: String?
+    case LimitReached(reason: String, queue: String?, what: String, limit: UInt64
     )
     /**
      * This client's identity may not do this: it lacks a grant, it was disabled, or the request
@@ -3010,7 +3012,9 @@ public struct FfiConverterTypeDistsyncError: FfiConverterRustBuffer {
             )
         case 10: return .LimitReached(
             reason: try FfiConverterString.read(from: &buf), 
-            queue: try FfiConverterOptionString.read(from: &buf)
+            queue: try FfiConverterOptionString.read(from: &buf), 
+            what: try FfiConverterString.read(from: &buf), 
+            limit: try FfiConverterUInt64.read(from: &buf)
             )
         case 11: return .PermissionDenied(
             reason: try FfiConverterString.read(from: &buf), 
@@ -3096,10 +3100,12 @@ public struct FfiConverterTypeDistsyncError: FfiConverterRustBuffer {
             FfiConverterUInt64.write(tag, into: &buf)
             
         
-        case let .LimitReached(reason,queue):
+        case let .LimitReached(reason,queue,what,limit):
             writeInt(&buf, Int32(10))
             FfiConverterString.write(reason, into: &buf)
             FfiConverterOptionString.write(queue, into: &buf)
+            FfiConverterString.write(what, into: &buf)
+            FfiConverterUInt64.write(limit, into: &buf)
             
         
         case let .PermissionDenied(reason,identity,resource,needed):

@@ -177,6 +177,8 @@ impl Locks {
             }
         } else if self.locks.len() >= LOCKS_MAX {
             return Err(ServerError::LimitReached {
+                what: "LOCKS_MAX".into(),
+                limit: LOCKS_MAX as u64,
                 reason: format!("{LOCKS_MAX} locks are held or awaited; release locks or wait for sessions to end"),
             });
         }
@@ -246,6 +248,8 @@ impl Locks {
         let lock = self.locks.get(name).expect("the caller created or found the lock");
         if lock.waiters.len() >= WAITERS_PER_LOCK_MAX {
             return Err(ServerError::LimitReached {
+                what: "WAITERS_PER_LOCK_MAX".into(),
+                limit: WAITERS_PER_LOCK_MAX as u64,
                 reason: format!("{WAITERS_PER_LOCK_MAX} owners already wait for lock {name:?}; retry later"),
             });
         }

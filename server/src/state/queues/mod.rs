@@ -123,6 +123,8 @@ impl Queues {
         if !self.queues.contains_key(name) && self.queues.len() >= QUEUES_MAX {
             return Err(ServerError::Queue(QueueRefusal::Full {
                 queue: name.to_string(),
+                what: "QUEUES_MAX".into(),
+                limit: QUEUES_MAX as u64,
                 reason: format!("the cluster holds {QUEUES_MAX} queues, its maximum; delete unused ones"),
             }));
         }
@@ -208,12 +210,16 @@ impl Queues {
         if total_bytes + added > QUEUED_BYTES_MAX {
             return Err(ServerError::Queue(QueueRefusal::Full {
                 queue: name.to_string(),
+                what: "QUEUED_BYTES_MAX".into(),
+                limit: QUEUED_BYTES_MAX,
                 reason: format!("the cluster holds {total_bytes} queued bytes and may hold {QUEUED_BYTES_MAX}"),
             }));
         }
         if queue.dedup.len() + new_dedup_ids > DEDUP_IDS_MAX {
             return Err(ServerError::Queue(QueueRefusal::Full {
                 queue: name.to_string(),
+                what: "DEDUP_IDS_MAX".into(),
+                limit: DEDUP_IDS_MAX as u64,
                 reason: format!("{DEDUP_IDS_MAX} dedup ids are remembered; shorten the dedup window"),
             }));
         }
@@ -277,6 +283,8 @@ impl Queues {
             if queue.waiter_count() >= QUEUE_WAITERS_MAX {
                 return Err(ServerError::Queue(QueueRefusal::Full {
                     queue: name.to_string(),
+                    what: "QUEUE_WAITERS_MAX".into(),
+                    limit: QUEUE_WAITERS_MAX as u64,
                     reason: format!(
                         "{QUEUE_WAITERS_MAX} gets already wait on this queue, its maximum; get without waiting \
                          or retry later"

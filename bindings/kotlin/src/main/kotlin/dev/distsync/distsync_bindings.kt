@@ -5027,15 +5027,21 @@ sealed class DistsyncException: kotlin.Exception() {
     
     /**
      * The cluster is at one of its limits (`queue`, when a queue is full); nothing was changed.
+     * `what` is the limit's name as docs/limits.md lists it (`QUEUED_BYTES_MAX`), `limit` its
+     * value (bytes or a count).
      */
     class LimitReached(
         
         val `reason`: kotlin.String, 
         
-        val `queue`: kotlin.String?
+        val `queue`: kotlin.String?, 
+        
+        val `what`: kotlin.String, 
+        
+        val `limit`: kotlin.ULong
         ) : DistsyncException() {
         override val message
-            get() = "reason=${ `reason` }, queue=${ `queue` }"
+            get() = "reason=${ `reason` }, queue=${ `queue` }, what=${ `what` }, limit=${ `limit` }"
     }
     
     /**
@@ -5161,6 +5167,8 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
             10 -> DistsyncException.LimitReached(
                 FfiConverterString.read(buf),
                 FfiConverterOptionalString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
                 )
             11 -> DistsyncException.PermissionDenied(
                 FfiConverterString.read(buf),
@@ -5245,6 +5253,8 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
                 + FfiConverterOptionalString.allocationSize(value.`queue`)
+                + FfiConverterString.allocationSize(value.`what`)
+                + FfiConverterULong.allocationSize(value.`limit`)
             )
             is DistsyncException.PermissionDenied -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -5335,6 +5345,8 @@ public object FfiConverterTypeDistsyncError : FfiConverterRustBuffer<DistsyncExc
                 buf.putInt(10)
                 FfiConverterString.write(value.`reason`, buf)
                 FfiConverterOptionalString.write(value.`queue`, buf)
+                FfiConverterString.write(value.`what`, buf)
+                FfiConverterULong.write(value.`limit`, buf)
                 Unit
             }
             is DistsyncException.PermissionDenied -> {

@@ -56,7 +56,7 @@ pub enum ServerError {
     Queue(QueueRefusal),
     /// The cluster is at one of its limits (keys, pending write-backs); nothing was changed.
     /// Free something (delete keys, ack messages) or wait for the backlog to drain, then retry.
-    #[error("limit reached: {reason}; nothing was changed")]
+    #[error("limit reached: {reason} ({what}, see docs/limits.md); nothing was changed")]
     LimitReached {
         /// The limit's name as `docs/limits.md` lists it: a constant (`KV_BYTES_MAX`,
         /// `SESSIONS_PER_IDENTITY_MAX`) or a flag (`--cache-pending-bytes`).
@@ -243,7 +243,7 @@ pub enum QueueRefusal {
     },
     /// The cluster holds as many queued bytes, queues or dedup ids as it may; nothing was
     /// enqueued. Consume (ack) messages or delete queues, then retry.
-    #[error("queue {queue:?} is full: {reason}; nothing was enqueued")]
+    #[error("queue {queue:?} is full: {reason} ({what}, see docs/limits.md); nothing was enqueued")]
     Full {
         /// The queue.
         queue: String,

@@ -125,8 +125,9 @@ class Redis:
 class Cluster:
     """N nodes of the `distsync` binary on loopback, with a redis-server for the cache."""
 
-    def __init__(self, nodes: int = 3):
+    def __init__(self, nodes: int = 3, node_args: tuple[str, ...] = ()):
         self.binary = binary()
+        self.node_args = list(node_args)
         self.directory = pathlib.Path(tempfile.mkdtemp(prefix="distsync-py-"))
         self.ids = list(range(1, nodes + 1))
         self.addresses = {i: f"127.0.0.1:{port}" for i, port in zip(self.ids, free_ports(socket.SOCK_DGRAM, nodes))}
@@ -187,7 +188,7 @@ class Cluster:
         self.processes[node] = subprocess.Popen(
             [self.binary, "serve", "--id", str(node), "--listen", self.addresses[node], "--peers", peers,
              "--data-dir", str(self.directory / f"node-{node}"), "--tls-dir", str(self.directory / "tls"),
-             "--redis", self.redis.url],
+             "--redis", self.redis.url, *self.node_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1"),
             preexec_fn=_die_with_parent,

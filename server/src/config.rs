@@ -78,6 +78,11 @@ pub struct ServerConfig {
     /// Copies this node's own cache may hold.
     #[arg(long, default_value_t = 1_000_000)]
     pub cache_entries: usize,
+    /// How much clients may make the cluster hold (`--max-…`); give every node the same: the
+    /// leader's are in force.
+    #[command(flatten)]
+    #[serde(default)]
+    pub limits: crate::state::limits::Limits,
 }
 
 /// The initial members by id.
@@ -115,6 +120,7 @@ impl ServerConfig {
         );
         anyhow::ensure!(peers.contains_key(&self.id), "--peers does not list this node's id {}", self.id);
         anyhow::ensure!(self.heartbeat_ms > 0, "--heartbeat-ms must be positive");
+        self.limits.validate().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             self.heartbeat_ms * 2 < self.election_timeout_min_ms,
             "--heartbeat-ms ({}) must be well below --election-timeout-min-ms ({}), at most half",

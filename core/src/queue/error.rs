@@ -38,7 +38,7 @@ pub enum QueueError {
     },
     /// The cluster holds as much queued data (or as many queues or dedup ids) as it may; nothing
     /// was enqueued. Consume and ack messages, or delete queues, then retry.
-    #[error("queue {queue:?} is full: {reason}")]
+    #[error("queue {queue:?} is full: {reason} ({what}, see docs/limits.md); nothing was enqueued")]
     Full {
         /// The queue.
         queue: String,

@@ -164,9 +164,11 @@ class Redis {
 
 /** `nodes` nodes of the `distsync` binary on loopback, with a redis-server for the cache. */
 class Cluster {
-  static async start(nodes = 3) {
+  /** `nodeArgs`: further `distsync serve` flags every node gets (`['--max-queues', '1']`). */
+  static async start(nodes = 3, { nodeArgs = [] } = {}) {
     const cluster = new Cluster()
     cluster.binary = binary()
+    cluster.nodeArgs = nodeArgs
     cluster.directory = fs.mkdtempSync(path.join(os.tmpdir(), 'distsync-node-'))
     cluster.ids = Array.from({ length: nodes }, (_, i) => i + 1)
     const ports = await freePorts('udp', nodes)
@@ -227,7 +229,7 @@ class Cluster {
     const log = fs.openSync(this.log(id), 'a')
     const args = ['serve', '--id', String(id), '--listen', this.addresses.get(id), '--peers', peers]
     args.push('--data-dir', path.join(this.directory, `node-${id}`), '--tls-dir', path.join(this.directory, 'tls'))
-    args.push('--redis', this.redis.url)
+    args.push('--redis', this.redis.url, ...this.nodeArgs)
     const child = spawnTied(this.binary, args, {
       stdio: ['ignore', log, log],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' },

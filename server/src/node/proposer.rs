@@ -109,7 +109,7 @@ fn forwardable(op: Op) -> Option<(String, Request)> {
         Op::Admin { identity, command } => Some((identity, Request::Admin(command))),
         // A node's own report: no client identity (peers accept it only from a member).
         Op::CacheReport(report) => Some((String::new(), Request::CacheReport(report))),
-        Op::Tick | Op::CacheWrittenBack { .. } | Op::NameCluster { .. } => None,
+        Op::Tick | Op::CacheWrittenBack { .. } | Op::NameCluster { .. } | Op::SetLimits { .. } => None,
     }
 }
 
@@ -136,7 +136,15 @@ pub(super) async fn propose_loop(
             _ = stopped.changed() => return,
         };
         let batch = fill_batch(first, |proposal| proposal.bytes, || queue.try_recv().ok());
-        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+        let (mut ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+        // A leader whose --max-… flags differ from the limits in force puts its own first, so
+        // that every write it proposes is checked against them (until they are applied, each of
+        // its batches carries them).
+        let set_limits = *node.state.applied().machine.limits() != node.config.limits;
+        if set_limits {
+            tracing::info!(limits = ?node.config.limits, "proposing the limits of this node's flags");
+            ops.insert(0, Op::SetLimits { limits: node.config.limits });
+        }
         let command = LogCommand { time_ms: node.cluster_time_ms(true), grace_ms, ops };
         let raft = node.raft.clone();
         tokio::spawn(async move {
@@ -151,8 +159,9 @@ pub(super) async fn propose_loop(
             drop(permit);
             match outcome {
                 Ok(response) => {
-                    assert_eq!(response.data.len(), replies.len(), "one result per batched operation");
-                    for (reply, result) in replies.into_iter().zip(response.data) {
+                    let skipped = usize::from(set_limits);
+                    assert_eq!(response.data.len(), skipped + replies.len(), "one result per batched operation");
+                    for (reply, result) in replies.into_iter().zip(response.data.into_iter().skip(skipped)) {
                         let _ = reply.send(Ok(result));
                     }
                 }

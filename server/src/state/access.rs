@@ -7,12 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use distsync::wire::{
-    AclTarget, AdminCommand, IdentityInfo, Permission, Resource, ResourceKind, ADMIN_IDENTITY, GRANTS_PER_IDENTITY_MAX,
-    IDENTITIES_MAX,
-};
+use distsync::wire::{AclTarget, AdminCommand, IdentityInfo, Permission, Resource, ResourceKind, ADMIN_IDENTITY};
 use distsync::ServerError;
 use serde::{Deserialize, Serialize};
+
+use super::limits::{reached, Limits};
 
 /// What one identity may do beyond nothing.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -116,26 +115,25 @@ impl AccessControl {
     /// # Errors
     ///
     /// `InvalidArgument` for a bad command, or one that would leave no enabled admin;
-    /// `LimitReached` past [`GRANTS_PER_IDENTITY_MAX`] or [`IDENTITIES_MAX`].
-    pub fn apply(&mut self, command: &AdminCommand) -> Result<bool, ServerError> {
+    /// `LimitReached` past `limits.grants_per_identity` or `limits.identities`.
+    pub fn apply(&mut self, command: &AdminCommand, limits: &Limits) -> Result<bool, ServerError> {
         command.validate()?;
         let changed = match command {
             AdminCommand::Grant { identity, target, permission } => {
-                if !self.identities.contains_key(identity) && self.identities.len() >= IDENTITIES_MAX {
-                    return Err(identities_full());
+                if !self.identities.contains_key(identity) && self.identities.len() as u64 >= limits.identities {
+                    return Err(identities_full(limits));
                 }
                 let entry = self.identities.entry(identity.clone()).or_default();
                 match target {
                     AclTarget::Admin => !std::mem::replace(&mut entry.admin, true),
                     AclTarget::Resource(resource) => {
-                        if !entry.grants.contains_key(resource) && entry.grants.len() >= GRANTS_PER_IDENTITY_MAX {
-                            return Err(ServerError::LimitReached {
-                                what: "GRANTS_PER_IDENTITY_MAX".into(),
-                                limit: GRANTS_PER_IDENTITY_MAX as u64,
-                                reason: format!(
-                                    "identity {identity} has {GRANTS_PER_IDENTITY_MAX} grants; merge them into wider prefixes"
-                                ),
-                            });
+                        let grants = limits.grants_per_identity;
+                        if !entry.grants.contains_key(resource) && entry.grants.len() as u64 >= grants {
+                            return Err(reached(
+                                "GRANTS_PER_IDENTITY_MAX",
+                                grants,
+                                format!("identity {identity} has {grants} grants; merge them into wider prefixes"),
+                            ));
                         }
                         entry.grants.insert(resource.clone(), *permission) != Some(*permission)
                     }
@@ -162,8 +160,8 @@ impl AccessControl {
                 if self.is_admin(identity) && self.enabled_admins_besides(identity) == 0 {
                     return Err(no_admin_left(identity));
                 }
-                if !self.identities.contains_key(identity) && self.identities.len() >= IDENTITIES_MAX {
-                    return Err(identities_full());
+                if !self.identities.contains_key(identity) && self.identities.len() as u64 >= limits.identities {
+                    return Err(identities_full(limits));
                 }
                 !std::mem::replace(&mut self.identities.entry(identity.clone()).or_default().disabled, true)
             }
@@ -231,10 +229,8 @@ impl AccessControl {
 
     /// Panics on a broken bound, which would mean a bug.
     pub fn check_invariants(&self) {
-        assert!(self.identities.len() <= IDENTITIES_MAX);
         for (identity, entry) in &self.identities {
             assert!(!entry.is_empty(), "identity {identity} is kept without anything to keep");
-            assert!(entry.grants.len() <= GRANTS_PER_IDENTITY_MAX);
         }
     }
 }
@@ -245,11 +241,8 @@ fn no_admin_left(identity: &str) -> ServerError {
     }
 }
 
-/// The refusal past [`IDENTITIES_MAX`].
-fn identities_full() -> ServerError {
-    ServerError::LimitReached {
-        what: "IDENTITIES_MAX".into(),
-        limit: IDENTITIES_MAX as u64,
-        reason: format!("{IDENTITIES_MAX} identities have grants; revoke unused ones"),
-    }
+/// The refusal past `limits.identities`.
+fn identities_full(limits: &Limits) -> ServerError {
+    let identities = limits.identities;
+    reached("IDENTITIES_MAX", identities, format!("{identities} identities have grants; revoke unused ones"))
 }

@@ -19,12 +19,13 @@ use distsync::wire::{CacheReport, CommandResponse};
 use distsync::ServerError;
 use serde::{Deserialize, Serialize};
 
+use super::limits::{reached, Limits};
 use super::StateMachine;
 
-/// Live keys and tombstones in the directory. Each costs its key and about 64 bytes.
+/// Live keys and tombstones in the directory by default (`--max-cache-keys`). Each costs its key and about 64 bytes.
 pub const CACHE_KEYS_MAX: usize = 1_000_000;
 
-/// Bytes of values waiting for write-back. Reached only when Redis has been unreachable for long:
+/// Bytes of values waiting for write-back by default (`--max-cache-pending-bytes`). Reached only when Redis has been unreachable for long:
 /// writes are then refused rather than growing every node's memory without bound.
 pub const PENDING_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
@@ -178,19 +179,21 @@ impl CacheDirectory {
         value: &[u8],
         version: u64,
         expires_at_ms: Option<u64>,
+        limits: &Limits,
     ) -> Result<(), ServerError> {
         let replaced = self.entries.get(key).map_or(0, pending_bytes);
-        if !self.entries.contains_key(key) && self.entries.len() >= CACHE_KEYS_MAX {
-            return Err(full(
+        let keys = limits.cache_keys;
+        if !self.entries.contains_key(key) && self.entries.len() as u64 >= keys {
+            return Err(reached(
                 "CACHE_KEYS_MAX",
-                CACHE_KEYS_MAX as u64,
-                format!("the cache directory holds {CACHE_KEYS_MAX} keys; delete some first"),
+                keys,
+                format!("the cache directory holds {keys} keys; delete some first"),
             ));
         }
-        if self.pending_bytes - replaced + value.len() as u64 > PENDING_BYTES_MAX {
-            return Err(full(
+        if self.pending_bytes - replaced + value.len() as u64 > limits.cache_pending_bytes {
+            return Err(reached(
                 "PENDING_BYTES_MAX",
-                PENDING_BYTES_MAX,
+                limits.cache_pending_bytes,
                 format!(
                     "{} bytes of writes are waiting to be written back to Redis; is Redis reachable?",
                     self.pending_bytes
@@ -332,10 +335,6 @@ fn pending_bytes(entry: &DirectoryEntry) -> u64 {
     }
 }
 
-fn full(what: &str, limit: u64, reason: String) -> ServerError {
-    ServerError::LimitReached { what: what.into(), limit, reason }
-}
-
 /// The cache's commands.
 impl StateMachine {
     /// `CacheSet` at `revision`, which becomes the key's version; the value waits in the
@@ -348,7 +347,7 @@ impl StateMachine {
         ttl_ms: Option<u64>,
     ) -> Result<CommandResponse, ServerError> {
         let expires_at_ms = ttl_ms.map(|ttl| self.now_ms.saturating_add(ttl));
-        self.cache.set(key, value, revision, expires_at_ms)?;
+        self.cache.set(key, value, revision, expires_at_ms, &self.limits)?;
         Ok(CommandResponse::CacheSet { version: revision })
     }
 
@@ -365,9 +364,9 @@ mod tests {
     #[test]
     fn a_write_is_pending_until_written_back_and_a_newer_write_stays_pending() {
         let mut directory = CacheDirectory::default();
-        directory.set(b"k", b"v1", 10, None).unwrap();
+        directory.set(b"k", b"v1", 10, None, &Limits::default()).unwrap();
         assert_eq!(directory.read(b"k"), DirectoryRead::Pending { version: 10, value: b"v1" });
-        directory.set(b"k", b"v2", 11, None).unwrap();
+        directory.set(b"k", b"v2", 11, None, &Limits::default()).unwrap();
         let backlog = directory.pending_write_backs(10);
         assert_eq!(backlog.len(), 1, "only the newest write of a key is written back");
         assert_eq!((backlog[0].version, backlog[0].value), (11, Some(&b"v2"[..])));
@@ -382,7 +381,7 @@ mod tests {
     #[test]
     fn a_delete_is_a_tombstone_until_redis_drops_the_key() {
         let mut directory = CacheDirectory::default();
-        directory.set(b"k", b"v", 1, None).unwrap();
+        directory.set(b"k", b"v", 1, None, &Limits::default()).unwrap();
         directory.written_back(b"k", 1);
         assert!(directory.delete(b"k", 2));
         assert_eq!(directory.read(b"k"), DirectoryRead::Absent, "the stored copy must not be read");
@@ -398,8 +397,8 @@ mod tests {
     #[test]
     fn keys_expire_by_leader_time_into_tombstones_with_fresh_versions() {
         let mut directory = CacheDirectory::default();
-        directory.set(b"short", b"v", 5, Some(1_000)).unwrap();
-        directory.set(b"long", b"v", 6, Some(9_000)).unwrap();
+        directory.set(b"short", b"v", 5, Some(1_000), &Limits::default()).unwrap();
+        directory.set(b"long", b"v", 6, Some(9_000), &Limits::default()).unwrap();
         let mut revision = 6;
         let mut next = || {
             revision += 1;
@@ -418,18 +417,21 @@ mod tests {
     fn pending_bytes_are_bounded() {
         let mut directory = CacheDirectory::default();
         let big = vec![0u8; (PENDING_BYTES_MAX / 2) as usize];
-        directory.set(b"a", &big, 1, None).unwrap();
-        directory.set(b"b", &big, 2, None).unwrap();
-        assert!(directory.set(b"c", b"x", 3, None).is_err(), "Redis is behind: refuse rather than grow");
-        directory.set(b"b", b"small", 4, None).unwrap();
-        directory.set(b"c", b"x", 5, None).unwrap();
+        directory.set(b"a", &big, 1, None, &Limits::default()).unwrap();
+        directory.set(b"b", &big, 2, None, &Limits::default()).unwrap();
+        assert!(
+            directory.set(b"c", b"x", 3, None, &Limits::default()).is_err(),
+            "Redis is behind: refuse rather than grow"
+        );
+        directory.set(b"b", b"small", 4, None, &Limits::default()).unwrap();
+        directory.set(b"c", b"x", 5, None, &Limits::default()).unwrap();
         directory.check_invariants(5);
     }
 
     #[test]
     fn holders_follow_reports_and_every_write_empties_them() {
         let mut directory = CacheDirectory::default();
-        directory.set(b"k", b"v", 1, None).unwrap();
+        directory.set(b"k", b"v", 1, None, &Limits::default()).unwrap();
         directory.written_back(b"k", 1);
         let loaded = |node, version| CacheReport { node, loaded: vec![(b"k".to_vec(), version)], ..Default::default() };
         directory.apply_report(&loaded(1, 1));
@@ -442,7 +444,7 @@ mod tests {
         assert!(directory.entry(b"k").unwrap().holders.is_empty());
         directory.apply_report(&loaded(1, 1));
         directory.take_changes();
-        directory.set(b"k", b"w", 2, None).unwrap();
+        directory.set(b"k", b"w", 2, None, &Limits::default()).unwrap();
         assert!(directory.entry(b"k").unwrap().holders.is_empty(), "a write invalidates every copy");
         assert_eq!(directory.take_changes(), vec![(b"k".to_vec(), 2)]);
         directory.check_invariants(2);
@@ -451,12 +453,12 @@ mod tests {
     #[test]
     fn a_value_redis_lost_reads_absent_only_if_it_is_still_current_and_stored() {
         let mut directory = CacheDirectory::default();
-        directory.set(b"k", b"v", 1, None).unwrap();
+        directory.set(b"k", b"v", 1, None, &Limits::default()).unwrap();
         let lost = |version| CacheReport { node: 1, lost: vec![(b"k".to_vec(), version)], ..Default::default() };
         directory.apply_report(&lost(1));
         assert!(matches!(directory.read(b"k"), DirectoryRead::Pending { .. }), "a pending value is not in Redis yet");
         directory.written_back(b"k", 1);
-        directory.set(b"k", b"w", 2, None).unwrap();
+        directory.set(b"k", b"w", 2, None, &Limits::default()).unwrap();
         directory.written_back(b"k", 2);
         directory.apply_report(&lost(1));
         assert_eq!(directory.read(b"k"), DirectoryRead::Stored { version: 2 }, "an old version's loss is moot");

@@ -6,13 +6,14 @@ use distsync::wire::CommandResponse;
 use distsync::ServerError;
 use serde::{Deserialize, Serialize};
 
+use super::limits::{reached, Limits};
 use super::StateMachine;
 
-/// Keys in the register. Bounds state-machine memory and snapshot size; with values of at most
+/// Keys in the register by default (`--max-kv-keys`). Bounds state-machine memory and snapshot size; with values of at most
 /// 1 MiB the register is meant for configuration and coordination data, not bulk storage.
 pub const KEYS_MAX: usize = 1_000_000;
 
-/// Bytes of keys and values in the register: what a snapshot of it takes, and every replica's
+/// Bytes of keys and values in the register by default (`--max-kv-bytes`): what a snapshot of it takes, and every replica's
 /// memory for it (with values of up to 1 MiB, [`KEYS_MAX`] alone would allow a terabyte).
 pub const KV_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
@@ -20,7 +21,7 @@ pub const KV_BYTES_MAX: u64 = 256 * 1024 * 1024;
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvRegister {
     entries: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
-    /// Bytes of keys and values, at most [`KV_BYTES_MAX`].
+    /// Bytes of keys and values.
     bytes: u64,
 }
 
@@ -32,23 +33,27 @@ impl KvRegister {
 
     /// Why `key` may not be set to a value of `value_bytes`, if it may not: the register is at
     /// [`KEYS_MAX`] keys or would pass [`KV_BYTES_MAX`].
-    pub fn refusal(&self, key: &[u8], value_bytes: usize) -> Option<ServerError> {
+    pub fn refusal(&self, key: &[u8], value_bytes: usize, limits: &Limits) -> Option<ServerError> {
         let existing = self.entries.get(key).map(|(value, _)| (key.len() + value.len()) as u64);
-        if existing.is_none() && self.entries.len() >= KEYS_MAX {
-            return Some(ServerError::LimitReached {
-                what: "KEYS_MAX".into(),
-                limit: KEYS_MAX as u64,
-                reason: format!("the register holds {KEYS_MAX} keys, its maximum; delete some first"),
-            });
+        let keys = limits.kv_keys;
+        if existing.is_none() && self.entries.len() as u64 >= keys {
+            return Some(reached(
+                "KEYS_MAX",
+                keys,
+                format!("the register holds {keys} keys, its maximum; delete some first"),
+            ));
         }
         let after = self.bytes - existing.unwrap_or(0) + (key.len() + value_bytes) as u64;
-        (after > KV_BYTES_MAX).then(|| ServerError::LimitReached {
-            what: "KV_BYTES_MAX".into(),
-            limit: KV_BYTES_MAX,
-            reason: format!(
-                "the register would hold {after} bytes of keys and values, beyond its {KV_BYTES_MAX}; delete or \
-                 shrink some first"
-            ),
+        let bytes = limits.kv_bytes;
+        (after > bytes).then(|| {
+            reached(
+                "KV_BYTES_MAX",
+                bytes,
+                format!(
+                    "the register would hold {after} bytes of keys and values, beyond its {bytes}; delete or shrink \
+                     some first"
+                ),
+            )
         })
     }
 
@@ -91,8 +96,6 @@ impl KvRegister {
             bytes += (key.len() + value.len()) as u64;
         }
         assert_eq!(bytes, self.bytes, "register bytes drifted");
-        assert!(bytes <= KV_BYTES_MAX, "register beyond its byte limit");
-        assert!(self.entries.len() <= KEYS_MAX, "register beyond its key limit");
     }
 }
 
@@ -100,7 +103,7 @@ impl KvRegister {
 impl StateMachine {
     /// `KvPut` at `revision`, which becomes the value's version.
     pub(super) fn kv_put(&mut self, revision: u64, key: &[u8], value: &[u8]) -> Result<CommandResponse, ServerError> {
-        if let Some(refusal) = self.kv.refusal(key, value.len()) {
+        if let Some(refusal) = self.kv.refusal(key, value.len(), &self.limits) {
             return Err(refusal);
         }
         self.kv.put(key.to_vec(), value.to_vec(), revision);
@@ -129,10 +132,14 @@ mod tests {
         register.put(b"big".to_vec(), vec![0; 1000], 3);
         register.bytes = KV_BYTES_MAX - 10;
         assert!(
-            matches!(register.refusal(b"new", 8), Some(ServerError::LimitReached { what, limit, .. }) if what == "KV_BYTES_MAX" && limit == KV_BYTES_MAX)
+            matches!(register.refusal(b"new", 8, &Limits::default()), Some(ServerError::LimitReached { what, limit, .. }) if what == "KV_BYTES_MAX" && limit == KV_BYTES_MAX)
         );
-        assert_eq!(register.refusal(b"new", 7), None, "exactly at the limit fits");
-        assert_eq!(register.refusal(b"big", 1000 + 10), None, "a replacement counts only what it adds");
-        assert!(register.refusal(b"big", 1000 + 11).is_some());
+        assert_eq!(register.refusal(b"new", 7, &Limits::default()), None, "exactly at the limit fits");
+        assert_eq!(
+            register.refusal(b"big", 1000 + 10, &Limits::default()),
+            None,
+            "a replacement counts only what it adds"
+        );
+        assert!(register.refusal(b"big", 1000 + 11, &Limits::default()).is_some());
     }
 }

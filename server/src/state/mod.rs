@@ -30,6 +30,7 @@ pub mod access;
 mod access_tests;
 pub mod cache;
 pub mod kv;
+pub mod limits;
 pub mod locks;
 pub mod queues;
 pub mod sessions;
@@ -47,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use self::access::AccessControl;
 use self::cache::CacheDirectory;
 use self::kv::KvRegister;
+use self::limits::Limits;
 use self::locks::{LockEvent, Locks};
 use self::queues::Queues;
 use self::sessions::{Sessions, WriteAdmission};
@@ -116,6 +118,12 @@ pub enum Op {
         /// Random bytes.
         id: ClusterId,
     },
+    /// Proposed by a leader whose `--max-…` flags differ from the limits in force: these apply
+    /// from this operation on (see [`limits`]).
+    SetLimits {
+        /// The new limits.
+        limits: Limits,
+    },
 }
 
 /// A cluster's random name, fixed when it first elects a leader.
@@ -172,6 +180,8 @@ pub struct StateMachine {
     access: AccessControl,
     /// This cluster's name, once its first leader proposed one.
     cluster_id: Option<ClusterId>,
+    /// How much clients may make the cluster hold.
+    limits: Limits,
     /// Sessions whose locks or queue gets changed in the entries applied since the last
     /// [`StateMachine::take_touched_sessions`]: whoever waits on their behalf should look again.
     /// Not replicated state.
@@ -246,7 +256,8 @@ impl StateMachine {
         match op {
             Op::OpenSession { ttl_ms, identity, secret } => {
                 self.access.check_enabled(identity)?;
-                let (session, ttl_ms) = self.sessions.open(revision, *ttl_ms, self.now_ms, identity, *secret)?;
+                let (session, ttl_ms) =
+                    self.sessions.open(revision, *ttl_ms, self.now_ms, identity, *secret, &self.limits)?;
                 Ok(Response::SessionOpened { session, ttl_ms })
             }
             Op::KeepAlive { session, identity, secret } => {
@@ -268,6 +279,12 @@ impl StateMachine {
             }
             Op::NameCluster { id } => {
                 self.cluster_id.get_or_insert(*id);
+                Ok(Response::Done)
+            }
+            Op::SetLimits { limits } => {
+                if limits.validate().is_ok() {
+                    self.limits = *limits;
+                }
                 Ok(Response::Done)
             }
         }
@@ -299,6 +316,7 @@ impl StateMachine {
             Op::OpenSession { .. } => self.sessions.check_session(self.revision),
             Op::Admin { .. } => self.access.check_invariants(),
             Op::NameCluster { .. } => assert!(self.cluster_id.is_some(), "a named cluster keeps its name"),
+            Op::SetLimits { .. } => assert!(self.limits.validate().is_ok(), "limits in force are valid"),
             Op::Tick | Op::CacheWrittenBack { .. } | Op::CacheReport(_) => {}
         }
     }
@@ -365,7 +383,7 @@ impl StateMachine {
     /// An admin command; disabling an identity ends its sessions at once.
     fn apply_admin(&mut self, identity: &str, command: &AdminCommand) -> ApplyResult {
         self.access.check_admin(identity)?;
-        let changed = self.access.apply(command)?;
+        let changed = self.access.apply(command, &self.limits)?;
         if let AdminCommand::SetEnabled { identity: target, enabled: false } = command {
             for session in self.sessions.sessions_of(target) {
                 self.sessions.close(session);
@@ -532,6 +550,11 @@ impl StateMachine {
     /// This cluster's name, once its first leader proposed one.
     pub fn cluster_id(&self) -> Option<ClusterId> {
         self.cluster_id
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The time of the latest applied entry (cluster time, ms since the Unix epoch; see the

@@ -12,6 +12,8 @@ use distsync::wire::{CommandResponse, SessionId, SessionSecret, SESSION_TTL_MAX,
 use distsync::ServerError;
 use serde::{Deserialize, Serialize};
 
+use super::limits::{reached, Limits};
+
 /// Responses kept per session. A client has at most this many writes in flight; beyond it the
 /// oldest responses are forgotten and a retry of one of them gets `StaleSequence`. Bounds the
 /// memory and snapshot size one session can pin.
@@ -22,11 +24,11 @@ pub const RESPONSES_PER_SESSION_MAX: usize = 4096;
 /// `StateMachine::apply_write`), so this holds thousands of ordinary answers.
 pub const RESPONSE_BYTES_PER_SESSION_MAX: u64 = 1024 * 1024;
 
-/// Open sessions at once. Bounds state-machine memory against a client bug that opens sessions
+/// Open sessions at once by default (`--max-sessions`). Bounds state-machine memory against a client bug that opens sessions
 /// in a loop; each costs a few hundred bytes.
 pub const SESSIONS_MAX: usize = 100_000;
 
-/// Open sessions of one identity at once: a tenth of [`SESSIONS_MAX`], so that one client that
+/// Open sessions of one identity at once by default (`--max-sessions-per-identity`): a tenth of [`SESSIONS_MAX`], so that one client that
 /// opens sessions in a loop (or a thousand processes sharing a certificate, each with long TTLs)
 /// cannot lock every other identity out.
 pub const SESSIONS_PER_IDENTITY_MAX: usize = 10_000;
@@ -104,7 +106,8 @@ impl Sessions {
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` for a TTL out of range, `LimitReached` when [`SESSIONS_MAX`] are open.
+    /// `InvalidArgument` for a TTL out of range, `LimitReached` when `limits.sessions` are open, or
+    /// `limits.sessions_per_identity` of the identity's.
     pub fn open(
         &mut self,
         id: SessionId,
@@ -112,6 +115,7 @@ impl Sessions {
         now_ms: u64,
         identity: &str,
         secret: SessionSecret,
+        limits: &Limits,
     ) -> Result<(SessionId, u64), ServerError> {
         if let Some(&existing) = self.by_opener.get(&(identity.to_string(), secret)) {
             return Ok((existing, self.sessions[&existing].ttl_ms));
@@ -122,22 +126,23 @@ impl Sessions {
                 reason: format!("session TTL {ttl_ms} ms is outside {}..={} ms", range.start(), range.end()),
             });
         }
-        if self.sessions.len() >= SESSIONS_MAX {
-            return Err(ServerError::LimitReached {
-                what: "SESSIONS_MAX".into(),
-                limit: SESSIONS_MAX as u64,
-                reason: format!("{SESSIONS_MAX} sessions are open; close idle clients or wait for their TTL"),
-            });
+        let (all, quota) = (limits.sessions, limits.sessions_per_identity);
+        if self.sessions.len() as u64 >= all {
+            return Err(reached(
+                "SESSIONS_MAX",
+                all,
+                format!("{all} sessions are open; close idle clients or wait for their TTL"),
+            ));
         }
-        if self.per_identity.get(identity).is_some_and(|&open| open >= SESSIONS_PER_IDENTITY_MAX) {
-            return Err(ServerError::LimitReached {
-                what: "SESSIONS_PER_IDENTITY_MAX".into(),
-                limit: SESSIONS_PER_IDENTITY_MAX as u64,
-                reason: format!(
-                    "identity {identity:?} has {SESSIONS_PER_IDENTITY_MAX} sessions open, its quota; close its idle \
-                     clients or wait for their TTL (other identities are not affected)"
+        if self.per_identity.get(identity).is_some_and(|&open| open as u64 >= quota) {
+            return Err(reached(
+                "SESSIONS_PER_IDENTITY_MAX",
+                quota,
+                format!(
+                    "identity {identity:?} has {quota} sessions open, its quota; close its idle clients or wait for \
+                     their TTL (other identities are not affected)"
                 ),
-            });
+            ));
         }
         assert!(!self.sessions.contains_key(&id), "session ids are revisions and never repeat");
         let expires_at_ms = now_ms + ttl_ms;

@@ -478,6 +478,32 @@ fn one_identity_cannot_take_every_session() {
 }
 
 #[test]
+fn limits_set_through_the_log_apply_from_their_position_and_keep_what_is_held() {
+    let mut machine = StateMachine::default();
+    let session = opened(&mut machine, 1, 1_000, 60_000);
+    for (seq, key) in [(1, "a"), (2, "b")] {
+        apply(&mut machine, seq + 1, 1, &at(1_001, put(session, seq, 1, key, "v"))).unwrap();
+    }
+    // Two keys are held; the limit drops to one.
+    let limits = Limits { kv_keys: 1, ..Limits::default() };
+    apply(&mut machine, 4, 1, &at(1_002, Op::SetLimits { limits })).unwrap();
+    assert_eq!(machine.limits(), &limits);
+    assert_eq!(kv_get(&machine, "a").map(|(value, _)| value), Some(b"v".to_vec()), "nothing held is dropped");
+    let refused = apply(&mut machine, 5, 1, &at(1_003, put(session, 3, 1, "c", "v")));
+    assert!(
+        matches!(&refused, Err(ServerError::LimitReached { what, limit: 1, .. }) if what == "KEYS_MAX"),
+        "{refused:?}"
+    );
+    // An existing key may still be replaced: the count does not grow.
+    apply(&mut machine, 6, 1, &at(1_004, put(session, 4, 1, "a", "w"))).unwrap();
+    // Invalid limits (a zero) are ignored by every replica alike.
+    let zero = Limits { kv_keys: 0, ..Limits::default() };
+    apply(&mut machine, 7, 1, &at(1_005, Op::SetLimits { limits: zero })).unwrap();
+    assert_eq!(machine.limits(), &limits);
+    machine.check_invariants();
+}
+
+#[test]
 fn list_pages_end_before_their_byte_limit() {
     // Items of 1 MiB each, named by their index: a page takes four (4 MiB), not a thousand.
     let items: Vec<(String, Vec<u8>)> = (0..10).map(|i| (format!("{i:02}"), vec![0u8; 1024 * 1024])).collect();

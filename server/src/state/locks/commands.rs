@@ -23,7 +23,7 @@ impl StateMachine {
     ) -> Result<CommandResponse, ServerError> {
         let (now_ms, wait) = (self.now_ms, deadline(self.now_ms, wait));
         let counter = &mut self.revision;
-        let outcome = self.locks.acquire(owner, name, mode, wait, now_ms, &mut || next(counter))?;
+        let outcome = self.locks.acquire(owner, name, mode, wait, now_ms, &mut || next(counter), &self.limits)?;
         Ok(self.answer_acquire(revision, owner, outcome))
     }
 
@@ -38,7 +38,7 @@ impl StateMachine {
     ) -> Result<CommandResponse, ServerError> {
         let (now_ms, wait) = (self.now_ms, deadline(self.now_ms, wait));
         let counter = &mut self.revision;
-        let outcome = self.locks.upgrade(owner, name, wait, now_ms, &mut || next(counter))?;
+        let outcome = self.locks.upgrade(owner, name, wait, now_ms, &mut || next(counter), &self.limits)?;
         Ok(self.answer_acquire(revision, owner, outcome))
     }
 

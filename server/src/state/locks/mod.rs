@@ -35,11 +35,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use self::deadlock::blockers_at;
+use super::limits::{reached, Limits};
 
-/// Waiters queued on one lock. Bounds memory and the cost of deadlock detection.
+/// Waiters queued on one lock by default (`--max-waiters-per-lock`). Bounds memory and the cost of deadlock detection.
 pub const WAITERS_PER_LOCK_MAX: usize = 10_000;
 
-/// Locks held or waited for at once, across the cluster.
+/// Locks held or waited for at once, across the cluster, by default (`--max-locks`).
 pub const LOCKS_MAX: usize = 1_000_000;
 
 /// How long a request may wait.
@@ -161,6 +162,7 @@ impl Locks {
     ///
     /// [`LockRefusal::WouldBlock`] for a try that cannot be granted, [`LockRefusal::AlreadyHeld`],
     /// [`LockRefusal::Deadlock`] with the cycle, [`ServerError::InvalidArgument`] beyond limits.
+    #[allow(clippy::too_many_arguments)]
     pub fn acquire(
         &mut self,
         owner: Owner,
@@ -169,18 +171,19 @@ impl Locks {
         wait: Wait,
         now_ms: u64,
         next_token: &mut impl FnMut() -> u64,
+        limits: &Limits,
     ) -> Result<AcquireOutcome, ServerError> {
         validate_lock_name(name)?;
         if let Some(lock) = self.locks.get(name) {
             if lock.holders.iter().any(|h| h.owner == owner) || lock.waiters.iter().any(|w| w.owner == owner) {
                 return Err(ServerError::Lock(LockRefusal::AlreadyHeld { name: name.to_string() }));
             }
-        } else if self.locks.len() >= LOCKS_MAX {
-            return Err(ServerError::LimitReached {
-                what: "LOCKS_MAX".into(),
-                limit: LOCKS_MAX as u64,
-                reason: format!("{LOCKS_MAX} locks are held or awaited; release locks or wait for sessions to end"),
-            });
+        } else if self.locks.len() as u64 >= limits.locks {
+            return Err(reached(
+                "LOCKS_MAX",
+                limits.locks,
+                format!("{} locks are held or awaited; release locks or wait for sessions to end", limits.locks),
+            ));
         }
         let lock = self.locks.entry(name.to_string()).or_default();
         let grantable = lock.waiters.is_empty() && compatible(&lock.holders, mode);
@@ -194,7 +197,7 @@ impl Locks {
             self.forget_if_unused(name);
             return Err(ServerError::Lock(LockRefusal::WouldBlock { name: name.to_string() }));
         }
-        self.enqueue(owner, name, mode, false, wait, now_ms)
+        self.enqueue(owner, name, mode, false, wait, now_ms, limits)
     }
 
     /// Upgrades `owner`'s shared hold on `name` to exclusive; granted at once when the owner is
@@ -211,6 +214,7 @@ impl Locks {
         wait: Wait,
         now_ms: u64,
         next_token: &mut impl FnMut() -> u64,
+        limits: &Limits,
     ) -> Result<AcquireOutcome, ServerError> {
         let lock = self
             .locks
@@ -233,9 +237,10 @@ impl Locks {
         if wait == Wait::No {
             return Err(ServerError::Lock(LockRefusal::WouldBlock { name: name.to_string() }));
         }
-        self.enqueue(owner, name, Mode::Exclusive, true, wait, now_ms)
+        self.enqueue(owner, name, Mode::Exclusive, true, wait, now_ms, limits)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn enqueue(
         &mut self,
         owner: Owner,
@@ -244,14 +249,16 @@ impl Locks {
         upgrade: bool,
         wait: Wait,
         now_ms: u64,
+        limits: &Limits,
     ) -> Result<AcquireOutcome, ServerError> {
         let lock = self.locks.get(name).expect("the caller created or found the lock");
-        if lock.waiters.len() >= WAITERS_PER_LOCK_MAX {
-            return Err(ServerError::LimitReached {
-                what: "WAITERS_PER_LOCK_MAX".into(),
-                limit: WAITERS_PER_LOCK_MAX as u64,
-                reason: format!("{WAITERS_PER_LOCK_MAX} owners already wait for lock {name:?}; retry later"),
-            });
+        let waiters = limits.waiters_per_lock;
+        if lock.waiters.len() as u64 >= waiters {
+            return Err(reached(
+                "WAITERS_PER_LOCK_MAX",
+                waiters,
+                format!("{waiters} owners already wait for lock {name:?}; retry later"),
+            ));
         }
         let position = if upgrade { 0 } else { lock.waiters.len() };
         let blockers = blockers_at(lock, owner, mode, upgrade, position);

@@ -22,10 +22,18 @@ impl Bench {
 
     fn acquire(&mut self, owner: Owner, name: &str, mode: Mode, wait: Wait) -> Result<AcquireOutcome, ServerError> {
         let revision = &mut self.revision;
-        let result = self.locks.acquire(owner, name, mode, wait, 0, &mut || {
-            *revision += 1;
-            *revision
-        });
+        let result = self.locks.acquire(
+            owner,
+            name,
+            mode,
+            wait,
+            0,
+            &mut || {
+                *revision += 1;
+                *revision
+            },
+            &Limits::default(),
+        );
         self.locks.check_invariants();
         result
     }
@@ -39,10 +47,17 @@ impl Bench {
 
     fn upgrade(&mut self, owner: Owner, name: &str, wait: Wait) -> Result<AcquireOutcome, ServerError> {
         let revision = &mut self.revision;
-        let result = self.locks.upgrade(owner, name, wait, 0, &mut || {
-            *revision += 1;
-            *revision
-        });
+        let result = self.locks.upgrade(
+            owner,
+            name,
+            wait,
+            0,
+            &mut || {
+                *revision += 1;
+                *revision
+            },
+            &Limits::default(),
+        );
         self.locks.check_invariants();
         result
     }

@@ -31,7 +31,7 @@ impl StateMachine {
         queue: &str,
         options: QueueOptions,
     ) -> Result<CommandResponse, ServerError> {
-        Ok(CommandResponse::QueueCreated { created: self.queues.create(queue, options)? })
+        Ok(CommandResponse::QueueCreated { created: self.queues.create(queue, options, &self.limits)? })
     }
 
     /// `QueueDelete`: deletes the queue and its messages; waiting gets end.
@@ -46,7 +46,8 @@ impl StateMachine {
         messages: &[PutMessage],
     ) -> Result<CommandResponse, ServerError> {
         let counter = &mut self.revision;
-        let outcomes = self.queues.put(queue, messages, self.now_ms, &mut || next(counter), &mut self.touched)?;
+        let outcomes =
+            self.queues.put(queue, messages, self.now_ms, &mut || next(counter), &mut self.touched, &self.limits)?;
         Ok(CommandResponse::QueuePut { outcomes })
     }
 
@@ -70,6 +71,7 @@ impl StateMachine {
             detach,
             self.now_ms,
             &mut || next(counter),
+            &self.limits,
         )?;
         Ok(match outcome {
             GetOutcome::Delivered(deliveries) => CommandResponse::QueueDelivered { deliveries },

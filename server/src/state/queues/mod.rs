@@ -31,22 +31,23 @@ use serde::{Deserialize, Serialize};
 
 pub use self::commands::Get;
 use self::queue::{Consumer, InFlight, Message, Queue, Waiter};
+use super::limits::Limits;
 
-/// Queues at once; each costs little, but a client bug creating queues in a loop must not
+/// Queues at once by default (`--max-queues`); each costs little, but a client bug creating queues in a loop must not
 /// exhaust the nodes' memory.
 pub const QUEUES_MAX: usize = 10_000;
 
-/// Bytes of message bodies held across all queues: every byte lives in each node's memory and
+/// Bytes of message bodies held across all queues by default (`--max-queued-bytes`): every byte lives in each node's memory and
 /// snapshot until acked.
 pub const QUEUED_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
-/// Dedup ids remembered per queue.
+/// Dedup ids remembered per queue by default (`--max-dedup-ids`).
 pub const DEDUP_IDS_MAX: usize = 100_000;
 
 /// Earlier attempts kept per message; older ones are dropped first.
 pub const HISTORY_MAX: usize = 32;
 
-/// Gets waiting on one queue at most; beyond, a waiting get is refused with `Full` (a get
+/// Gets waiting on one queue at most by default (`--max-queue-waiters`); beyond, a waiting get is refused with `Full` (a get
 /// without waiting still answers).
 pub const QUEUE_WAITERS_MAX: usize = 4096;
 
@@ -119,14 +120,14 @@ impl Queues {
             .ok_or_else(|| ServerError::Queue(QueueRefusal::NoSuchQueue { queue: name.to_string() }))
     }
 
-    fn ensure(&mut self, name: &str, options: QueueOptions) -> Result<&mut Queue, ServerError> {
-        if !self.queues.contains_key(name) && self.queues.len() >= QUEUES_MAX {
-            return Err(ServerError::Queue(QueueRefusal::Full {
-                queue: name.to_string(),
-                what: "QUEUES_MAX".into(),
-                limit: QUEUES_MAX as u64,
-                reason: format!("the cluster holds {QUEUES_MAX} queues, its maximum; delete unused ones"),
-            }));
+    fn ensure(&mut self, name: &str, options: QueueOptions, limits: &Limits) -> Result<&mut Queue, ServerError> {
+        if !self.queues.contains_key(name) && self.queues.len() as u64 >= limits.queues {
+            return Err(full(
+                name,
+                "QUEUES_MAX",
+                limits.queues,
+                format!("the cluster holds {} queues, its maximum; delete unused ones", limits.queues),
+            ));
         }
         Ok(self.queues.entry(name.to_string()).or_insert_with(|| Queue::new(options)))
     }
@@ -136,10 +137,10 @@ impl Queues {
     ///
     /// # Errors
     ///
-    /// `Full` beyond [`QUEUES_MAX`] queues.
-    pub fn create(&mut self, name: &str, options: QueueOptions) -> Result<bool, ServerError> {
+    /// `Full` beyond `limits.queues` queues.
+    pub fn create(&mut self, name: &str, options: QueueOptions, limits: &Limits) -> Result<bool, ServerError> {
         let created = !self.queues.contains_key(name);
-        self.ensure(name, options)?.options = options;
+        self.ensure(name, options, limits)?.options = options;
         Ok(created)
     }
 
@@ -170,8 +171,8 @@ impl Queues {
     ///
     /// # Errors
     ///
-    /// `MessageTooLarge` beyond the queue's limit; `Full` beyond [`QUEUED_BYTES_MAX`],
-    /// [`DEDUP_IDS_MAX`] or [`QUEUES_MAX`].
+    /// `MessageTooLarge` beyond the queue's limit; `Full` beyond `limits.queued_bytes`,
+    /// `limits.dedup_ids` or `limits.queues`.
     pub fn put(
         &mut self,
         name: &str,
@@ -179,9 +180,10 @@ impl Queues {
         now_ms: u64,
         next_revision: &mut dyn FnMut() -> u64,
         touched: &mut Vec<SessionId>,
+        limits: &Limits,
     ) -> Result<Vec<PutOutcome>, ServerError> {
         let total_bytes = self.bytes;
-        let queue = self.ensure(name, QueueOptions::default())?;
+        let queue = self.ensure(name, QueueOptions::default(), limits)?;
         // Forget dedup ids whose window has passed, so a put after the window enqueues again.
         while let Some((forget_at, _)) = queue.dedup_by_expiry.first() {
             if *forget_at > now_ms {
@@ -207,21 +209,24 @@ impl Queues {
                 new_dedup_ids += 1;
             }
         }
-        if total_bytes + added > QUEUED_BYTES_MAX {
-            return Err(ServerError::Queue(QueueRefusal::Full {
-                queue: name.to_string(),
-                what: "QUEUED_BYTES_MAX".into(),
-                limit: QUEUED_BYTES_MAX,
-                reason: format!("the cluster holds {total_bytes} queued bytes and may hold {QUEUED_BYTES_MAX}"),
-            }));
+        if total_bytes + added > limits.queued_bytes {
+            return Err(full(
+                name,
+                "QUEUED_BYTES_MAX",
+                limits.queued_bytes,
+                format!(
+                    "the cluster holds {total_bytes} queued bytes and may hold {}; consume and ack messages",
+                    limits.queued_bytes
+                ),
+            ));
         }
-        if queue.dedup.len() + new_dedup_ids > DEDUP_IDS_MAX {
-            return Err(ServerError::Queue(QueueRefusal::Full {
-                queue: name.to_string(),
-                what: "DEDUP_IDS_MAX".into(),
-                limit: DEDUP_IDS_MAX as u64,
-                reason: format!("{DEDUP_IDS_MAX} dedup ids are remembered; shorten the dedup window"),
-            }));
+        if (queue.dedup.len() + new_dedup_ids) as u64 > limits.dedup_ids {
+            return Err(full(
+                name,
+                "DEDUP_IDS_MAX",
+                limits.dedup_ids,
+                format!("{} dedup ids are remembered; shorten the dedup window", limits.dedup_ids),
+            ));
         }
         let mut outcomes = Vec::with_capacity(messages.len());
         let mut enqueued_bytes = 0u64;
@@ -263,7 +268,7 @@ impl Queues {
     ///
     /// # Errors
     ///
-    /// `Full` beyond [`QUEUES_MAX`] queues.
+    /// `Full` beyond `limits.queues` queues or `limits.queue_waiters` waiting gets.
     #[allow(clippy::too_many_arguments)]
     pub fn get(
         &mut self,
@@ -276,20 +281,21 @@ impl Queues {
         detach: bool,
         now_ms: u64,
         next_revision: &mut dyn FnMut() -> u64,
+        limits: &Limits,
     ) -> Result<GetOutcome, ServerError> {
-        let queue = self.ensure(name, QueueOptions::default())?;
+        let queue = self.ensure(name, QueueOptions::default(), limits)?;
         let visibility_ms = visibility_ms.unwrap_or(queue.options.visibility_ms);
         let outcome = if queue.ready.is_empty() && wait_ms > 0 {
-            if queue.waiter_count() >= QUEUE_WAITERS_MAX {
-                return Err(ServerError::Queue(QueueRefusal::Full {
-                    queue: name.to_string(),
-                    what: "QUEUE_WAITERS_MAX".into(),
-                    limit: QUEUE_WAITERS_MAX as u64,
-                    reason: format!(
-                        "{QUEUE_WAITERS_MAX} gets already wait on this queue, its maximum; get without waiting \
-                         or retry later"
+            let waiters = limits.queue_waiters;
+            if queue.waiter_count() as u64 >= waiters {
+                return Err(full(
+                    name,
+                    "QUEUE_WAITERS_MAX",
+                    waiters,
+                    format!(
+                        "{waiters} gets already wait on this queue, its maximum; get without waiting or retry later"
                     ),
-                }));
+                ));
             }
             queue.add_waiter(Waiter {
                 consumer,
@@ -619,7 +625,6 @@ impl Queues {
             }
         }
         assert_eq!(bytes, self.bytes, "queued bytes drifted");
-        assert!(bytes <= QUEUED_BYTES_MAX, "queued bytes beyond the limit");
         assert_eq!(
             self.deadlines.len(),
             self.queues.values().filter(|q| q.indexed_deadline.is_some()).count(),
@@ -631,4 +636,9 @@ impl Queues {
 /// The dead-letter queue of `name`.
 pub fn dead_letter_queue(name: &str) -> String {
     format!("{name}{DEAD_LETTER_SUFFIX}")
+}
+
+/// A queue's `Full` refusal: the limit `what` of value `limit` would be passed.
+fn full(queue: &str, what: &str, limit: u64, reason: String) -> ServerError {
+    ServerError::Queue(QueueRefusal::Full { queue: queue.to_string(), what: what.into(), limit, reason })
 }

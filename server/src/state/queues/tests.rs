@@ -22,7 +22,7 @@ fn message(body: &str) -> PutMessage {
 fn put(queues: &mut Queues, revisions: &mut Revisions, name: &str, bodies: &[&str], now: u64) -> Vec<u64> {
     let messages: Vec<PutMessage> = bodies.iter().map(|b| message(b)).collect();
     let mut touched = Vec::new();
-    let outcomes = queues.put(name, &messages, now, &mut revisions.next(), &mut touched).unwrap();
+    let outcomes = queues.put(name, &messages, now, &mut revisions.next(), &mut touched, &Limits::default()).unwrap();
     outcomes.into_iter().map(|o| o.id).collect()
 }
 
@@ -32,7 +32,10 @@ fn key(session: u64) -> SessionSecret {
 }
 
 fn get(queues: &mut Queues, revisions: &mut Revisions, consumer: Consumer, max: u32, now: u64) -> Vec<QueueDelivery> {
-    match queues.get("q", consumer, key(consumer.0), max, Some(1_000), 0, false, now, &mut revisions.next()).unwrap() {
+    match queues
+        .get("q", consumer, key(consumer.0), max, Some(1_000), 0, false, now, &mut revisions.next(), &Limits::default())
+        .unwrap()
+    {
         GetOutcome::Delivered(deliveries) => deliveries,
         GetOutcome::Waiting => panic!("a get without wait never waits"),
     }
@@ -105,7 +108,7 @@ fn visibility_timeouts_redeliver_and_extend_keeps_the_message() {
 fn after_the_last_attempt_a_message_moves_to_the_dead_letter_queue_with_its_history() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
     let options = QueueOptions { max_attempts: 2, ..QueueOptions::default() };
-    queues.create("q", options).unwrap();
+    queues.create("q", options, &Limits::default()).unwrap();
     let [id] = put(&mut queues, &mut revisions, "q", &["poison"], 0)[..] else { panic!() };
     let mut touched = Vec::new();
     for attempt in 1..=2 {
@@ -116,7 +119,10 @@ fn after_the_last_attempt_a_message_moves_to_the_dead_letter_queue_with_its_hist
     assert!(get(&mut queues, &mut revisions, (1, 9), 1, 100).is_empty(), "not redelivered a third time");
     let stats = queues.stats("q", 100).unwrap();
     assert_eq!((stats.depth, stats.dead_lettered), (0, 1));
-    let dead = match queues.get("q.dlq", (1, 10), key(1), 1, None, 0, false, 110, &mut revisions.next()).unwrap() {
+    let dead = match queues
+        .get("q.dlq", (1, 10), key(1), 1, None, 0, false, 110, &mut revisions.next(), &Limits::default())
+        .unwrap()
+    {
         GetOutcome::Delivered(deliveries) => deliveries,
         GetOutcome::Waiting => panic!(),
     };
@@ -133,12 +139,14 @@ fn a_repeated_dedup_id_returns_the_first_id_within_the_window_only() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
     let with_id = |body: &str| PutMessage { body: body.into(), dedup_id: Some("order-42".into()) };
     let mut touched = Vec::new();
-    let first = queues.put("q", &[with_id("one")], 0, &mut revisions.next(), &mut touched).unwrap();
-    let again = queues.put("q", &[with_id("two")], 1_000, &mut revisions.next(), &mut touched).unwrap();
+    let first = queues.put("q", &[with_id("one")], 0, &mut revisions.next(), &mut touched, &Limits::default()).unwrap();
+    let again =
+        queues.put("q", &[with_id("two")], 1_000, &mut revisions.next(), &mut touched, &Limits::default()).unwrap();
     assert_eq!(again, [PutOutcome { id: first[0].id, duplicate: true }]);
     assert_eq!(queues.stats("q", 1_000).unwrap().depth, 1);
     // The default window is two minutes: after it, the id enqueues again.
-    let later = queues.put("q", &[with_id("three")], 120_001, &mut revisions.next(), &mut touched).unwrap();
+    let later =
+        queues.put("q", &[with_id("three")], 120_001, &mut revisions.next(), &mut touched, &Limits::default()).unwrap();
     assert!(!later[0].duplicate && later[0].id > first[0].id);
     queues.check_invariants();
 }
@@ -147,15 +155,16 @@ fn a_repeated_dedup_id_returns_the_first_id_within_the_window_only() {
 fn a_waiting_get_is_served_in_the_entry_that_enqueues_and_in_arrival_order() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
     let mut waiting = |queues: &mut Queues, consumer: Consumer| {
-        let outcome =
-            queues.get("q", consumer, key(consumer.0), 1, None, 5_000, false, 10, &mut revisions.next()).unwrap();
+        let outcome = queues
+            .get("q", consumer, key(consumer.0), 1, None, 5_000, false, 10, &mut revisions.next(), &Limits::default())
+            .unwrap();
         assert_eq!(outcome, GetOutcome::Waiting);
     };
     waiting(&mut queues, (1, 1));
     waiting(&mut queues, (2, 1));
     assert_eq!(queues.await_state("q", (1, 1)), AwaitState::Waiting);
     let mut touched = Vec::new();
-    queues.put("q", &[message("x")], 20, &mut revisions.next(), &mut touched).unwrap();
+    queues.put("q", &[message("x")], 20, &mut revisions.next(), &mut touched, &Limits::default()).unwrap();
     assert_eq!(touched, [1], "the first waiter is served and its node told");
     let AwaitState::Delivered(deliveries) = queues.await_state("q", (1, 1)) else { panic!("not delivered") };
     assert_eq!(bodies(&deliveries), ["x"]);
@@ -173,7 +182,10 @@ fn a_session_ending_returns_its_deliveries_at_once_but_not_detached_ones() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
     put(&mut queues, &mut revisions, "q", &["a", "b"], 0);
     let bound = get(&mut queues, &mut revisions, (7, 1), 1, 10);
-    let detached = match queues.get("q", (7, 2), key(7), 1, Some(60_000), 0, true, 10, &mut revisions.next()).unwrap() {
+    let detached = match queues
+        .get("q", (7, 2), key(7), 1, Some(60_000), 0, true, 10, &mut revisions.next(), &Limits::default())
+        .unwrap()
+    {
         GetOutcome::Delivered(deliveries) => deliveries,
         GetOutcome::Waiting => panic!(),
     };
@@ -191,7 +203,8 @@ fn a_session_ending_returns_its_deliveries_at_once_but_not_detached_ones() {
 #[test]
 fn a_cancelled_get_returns_unseen_deliveries_without_counting_the_attempt() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
-    let waiting = queues.get("q", (3, 1), key(3), 1, None, 5_000, false, 0, &mut revisions.next()).unwrap();
+    let waiting =
+        queues.get("q", (3, 1), key(3), 1, None, 5_000, false, 0, &mut revisions.next(), &Limits::default()).unwrap();
     assert_eq!(waiting, GetOutcome::Waiting);
     put(&mut queues, &mut revisions, "q", &["a"], 10);
     let mut touched = Vec::new();
@@ -205,10 +218,11 @@ fn a_cancelled_get_returns_unseen_deliveries_without_counting_the_attempt() {
 #[test]
 fn oversized_messages_and_unknown_queues_are_typed_errors_that_change_nothing() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
-    queues.create("q", QueueOptions { max_message_bytes: 4, ..QueueOptions::default() }).unwrap();
+    queues.create("q", QueueOptions { max_message_bytes: 4, ..QueueOptions::default() }, &Limits::default()).unwrap();
     let mut touched = Vec::new();
-    let error =
-        queues.put("q", &[message("ok"), message("too long")], 0, &mut revisions.next(), &mut touched).unwrap_err();
+    let error = queues
+        .put("q", &[message("ok"), message("too long")], 0, &mut revisions.next(), &mut touched, &Limits::default())
+        .unwrap_err();
     assert!(matches!(error, ServerError::Queue(QueueRefusal::MessageTooLarge { bytes: 8, max: 4, .. })));
     assert_eq!(queues.stats("q", 0).unwrap().depth, 0, "all or nothing");
     let error = queues.ack("nope", 1, &[1]).unwrap_err();
@@ -248,11 +262,13 @@ fn waiting_gets_are_capped_per_queue_and_expire_by_their_own_deadlines() {
     // Waits with deadlines in reverse order of arrival: the index, not the queue order, decides.
     for session in 1..=QUEUE_WAITERS_MAX as u64 {
         let wait_ms = 10_000 - session;
-        let outcome =
-            queues.get("q", (session, 1), key(session), 1, None, wait_ms, false, 0, &mut revisions.next()).unwrap();
+        let outcome = queues
+            .get("q", (session, 1), key(session), 1, None, wait_ms, false, 0, &mut revisions.next(), &Limits::default())
+            .unwrap();
         assert!(matches!(outcome, GetOutcome::Waiting));
     }
-    let refused = queues.get("q", (99_999, 1), key(9), 1, None, 1_000, false, 0, &mut revisions.next());
+    let refused =
+        queues.get("q", (99_999, 1), key(9), 1, None, 1_000, false, 0, &mut revisions.next(), &Limits::default());
     assert!(
         matches!(&refused, Err(ServerError::Queue(QueueRefusal::Full { queue, .. })) if queue == "q"),
         "{refused:?}"
@@ -277,7 +293,20 @@ fn a_session_end_visits_the_queues_it_used_and_no_others() {
         put(&mut queues, &mut revisions, name, &["m"], 0);
     }
     let mut got = |queues: &mut Queues, name: &str, session: u64| {
-        queues.get(name, (session, 1), key(session), 1, Some(1_000), 0, false, 0, &mut revisions.next()).unwrap()
+        queues
+            .get(
+                name,
+                (session, 1),
+                key(session),
+                1,
+                Some(1_000),
+                0,
+                false,
+                0,
+                &mut revisions.next(),
+                &Limits::default(),
+            )
+            .unwrap()
     };
     got(&mut queues, "a", 1);
     got(&mut queues, "c", 2);

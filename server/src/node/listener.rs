@@ -79,6 +79,7 @@ async fn serve_connection(node: Arc<Node>, connection: quinn::Connection) {
         match peer_identity(&connection, &node.config.peers.0) {
             Some(id) => {
                 connection.set_max_concurrent_bi_streams(CONCURRENT_STREAMS_MAX.into());
+                connection.set_receive_window(quinn::VarInt::MAX);
                 Party::Peer(id)
             }
             None => {

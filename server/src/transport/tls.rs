@@ -80,6 +80,7 @@ impl NodeTls {
         // a peer's is raised to the full limit once its certificate is checked.
         let mut server_transport = transport_config();
         server_transport.max_concurrent_bidi_streams(CLIENT_STREAMS_PER_CONNECTION.into());
+        server_transport.receive_window(CLIENT_RECEIVE_WINDOW_BYTES.into());
         server.transport_config(Arc::new(server_transport));
 
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
@@ -97,6 +98,12 @@ impl NodeTls {
 /// Streams (requests) one client connection may have open at once; further requests wait for
 /// a stream (QUIC flow control). Peer connections get [`distsync::quic::CONCURRENT_STREAMS_MAX`].
 pub const CLIENT_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// Bytes a client may have sent on one connection that the node has not read yet (QUIC's
+/// connection flow-control window; quinn's default is unbounded, beside 1.25 MB per stream). Two
+/// maximal writes: a client's throughput on one connection is the window per round trip, far
+/// more than a node applies on a LAN. Peer connections are raised to the unbounded default.
+pub const CLIENT_RECEIVE_WINDOW_BYTES: u32 = 2 * distsync::wire::WRITE_BYTES_MAX as u32;
 
 /// Peer connections notice a dead peer within seconds: a restarted process cannot reset the old
 /// connection (its reset key is new), so without this a leader would keep sending into a dead

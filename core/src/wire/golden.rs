@@ -12,7 +12,7 @@ fn hex(value: &impl Serialize) -> String {
     postcard::to_stdvec(value).unwrap().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn commands() -> Vec<Command> {
+pub(super) fn commands() -> Vec<Command> {
     let name = || "n".to_string();
     vec![
         Command::KvPut { key: b"k".to_vec(), value: b"v".to_vec() },
@@ -38,7 +38,7 @@ fn commands() -> Vec<Command> {
     ]
 }
 
-fn command_responses() -> Vec<CommandResponse> {
+pub(super) fn command_responses() -> Vec<CommandResponse> {
     let delivery = QueueDelivery {
         id: 1,
         tag: 2,
@@ -78,7 +78,7 @@ fn command_responses() -> Vec<CommandResponse> {
 }
 
 /// The answers the state machine stores: `Result<Response, ServerError>`.
-fn answers() -> Vec<Result<Response, ServerError>> {
+pub(super) fn answers() -> Vec<Result<Response, ServerError>> {
     let owner = Owner { session: 1, actor: 2 };
     vec![
         Ok(Response::SessionOpened { session: 1, ttl_ms: 2 }),
@@ -116,7 +116,7 @@ fn answers() -> Vec<Result<Response, ServerError>> {
 }
 
 /// Admin commands are log entries too.
-fn admin_commands() -> Vec<AdminCommand> {
+pub(super) fn admin_commands() -> Vec<AdminCommand> {
     let resource = Resource { kind: ResourceKind::Queue, prefix: b"q".to_vec() };
     vec![
         AdminCommand::Grant {

@@ -34,6 +34,8 @@ pub mod session;
 pub mod status;
 
 #[cfg(test)]
+mod decode_tests;
+#[cfg(test)]
 mod golden;
 
 use serde::{Deserialize, Serialize};

@@ -33,6 +33,8 @@ pub mod kv;
 pub mod limits;
 pub mod locks;
 pub mod queues;
+#[cfg(test)]
+mod random_tests;
 pub mod sessions;
 #[cfg(test)]
 mod tests;

@@ -286,6 +286,16 @@ impl Queues {
         let queue = self.ensure(name, QueueOptions::default(), limits)?;
         let visibility_ms = visibility_ms.unwrap_or(queue.options.visibility_ms);
         let outcome = if queue.ready.is_empty() && wait_ms > 0 {
+            if queue.is_waiting(consumer) {
+                // A client reusing a request id of its own: the first get still waits.
+                return Err(ServerError::InvalidArgument {
+                    reason: format!(
+                        "get request {} of session {} already waits on queue {name:?}; give each get its own request \
+                         id",
+                        consumer.1, consumer.0
+                    ),
+                });
+            }
             let waiters = limits.queue_waiters;
             if queue.waiter_count() as u64 >= waiters {
                 return Err(full(

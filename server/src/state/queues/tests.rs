@@ -318,3 +318,25 @@ fn a_session_end_visits_the_queues_it_used_and_no_others() {
     assert!(!queues.session_queues.iter().any(|(session, _)| *session == 1), "the ended session is unindexed");
     queues.check_invariants();
 }
+
+#[test]
+fn a_second_waiting_get_with_the_same_request_id_is_refused_not_a_crash() {
+    // Found by the random entries (seed 1083): the second waiting get of one consumer broke the
+    // waiter index (a debug assertion: every replica would have crashed on it).
+    let mut queues = Queues::default();
+    let mut revisions = Revisions(0);
+    let consumer = (3, 3);
+    let wait = |queues: &mut Queues, revisions: &mut Revisions| {
+        queues.get("q", consumer, key(3), 1, None, 5_000, false, 1_000, &mut revisions.next(), &Limits::default())
+    };
+    assert_eq!(wait(&mut queues, &mut revisions).unwrap(), GetOutcome::Waiting);
+    let refused = wait(&mut queues, &mut revisions);
+    assert!(
+        matches!(&refused, Err(ServerError::InvalidArgument { reason }) if reason.contains("already waits")),
+        "{refused:?}"
+    );
+    queues.check_invariants();
+    // The first get is served when a message arrives.
+    put(&mut queues, &mut revisions, "q", &["m"], 1_001);
+    queues.check_invariants();
+}

@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use super::cache::{CACHE_KEYS_MAX, PENDING_BYTES_MAX};
 use super::kv::{KEYS_MAX, KV_BYTES_MAX};
 use super::locks::{LOCKS_MAX, WAITERS_PER_LOCK_MAX};
-use super::queues::{DEDUP_IDS_MAX, QUEUED_BYTES_MAX, QUEUES_MAX, QUEUE_WAITERS_MAX};
+use super::queues::{
+    DEDUP_IDS_MAX, QUEUED_BYTES_MAX, QUEUED_BYTES_PER_IDENTITY_MAX, QUEUES_MAX, QUEUES_PER_IDENTITY_MAX,
+    QUEUE_WAITERS_MAX,
+};
 use super::sessions::{SESSIONS_MAX, SESSIONS_PER_IDENTITY_MAX};
 
 /// The state machine's limits, each a count or bytes; the defaults are the constants of the same
@@ -50,9 +53,16 @@ pub struct Limits {
     /// Queues at once (`QUEUES_MAX`).
     #[arg(long = "max-queues", default_value_t = QUEUES_MAX as u64)]
     pub queues: u64,
+    /// Queues one identity created and has not deleted (`QUEUES_PER_IDENTITY_MAX`).
+    #[arg(long = "max-queues-per-identity", default_value_t = QUEUES_PER_IDENTITY_MAX as u64)]
+    pub queues_per_identity: u64,
     /// Bytes of message bodies held across all queues (`QUEUED_BYTES_MAX`).
     #[arg(long = "max-queued-bytes", default_value_t = QUEUED_BYTES_MAX)]
     pub queued_bytes: u64,
+    /// Bytes of message bodies held by the queues one identity created
+    /// (`QUEUED_BYTES_PER_IDENTITY_MAX`).
+    #[arg(long = "max-queued-bytes-per-identity", default_value_t = QUEUED_BYTES_PER_IDENTITY_MAX)]
+    pub queued_bytes_per_identity: u64,
     /// Gets waiting on one queue (`QUEUE_WAITERS_MAX`).
     #[arg(long = "max-queue-waiters", default_value_t = QUEUE_WAITERS_MAX as u64)]
     pub queue_waiters: u64,
@@ -83,7 +93,9 @@ impl Default for Limits {
             locks: LOCKS_MAX as u64,
             waiters_per_lock: WAITERS_PER_LOCK_MAX as u64,
             queues: QUEUES_MAX as u64,
+            queues_per_identity: QUEUES_PER_IDENTITY_MAX as u64,
             queued_bytes: QUEUED_BYTES_MAX,
+            queued_bytes_per_identity: QUEUED_BYTES_PER_IDENTITY_MAX,
             queue_waiters: QUEUE_WAITERS_MAX as u64,
             dedup_ids: DEDUP_IDS_MAX as u64,
             cache_keys: CACHE_KEYS_MAX as u64,
@@ -96,7 +108,7 @@ impl Default for Limits {
 
 impl Limits {
     /// Every limit by the name `docs/limits.md` gives it, with its value.
-    pub fn named(&self) -> [(&'static str, u64); 14] {
+    pub fn named(&self) -> [(&'static str, u64); 16] {
         [
             ("KEYS_MAX", self.kv_keys),
             ("KV_BYTES_MAX", self.kv_bytes),
@@ -105,7 +117,9 @@ impl Limits {
             ("LOCKS_MAX", self.locks),
             ("WAITERS_PER_LOCK_MAX", self.waiters_per_lock),
             ("QUEUES_MAX", self.queues),
+            ("QUEUES_PER_IDENTITY_MAX", self.queues_per_identity),
             ("QUEUED_BYTES_MAX", self.queued_bytes),
+            ("QUEUED_BYTES_PER_IDENTITY_MAX", self.queued_bytes_per_identity),
             ("QUEUE_WAITERS_MAX", self.queue_waiters),
             ("DEDUP_IDS_MAX", self.dedup_ids),
             ("CACHE_KEYS_MAX", self.cache_keys),

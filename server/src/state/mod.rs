@@ -358,7 +358,8 @@ impl StateMachine {
             Some((kind, name)) => self.access.check(identity, kind, name, Permission::Write),
             None => Ok(()),
         };
-        let result = permitted.and_then(|()| self.execute(revision, write.session, &write.secret, &write.command));
+        let result =
+            permitted.and_then(|()| self.execute(revision, identity, write.session, &write.secret, &write.command));
         if self.sessions.contains(write.session) {
             self.sessions.finish_write(write.session, write.seq, digest, compact(&result));
         }
@@ -398,6 +399,7 @@ impl StateMachine {
     fn execute(
         &mut self,
         revision: u64,
+        identity: &str,
         session: SessionId,
         secret: &SessionSecret,
         command: &Command,
@@ -422,9 +424,9 @@ impl StateMachine {
             Command::LockCancel { name, actor, queued_revision, upgrade } => {
                 Ok(self.lock_cancel(owner(actor), name, *queued_revision, *upgrade))
             }
-            Command::QueueCreate { queue, options } => self.queue_create(queue, *options),
+            Command::QueueCreate { queue, options } => self.queue_create(queue, *options, identity),
             Command::QueueDelete { queue } => self.queue_delete(queue),
-            Command::QueuePut { queue, messages } => self.queue_put(queue, messages),
+            Command::QueuePut { queue, messages } => self.queue_put(queue, messages, identity),
             Command::QueueGet { queue, request, max, visibility_ms, wait_ms, detach } => {
                 let get = queues::Get {
                     request: *request,
@@ -434,7 +436,7 @@ impl StateMachine {
                     detach: *detach,
                     tag_key: *secret,
                 };
-                self.queue_get(revision, session, queue, get)
+                self.queue_get(revision, session, queue, get, identity)
             }
             Command::QueueAck { queue, tags } => self.queue_ack(session, queue, tags),
             Command::QueueNack { queue, tags } => self.queue_nack(session, queue, tags),

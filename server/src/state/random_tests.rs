@@ -183,7 +183,9 @@ fn op(random: &mut Random, seen: &mut Seen, machine: &StateMachine) -> Op {
             limits: Limits {
                 kv_keys: 1 + random.below(8),
                 queues: 1 + random.below(6),
+                queues_per_identity: 1 + random.below(4),
                 queued_bytes: 1 + random.below(400),
+                queued_bytes_per_identity: 1 + random.below(200),
                 locks: 1 + random.below(6),
                 waiters_per_lock: 1 + random.below(3),
                 queue_waiters: 1 + random.below(3),

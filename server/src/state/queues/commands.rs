@@ -30,8 +30,9 @@ impl StateMachine {
         &mut self,
         queue: &str,
         options: QueueOptions,
+        identity: &str,
     ) -> Result<CommandResponse, ServerError> {
-        Ok(CommandResponse::QueueCreated { created: self.queues.create(queue, options, &self.limits)? })
+        Ok(CommandResponse::QueueCreated { created: self.queues.create(queue, options, identity, &self.limits)? })
     }
 
     /// `QueueDelete`: deletes the queue and its messages; waiting gets end.
@@ -44,10 +45,18 @@ impl StateMachine {
         &mut self,
         queue: &str,
         messages: &[PutMessage],
+        identity: &str,
     ) -> Result<CommandResponse, ServerError> {
         let counter = &mut self.revision;
-        let outcomes =
-            self.queues.put(queue, messages, self.now_ms, &mut || next(counter), &mut self.touched, &self.limits)?;
+        let outcomes = self.queues.put(
+            queue,
+            messages,
+            self.now_ms,
+            &mut || next(counter),
+            &mut self.touched,
+            identity,
+            &self.limits,
+        )?;
         Ok(CommandResponse::QueuePut { outcomes })
     }
 
@@ -58,6 +67,7 @@ impl StateMachine {
         session: SessionId,
         queue: &str,
         get: Get,
+        identity: &str,
     ) -> Result<CommandResponse, ServerError> {
         let Get { request, max, visibility_ms, wait_ms, detach, tag_key } = get;
         let counter = &mut self.revision;
@@ -71,6 +81,7 @@ impl StateMachine {
             detach,
             self.now_ms,
             &mut || next(counter),
+            identity,
             &self.limits,
         )?;
         Ok(match outcome {

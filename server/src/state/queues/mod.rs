@@ -41,6 +41,16 @@ pub const QUEUES_MAX: usize = 10_000;
 /// snapshot until acked.
 pub const QUEUED_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
+/// Queues one identity created and has not deleted, by default
+/// (`--max-queues-per-identity`): a tenth of [`QUEUES_MAX`], so that one client creating queues
+/// in a loop cannot take the table from everyone else.
+pub const QUEUES_PER_IDENTITY_MAX: usize = 1_000;
+
+/// Bytes of message bodies held by the queues one identity created, by default
+/// (`--max-queued-bytes-per-identity`): half of [`QUEUED_BYTES_MAX`], so that one stuck queue
+/// (its consumer gone, its producer going on) cannot refuse every other queue's puts.
+pub const QUEUED_BYTES_PER_IDENTITY_MAX: u64 = QUEUED_BYTES_MAX / 2;
+
 /// Dedup ids remembered per queue by default (`--max-dedup-ids`).
 pub const DEDUP_IDS_MAX: usize = 100_000;
 
@@ -82,6 +92,18 @@ pub struct Queues {
     /// (session, queue) for every queue where the session made a get (a superset of where it
     /// waits or holds bound deliveries), so that a session's end visits its queues only.
     session_queues: BTreeSet<(SessionId, String)>,
+    /// What each identity's queues hold (see `Queue::owner`); identities holding nothing are
+    /// not kept.
+    usage: BTreeMap<String, Usage>,
+}
+
+/// The queues one identity owns and the bytes they hold.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Queues it created, dead-letter queues included.
+    pub queues: u64,
+    /// Bytes of message bodies in them.
+    pub bytes: u64,
 }
 
 impl Queues {
@@ -120,16 +142,54 @@ impl Queues {
             .ok_or_else(|| ServerError::Queue(QueueRefusal::NoSuchQueue { queue: name.to_string() }))
     }
 
-    fn ensure(&mut self, name: &str, options: QueueOptions, limits: &Limits) -> Result<&mut Queue, ServerError> {
-        if !self.queues.contains_key(name) && self.queues.len() as u64 >= limits.queues {
-            return Err(full(
-                name,
-                "QUEUES_MAX",
-                limits.queues,
-                format!("the cluster holds {} queues, its maximum; delete unused ones", limits.queues),
-            ));
+    /// `name`, created for `identity` with `options` if it does not exist.
+    fn ensure(
+        &mut self,
+        name: &str,
+        options: QueueOptions,
+        identity: &str,
+        limits: &Limits,
+    ) -> Result<&mut Queue, ServerError> {
+        if !self.queues.contains_key(name) {
+            if self.queues.len() as u64 >= limits.queues {
+                return Err(full(
+                    name,
+                    "QUEUES_MAX",
+                    limits.queues,
+                    format!("the cluster holds {} queues, its maximum; delete unused ones", limits.queues),
+                ));
+            }
+            let quota = limits.queues_per_identity;
+            if self.usage.get(identity).is_some_and(|usage| usage.queues >= quota) {
+                return Err(full(
+                    name,
+                    "QUEUES_PER_IDENTITY_MAX",
+                    quota,
+                    format!(
+                        "identity {identity:?} created {quota} queues, its quota; delete unused ones (other identities \
+                         are not affected)"
+                    ),
+                ));
+            }
+            self.charge(identity, 1, 0);
         }
-        Ok(self.queues.entry(name.to_string()).or_insert_with(|| Queue::new(options)))
+        Ok(self.queues.entry(name.to_string()).or_insert_with(|| Queue::new(options, identity)))
+    }
+
+    /// Adds `queues` and `bytes` (either may be negative) to what `owner`'s queues hold.
+    fn charge(&mut self, owner: &str, queues: i64, bytes: i64) {
+        let usage = self.usage.entry(owner.to_string()).or_default();
+        usage.queues = usage.queues.checked_add_signed(queues).expect("an owner's queue count stays positive");
+        usage.bytes = usage.bytes.checked_add_signed(bytes).expect("an owner's queued bytes stay positive");
+        if usage.queues == 0 {
+            debug_assert_eq!(usage.bytes, 0, "bytes of {owner} without a queue");
+            self.usage.remove(owner);
+        }
+    }
+
+    /// What `identity`'s queues hold.
+    pub fn usage(&self, identity: &str) -> Usage {
+        self.usage.get(identity).copied().unwrap_or_default()
     }
 
     /// Creates `name` with `options`, or sets the options of the existing queue; returns whether
@@ -138,9 +198,15 @@ impl Queues {
     /// # Errors
     ///
     /// `Full` beyond `limits.queues` queues.
-    pub fn create(&mut self, name: &str, options: QueueOptions, limits: &Limits) -> Result<bool, ServerError> {
+    pub fn create(
+        &mut self,
+        name: &str,
+        options: QueueOptions,
+        identity: &str,
+        limits: &Limits,
+    ) -> Result<bool, ServerError> {
         let created = !self.queues.contains_key(name);
-        self.ensure(name, options, limits)?.options = options;
+        self.ensure(name, options, identity, limits)?.options = options;
         Ok(created)
     }
 
@@ -157,6 +223,7 @@ impl Queues {
             self.deadlines.remove(&(deadline, name.to_string()));
         }
         self.bytes -= queue.bytes;
+        self.charge(&queue.owner, -1, -(queue.bytes as i64));
         let sessions: BTreeSet<SessionId> =
             queue.waiting_consumers().chain(queue.in_flight.values().map(|f| f.consumer)).map(|c| c.0).collect();
         for session in &sessions {
@@ -172,7 +239,9 @@ impl Queues {
     /// # Errors
     ///
     /// `MessageTooLarge` beyond the queue's limit; `Full` beyond `limits.queued_bytes`,
-    /// `limits.dedup_ids` or `limits.queues`.
+    /// `limits.dedup_ids` or `limits.queues`, or the owner's `limits.queued_bytes_per_identity`
+    /// or the putter's `limits.queues_per_identity` (a put creates a missing queue for it).
+    #[allow(clippy::too_many_arguments)]
     pub fn put(
         &mut self,
         name: &str,
@@ -180,10 +249,15 @@ impl Queues {
         now_ms: u64,
         next_revision: &mut dyn FnMut() -> u64,
         touched: &mut Vec<SessionId>,
+        identity: &str,
         limits: &Limits,
     ) -> Result<Vec<PutOutcome>, ServerError> {
         let total_bytes = self.bytes;
-        let queue = self.ensure(name, QueueOptions::default(), limits)?;
+        let owner_bytes = match self.queues.get(name) {
+            Some(queue) => self.usage(&queue.owner).bytes,
+            None => self.usage(identity).bytes,
+        };
+        let queue = self.ensure(name, QueueOptions::default(), identity, limits)?;
         // Forget dedup ids whose window has passed, so a put after the window enqueues again.
         while let Some((forget_at, _)) = queue.dedup_by_expiry.first() {
             if *forget_at > now_ms {
@@ -217,6 +291,19 @@ impl Queues {
                 format!(
                     "the cluster holds {total_bytes} queued bytes and may hold {}; consume and ack messages",
                     limits.queued_bytes
+                ),
+            ));
+        }
+        let quota = limits.queued_bytes_per_identity;
+        if owner_bytes + added > quota {
+            return Err(full(
+                name,
+                "QUEUED_BYTES_PER_IDENTITY_MAX",
+                quota,
+                format!(
+                    "the queues of identity {:?} hold {owner_bytes} bytes and may hold {quota}, its quota; consume \
+                     and ack their messages (other identities' queues are not affected)",
+                    queue.owner
                 ),
             ));
         }
@@ -258,7 +345,9 @@ impl Queues {
             outcomes.push(PutOutcome { id, duplicate: false });
         }
         touched.extend(queue.dispatch(now_ms, next_revision));
+        let owner = queue.owner.clone();
         self.bytes += enqueued_bytes;
+        self.charge(&owner, 0, enqueued_bytes as i64);
         self.reindex(name);
         Ok(outcomes)
     }
@@ -281,9 +370,10 @@ impl Queues {
         detach: bool,
         now_ms: u64,
         next_revision: &mut dyn FnMut() -> u64,
+        identity: &str,
         limits: &Limits,
     ) -> Result<GetOutcome, ServerError> {
-        let queue = self.ensure(name, QueueOptions::default(), limits)?;
+        let queue = self.ensure(name, QueueOptions::default(), identity, limits)?;
         let visibility_ms = visibility_ms.unwrap_or(queue.options.visibility_ms);
         let outcome = if queue.ready.is_empty() && wait_ms > 0 {
             if queue.is_waiting(consumer) {
@@ -346,7 +436,9 @@ impl Queues {
                 None => stale.push(tag),
             }
         }
+        let owner = queue.owner.clone();
         self.bytes -= freed;
+        self.charge(&owner, 0, -(freed as i64));
         self.reindex(name);
         Ok(stale)
     }
@@ -544,18 +636,30 @@ impl Queues {
         queue.dead_lettered += 1;
         message.attempts = 0;
         let bytes = message.body.len() as u64;
+        let owner = queue.owner.clone();
         let dead_letters = dead_letter_queue(name);
+        // Made without the queue limits: a message that ran out of attempts is never lost. The
+        // bytes stay charged to whoever owns the queue they are in.
+        if !self.queues.contains_key(&dead_letters) {
+            self.charge(&owner, 1, 0);
+        }
         let target = self.queues.entry(dead_letters).or_insert_with(|| {
-            Queue::new(QueueOptions {
-                max_attempts: 0,
-                max_message_bytes: distsync::wire::QUEUE_MESSAGE_BYTES_MAX as u32,
-                ..QueueOptions::default()
-            })
+            Queue::new(
+                QueueOptions {
+                    max_attempts: 0,
+                    max_message_bytes: distsync::wire::QUEUE_MESSAGE_BYTES_MAX as u32,
+                    ..QueueOptions::default()
+                },
+                &owner,
+            )
         });
+        let target_owner = target.owner.clone();
         target.bytes += bytes;
         target.put_total += 1;
         target.ready.insert(flight.id);
         target.messages.insert(flight.id, message);
+        self.charge(&owner, 0, -(bytes as i64));
+        self.charge(&target_owner, 0, bytes as i64);
     }
 
     /// The deliveries of `tags` in `name` still in flight, as a get answered them.
@@ -635,6 +739,14 @@ impl Queues {
             }
         }
         assert_eq!(bytes, self.bytes, "queued bytes drifted");
+        let mut usage: BTreeMap<&str, Usage> = BTreeMap::new();
+        for queue in self.queues.values() {
+            let owned = usage.entry(&queue.owner).or_default();
+            owned.queues += 1;
+            owned.bytes += queue.bytes;
+        }
+        let kept: BTreeMap<&str, Usage> = self.usage.iter().map(|(owner, usage)| (owner.as_str(), *usage)).collect();
+        assert_eq!(kept, usage, "usage per identity drifted");
         assert_eq!(
             self.deadlines.len(),
             self.queues.values().filter(|q| q.indexed_deadline.is_some()).count(),

@@ -66,6 +66,10 @@ pub struct Waiter {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Queue {
     pub(super) options: QueueOptions,
+    /// The identity that created it (explicitly, or by a first put or get): its queued bytes
+    /// and its queue count are charged to that identity's quota. A dead-letter queue is its
+    /// queue's owner's.
+    pub(super) owner: String,
     pub(super) messages: BTreeMap<u64, Message>,
     /// Ids of messages ready for delivery: FIFO by id.
     pub(super) ready: BTreeSet<u64>,
@@ -95,9 +99,10 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub(super) fn new(options: QueueOptions) -> Self {
+    pub(super) fn new(options: QueueOptions, owner: &str) -> Self {
         Queue {
             options,
+            owner: owner.to_string(),
             messages: BTreeMap::new(),
             ready: BTreeSet::new(),
             in_flight: BTreeMap::new(),

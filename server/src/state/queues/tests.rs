@@ -22,7 +22,8 @@ fn message(body: &str) -> PutMessage {
 fn put(queues: &mut Queues, revisions: &mut Revisions, name: &str, bodies: &[&str], now: u64) -> Vec<u64> {
     let messages: Vec<PutMessage> = bodies.iter().map(|b| message(b)).collect();
     let mut touched = Vec::new();
-    let outcomes = queues.put(name, &messages, now, &mut revisions.next(), &mut touched, &Limits::default()).unwrap();
+    let outcomes =
+        queues.put(name, &messages, now, &mut revisions.next(), &mut touched, "alice", &Limits::default()).unwrap();
     outcomes.into_iter().map(|o| o.id).collect()
 }
 
@@ -33,7 +34,19 @@ fn key(session: u64) -> SessionSecret {
 
 fn get(queues: &mut Queues, revisions: &mut Revisions, consumer: Consumer, max: u32, now: u64) -> Vec<QueueDelivery> {
     match queues
-        .get("q", consumer, key(consumer.0), max, Some(1_000), 0, false, now, &mut revisions.next(), &Limits::default())
+        .get(
+            "q",
+            consumer,
+            key(consumer.0),
+            max,
+            Some(1_000),
+            0,
+            false,
+            now,
+            &mut revisions.next(),
+            "alice",
+            &Limits::default(),
+        )
         .unwrap()
     {
         GetOutcome::Delivered(deliveries) => deliveries,
@@ -108,7 +121,7 @@ fn visibility_timeouts_redeliver_and_extend_keeps_the_message() {
 fn after_the_last_attempt_a_message_moves_to_the_dead_letter_queue_with_its_history() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
     let options = QueueOptions { max_attempts: 2, ..QueueOptions::default() };
-    queues.create("q", options, &Limits::default()).unwrap();
+    queues.create("q", options, "alice", &Limits::default()).unwrap();
     let [id] = put(&mut queues, &mut revisions, "q", &["poison"], 0)[..] else { panic!() };
     let mut touched = Vec::new();
     for attempt in 1..=2 {
@@ -120,7 +133,7 @@ fn after_the_last_attempt_a_message_moves_to_the_dead_letter_queue_with_its_hist
     let stats = queues.stats("q", 100).unwrap();
     assert_eq!((stats.depth, stats.dead_lettered), (0, 1));
     let dead = match queues
-        .get("q.dlq", (1, 10), key(1), 1, None, 0, false, 110, &mut revisions.next(), &Limits::default())
+        .get("q.dlq", (1, 10), key(1), 1, None, 0, false, 110, &mut revisions.next(), "alice", &Limits::default())
         .unwrap()
     {
         GetOutcome::Delivered(deliveries) => deliveries,
@@ -139,14 +152,18 @@ fn a_repeated_dedup_id_returns_the_first_id_within_the_window_only() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
     let with_id = |body: &str| PutMessage { body: body.into(), dedup_id: Some("order-42".into()) };
     let mut touched = Vec::new();
-    let first = queues.put("q", &[with_id("one")], 0, &mut revisions.next(), &mut touched, &Limits::default()).unwrap();
-    let again =
-        queues.put("q", &[with_id("two")], 1_000, &mut revisions.next(), &mut touched, &Limits::default()).unwrap();
+    let first = queues
+        .put("q", &[with_id("one")], 0, &mut revisions.next(), &mut touched, "alice", &Limits::default())
+        .unwrap();
+    let again = queues
+        .put("q", &[with_id("two")], 1_000, &mut revisions.next(), &mut touched, "alice", &Limits::default())
+        .unwrap();
     assert_eq!(again, [PutOutcome { id: first[0].id, duplicate: true }]);
     assert_eq!(queues.stats("q", 1_000).unwrap().depth, 1);
     // The default window is two minutes: after it, the id enqueues again.
-    let later =
-        queues.put("q", &[with_id("three")], 120_001, &mut revisions.next(), &mut touched, &Limits::default()).unwrap();
+    let later = queues
+        .put("q", &[with_id("three")], 120_001, &mut revisions.next(), &mut touched, "alice", &Limits::default())
+        .unwrap();
     assert!(!later[0].duplicate && later[0].id > first[0].id);
     queues.check_invariants();
 }
@@ -156,7 +173,19 @@ fn a_waiting_get_is_served_in_the_entry_that_enqueues_and_in_arrival_order() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
     let mut waiting = |queues: &mut Queues, consumer: Consumer| {
         let outcome = queues
-            .get("q", consumer, key(consumer.0), 1, None, 5_000, false, 10, &mut revisions.next(), &Limits::default())
+            .get(
+                "q",
+                consumer,
+                key(consumer.0),
+                1,
+                None,
+                5_000,
+                false,
+                10,
+                &mut revisions.next(),
+                "alice",
+                &Limits::default(),
+            )
             .unwrap();
         assert_eq!(outcome, GetOutcome::Waiting);
     };
@@ -164,7 +193,7 @@ fn a_waiting_get_is_served_in_the_entry_that_enqueues_and_in_arrival_order() {
     waiting(&mut queues, (2, 1));
     assert_eq!(queues.await_state("q", (1, 1)), AwaitState::Waiting);
     let mut touched = Vec::new();
-    queues.put("q", &[message("x")], 20, &mut revisions.next(), &mut touched, &Limits::default()).unwrap();
+    queues.put("q", &[message("x")], 20, &mut revisions.next(), &mut touched, "alice", &Limits::default()).unwrap();
     assert_eq!(touched, [1], "the first waiter is served and its node told");
     let AwaitState::Delivered(deliveries) = queues.await_state("q", (1, 1)) else { panic!("not delivered") };
     assert_eq!(bodies(&deliveries), ["x"]);
@@ -183,7 +212,7 @@ fn a_session_ending_returns_its_deliveries_at_once_but_not_detached_ones() {
     put(&mut queues, &mut revisions, "q", &["a", "b"], 0);
     let bound = get(&mut queues, &mut revisions, (7, 1), 1, 10);
     let detached = match queues
-        .get("q", (7, 2), key(7), 1, Some(60_000), 0, true, 10, &mut revisions.next(), &Limits::default())
+        .get("q", (7, 2), key(7), 1, Some(60_000), 0, true, 10, &mut revisions.next(), "alice", &Limits::default())
         .unwrap()
     {
         GetOutcome::Delivered(deliveries) => deliveries,
@@ -203,8 +232,9 @@ fn a_session_ending_returns_its_deliveries_at_once_but_not_detached_ones() {
 #[test]
 fn a_cancelled_get_returns_unseen_deliveries_without_counting_the_attempt() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
-    let waiting =
-        queues.get("q", (3, 1), key(3), 1, None, 5_000, false, 0, &mut revisions.next(), &Limits::default()).unwrap();
+    let waiting = queues
+        .get("q", (3, 1), key(3), 1, None, 5_000, false, 0, &mut revisions.next(), "alice", &Limits::default())
+        .unwrap();
     assert_eq!(waiting, GetOutcome::Waiting);
     put(&mut queues, &mut revisions, "q", &["a"], 10);
     let mut touched = Vec::new();
@@ -218,10 +248,20 @@ fn a_cancelled_get_returns_unseen_deliveries_without_counting_the_attempt() {
 #[test]
 fn oversized_messages_and_unknown_queues_are_typed_errors_that_change_nothing() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
-    queues.create("q", QueueOptions { max_message_bytes: 4, ..QueueOptions::default() }, &Limits::default()).unwrap();
+    queues
+        .create("q", QueueOptions { max_message_bytes: 4, ..QueueOptions::default() }, "alice", &Limits::default())
+        .unwrap();
     let mut touched = Vec::new();
     let error = queues
-        .put("q", &[message("ok"), message("too long")], 0, &mut revisions.next(), &mut touched, &Limits::default())
+        .put(
+            "q",
+            &[message("ok"), message("too long")],
+            0,
+            &mut revisions.next(),
+            &mut touched,
+            "alice",
+            &Limits::default(),
+        )
         .unwrap_err();
     assert!(matches!(error, ServerError::Queue(QueueRefusal::MessageTooLarge { bytes: 8, max: 4, .. })));
     assert_eq!(queues.stats("q", 0).unwrap().depth, 0, "all or nothing");
@@ -263,12 +303,35 @@ fn waiting_gets_are_capped_per_queue_and_expire_by_their_own_deadlines() {
     for session in 1..=QUEUE_WAITERS_MAX as u64 {
         let wait_ms = 10_000 - session;
         let outcome = queues
-            .get("q", (session, 1), key(session), 1, None, wait_ms, false, 0, &mut revisions.next(), &Limits::default())
+            .get(
+                "q",
+                (session, 1),
+                key(session),
+                1,
+                None,
+                wait_ms,
+                false,
+                0,
+                &mut revisions.next(),
+                "alice",
+                &Limits::default(),
+            )
             .unwrap();
         assert!(matches!(outcome, GetOutcome::Waiting));
     }
-    let refused =
-        queues.get("q", (99_999, 1), key(9), 1, None, 1_000, false, 0, &mut revisions.next(), &Limits::default());
+    let refused = queues.get(
+        "q",
+        (99_999, 1),
+        key(9),
+        1,
+        None,
+        1_000,
+        false,
+        0,
+        &mut revisions.next(),
+        "alice",
+        &Limits::default(),
+    );
     assert!(
         matches!(&refused, Err(ServerError::Queue(QueueRefusal::Full { queue, .. })) if queue == "q"),
         "{refused:?}"
@@ -304,6 +367,7 @@ fn a_session_end_visits_the_queues_it_used_and_no_others() {
                 false,
                 0,
                 &mut revisions.next(),
+                "alice",
                 &Limits::default(),
             )
             .unwrap()
@@ -327,7 +391,19 @@ fn a_second_waiting_get_with_the_same_request_id_is_refused_not_a_crash() {
     let mut revisions = Revisions(0);
     let consumer = (3, 3);
     let wait = |queues: &mut Queues, revisions: &mut Revisions| {
-        queues.get("q", consumer, key(3), 1, None, 5_000, false, 1_000, &mut revisions.next(), &Limits::default())
+        queues.get(
+            "q",
+            consumer,
+            key(3),
+            1,
+            None,
+            5_000,
+            false,
+            1_000,
+            &mut revisions.next(),
+            "alice",
+            &Limits::default(),
+        )
     };
     assert_eq!(wait(&mut queues, &mut revisions).unwrap(), GetOutcome::Waiting);
     let refused = wait(&mut queues, &mut revisions);
@@ -338,5 +414,77 @@ fn a_second_waiting_get_with_the_same_request_id_is_refused_not_a_crash() {
     queues.check_invariants();
     // The first get is served when a message arrives.
     put(&mut queues, &mut revisions, "q", &["m"], 1_001);
+    queues.check_invariants();
+}
+
+/// A put of `bodies` into `name` as `identity` under `limits`.
+fn put_as(
+    queues: &mut Queues,
+    revisions: &mut Revisions,
+    name: &str,
+    bodies: &[&str],
+    identity: &str,
+    limits: &Limits,
+) -> Result<Vec<PutOutcome>, ServerError> {
+    let messages: Vec<PutMessage> = bodies.iter().map(|b| message(b)).collect();
+    queues.put(name, &messages, 1_000, &mut revisions.next(), &mut Vec::new(), identity, limits)
+}
+
+fn refused_by(result: Result<impl std::fmt::Debug, ServerError>, limit: &str) {
+    assert!(
+        matches!(&result, Err(ServerError::Queue(QueueRefusal::Full { what, .. })) if what == limit),
+        "expected {limit}: {result:?}"
+    );
+}
+
+#[test]
+fn one_identity_cannot_take_every_queue() {
+    let limits = Limits { queues_per_identity: 2, ..Limits::default() };
+    let mut queues = Queues::default();
+    for name in ["a1", "a2"] {
+        queues.create(name, QueueOptions::default(), "alice", &limits).unwrap();
+    }
+    refused_by(queues.create("a3", QueueOptions::default(), "alice", &limits), "QUEUES_PER_IDENTITY_MAX");
+    // A put or a get would create it for alice too, and is refused alike.
+    let mut revisions = Revisions(0);
+    refused_by(put_as(&mut queues, &mut revisions, "a3", &["m"], "alice", &limits), "QUEUES_PER_IDENTITY_MAX");
+    // Another identity is not affected, and may use alice's queues (they stay alice's).
+    queues.create("b1", QueueOptions::default(), "bob", &limits).unwrap();
+    put_as(&mut queues, &mut revisions, "a1", &["from bob"], "bob", &limits).unwrap();
+    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 8 });
+    assert_eq!(queues.usage("bob"), Usage { queues: 1, bytes: 0 });
+    // Deleting one makes room.
+    queues.delete("a2", &mut Vec::new()).unwrap();
+    queues.create("a3", QueueOptions::default(), "alice", &limits).unwrap();
+    queues.check_invariants();
+}
+
+#[test]
+fn a_stuck_queue_fills_its_owners_quota_not_the_cluster() {
+    // Alice's queue has no consumer; its producer goes on until alice's quota is reached.
+    let limits = Limits { queued_bytes_per_identity: 10, queued_bytes: 100, ..Limits::default() };
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    queues.create("stuck", QueueOptions { max_attempts: 1, ..QueueOptions::default() }, "alice", &limits).unwrap();
+    queues.create("busy", QueueOptions::default(), "bob", &limits).unwrap();
+    put_as(&mut queues, &mut revisions, "stuck", &["12345", "12345"], "alice", &limits).unwrap();
+    refused_by(put_as(&mut queues, &mut revisions, "stuck", &["1"], "carol", &limits), "QUEUED_BYTES_PER_IDENTITY_MAX");
+    // Bob's queue still takes puts.
+    put_as(&mut queues, &mut revisions, "busy", &["12345"], "bob", &limits).unwrap();
+    // A message dead-lettered stays alice's (the dead-letter queue is hers), and an ack frees room.
+    let consumer = (7, 1);
+    let get = |queues: &mut Queues, revisions: &mut Revisions| match queues
+        .get("stuck", consumer, key(7), 1, Some(10), 0, false, 1_000, &mut revisions.next(), "alice", &limits)
+        .unwrap()
+    {
+        GetOutcome::Delivered(deliveries) => deliveries,
+        GetOutcome::Waiting => panic!("a get without wait never waits"),
+    };
+    let first = get(&mut queues, &mut revisions);
+    queues.nack("stuck", consumer.0, &[first[0].tag], 1_001, &mut revisions.next(), &mut Vec::new()).unwrap();
+    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 10 }, "the dead-letter queue is alice's");
+    let second = get(&mut queues, &mut revisions);
+    assert_eq!(queues.ack("stuck", consumer.0, &[second[0].tag]).unwrap(), Vec::<u64>::new());
+    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 5 });
+    put_as(&mut queues, &mut revisions, "stuck", &["12345"], "alice", &limits).unwrap();
     queues.check_invariants();
 }

@@ -58,8 +58,8 @@ pub enum ServerError {
     /// Free something (delete keys, ack messages) or wait for the backlog to drain, then retry.
     #[error("limit reached: {reason} ({what}, see docs/limits.md); nothing was changed")]
     LimitReached {
-        /// The limit's name as `docs/limits.md` lists it: a constant (`KV_BYTES_MAX`,
-        /// `SESSIONS_PER_IDENTITY_MAX`) or a flag (`--cache-pending-bytes`).
+        /// The limit's name as `docs/limits.md` lists it (`KV_BYTES_MAX`,
+        /// `SESSIONS_PER_IDENTITY_MAX`), beside the flag that sets it (`--max-kv-bytes`).
         what: String,
         /// The limit's value, in its unit (bytes or a count).
         limit: u64,

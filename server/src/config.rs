@@ -68,8 +68,8 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = false)]
     pub enable_fault_injection: bool,
     /// Redis holding the cache's values, `redis://HOST:PORT[/DB]`. Without it the values stay in
-    /// the replicated log and snapshots: development only, and writes are refused once 256 MiB
-    /// of values are held.
+    /// the replicated log and snapshots: development only, and writes are refused once
+    /// `--max-cache-pending-bytes` (256 MiB) of values are held.
     #[arg(long, env = "DISTSYNC_REDIS")]
     pub redis: Option<String>,
     /// Bytes of keys and values this node's own cache may hold.

@@ -99,6 +99,13 @@ async fn through_the_log(cluster: &Cluster, messages: usize, restart: Restart) -
     cluster.restart(restarted).await?;
     client.kv().put("after", "restart").await?;
     cluster.wait_applied_equal(&cluster.ids(), CONVERGE_TIMEOUT).await?;
+    if let Restart::Leader = restart {
+        // The restart re-applied its committed log (no snapshot was taken): what is measured.
+        let log = std::fs::read_to_string(cluster.log_path(restarted))?;
+        let replayed = log.lines().rev().find(|line| line.contains("re-applied the committed log"));
+        let entries = replayed.and_then(|line| line.split("entries=").nth(1)?.split_whitespace().next()?.parse().ok());
+        assert!(entries.is_some_and(|entries: u64| entries >= messages as u64), "replayed: {replayed:?}");
+    }
     // A new leader (the restarted one, or another after an election) probes what each follower
     // lacks, and sends it: every node is checked again.
     let after_restart = peaks(cluster)?;

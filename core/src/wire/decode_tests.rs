@@ -1,8 +1,9 @@
 //! The decoder against hostile bytes (fuzzing without a fuzzer, on stable): every request and
 //! answer the golden tests pin, with bits flipped, bytes cut off, inserted or appended, and plain
 //! random bytes, is decoded as a node or a client would. Each decode returns a message or a
-//! typed `Malformed` error: never a panic, and never an allocation beyond the input's own size
-//! (postcard reads lengths against the bytes that remain). A failure names the seed to replay.
+//! typed `Malformed` error, never a panic; a huge length prefix (one of the mutations) must not
+//! make it allocate what the prefix claims (serde caps what it reserves up front), or the test
+//! would abort. A failure names the seed to replay.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

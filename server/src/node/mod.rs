@@ -130,7 +130,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         None => {
             tracing::warn!(
                 "no --redis given: cache values stay in the replicated log and snapshots (the embedded store, \
-                 for development only; writes are refused once 256 MiB of values are held)"
+                 for development only; writes are refused once --max-cache-pending-bytes of values are held)"
             );
             None
         }

@@ -126,6 +126,8 @@ pub(super) async fn propose_loop(
     let id = node.config.id;
     let write_timeout = node.config.write_timeout();
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    // The term whose first batch carried this node's limits.
+    let mut limits_term = None;
     loop {
         let permit = in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
         let first = tokio::select! {
@@ -137,12 +139,18 @@ pub(super) async fn propose_loop(
         };
         let batch = fill_batch(first, |proposal| proposal.bytes, || queue.try_recv().ok());
         let (mut ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
-        // A leader whose --max-… flags differ from the limits in force puts its own first, so
-        // that every write it proposes is checked against them (until they are applied, each of
-        // its batches carries them).
-        let set_limits = *node.state.applied().machine.limits() != node.config.limits;
+        // A leader puts its --max-… limits first in its first batch of a term (Raft orders it
+        // after everything of earlier terms, a previous leader's limits included), and in every
+        // batch while the limits applied differ from its own; so every write it proposes is
+        // checked against them, and no replica relies on its own build's defaults.
+        let term = node.metrics.borrow().current_term;
+        let differ = *node.state.applied().machine.limits() != node.config.limits;
+        let set_limits = differ || limits_term != Some(term);
+        limits_term = Some(term);
         if set_limits {
-            tracing::info!(limits = ?node.config.limits, "proposing the limits of this node's flags");
+            if differ {
+                tracing::info!(limits = ?node.config.limits, "proposing the limits of this node's flags");
+            }
             ops.insert(0, Op::SetLimits { limits: node.config.limits });
         }
         let command = LogCommand { time_ms: node.cluster_time_ms(true), grace_ms, ops };

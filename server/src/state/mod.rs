@@ -607,8 +607,12 @@ impl StateMachine {
     }
 
     /// A 64-bit FNV-1a digest of the whole state; equal states give equal digests on every node.
+    ///
+    /// Hashes the encoding as it is serialized, without buffering it (the state may be hundreds
+    /// of MiB); equal to [`distsync::wire::fnv1a`] of the encoding.
     pub fn digest(&self) -> u64 {
-        distsync::wire::fnv1a(&postcard::to_stdvec(self).expect("the state machine always serializes"))
+        postcard::serialize_with_flavor(self, Hashing(distsync::wire::Fnv1a::default()))
+            .expect("the state machine always serializes")
     }
 
     /// Panics if the state is inconsistent, which would mean a bug: a replica that stops is

@@ -69,7 +69,9 @@ struct Seen {
 const IDENTITIES: [&str; 3] = [ADMIN_IDENTITY, "alice", "bob"];
 
 fn name(random: &mut Random, kind: &str) -> String {
-    format!("{kind}{}", random.below(4))
+    // Now and then a dead-letter queue's name: they are made, owned and read like others too.
+    let suffix = if kind == "queue" && random.chance(15) { distsync::wire::DEAD_LETTER_SUFFIX } else { "" };
+    format!("{kind}{}{suffix}", random.below(4))
 }
 
 fn key(random: &mut Random) -> Vec<u8> {

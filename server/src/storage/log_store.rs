@@ -185,6 +185,14 @@ impl LogStore {
             }
             cache.tail = tail.into_iter().rev().collect();
             cache.tail_bytes = tail_bytes;
+            // A committed index beyond the last entry (written by an older build, which stored
+            // it ahead of its entry's append) says no more than the entries the log holds: the
+            // rest is committed elsewhere and comes back from the leader.
+            let last = cache.last_log_id.map(|l| l.index);
+            if cache.committed.is_some_and(|c| Some(c.index) > last) {
+                tracing::warn!(committed = ?cache.committed, last = ?cache.last_log_id, "the stored committed index is beyond the log; using the log's last entry");
+                cache.committed = cache.last_log_id;
+            }
         }
         let committed_index = cache.committed.map(|c| c.index).unwrap_or(0);
         let (writes, queue) = mpsc::sync_channel(WRITE_QUEUE_MAX);
@@ -301,13 +309,16 @@ fn write_loop(queue: mpsc::Receiver<Write>, shared: Arc<Shared>, mut purge_pendi
                 Err(_) => return,
             }
         };
+        // The committed index rides along with whatever is committed next; it costs no fsync
+        // of its own. It is taken before the queue is drained: openraft reports an index
+        // committed only after the append of its entry was queued, so the drain below takes that
+        // append too, and the disk never holds a committed index beyond its last entry.
+        let committed = shared.committed_pending.lock().expect("committed lock").take();
         let mut batch: Vec<Write> = first.into_iter().collect();
         while let Ok(next) = queue.try_recv() {
             batch.push(next);
         }
-        // The committed index rides along with whatever is committed next; it costs no fsync
-        // of its own.
-        if let Some(committed) = shared.committed_pending.lock().expect("committed lock").take() {
+        if let Some(committed) = committed {
             match encode(&committed) {
                 Ok(value) => batch.push(Write::Meta { key: KEY_COMMITTED, value, done: None }),
                 Err(error) => tracing::error!(%error, "cannot encode the committed log id"),

@@ -159,28 +159,34 @@ impl Queues {
                     format!("the cluster holds {} queues, its maximum; delete unused ones", limits.queues),
                 ));
             }
+            let owner = self.owner_for(name, identity);
             let quota = limits.queues_per_identity;
-            if self.usage.get(identity).is_some_and(|usage| usage.queues >= quota) {
+            if self.usage.get(&owner).is_some_and(|usage| usage.queues >= quota) {
                 return Err(full(
                     name,
                     "QUEUES_PER_IDENTITY_MAX",
                     quota,
                     format!(
-                        "identity {identity:?} created {quota} queues, its quota; delete unused ones (other identities \
-                         are not affected)"
+                        "identity {owner:?} owns {quota} queues, its quota; delete unused ones (other identities are \
+                         not affected)"
                     ),
                 ));
             }
-            self.charge(identity, 1, 0);
+            self.charge(&owner, 1, 0);
+            self.queues.insert(name.to_string(), Queue::new(options, &owner));
         }
-        Ok(self.queues.entry(name.to_string()).or_insert_with(|| Queue::new(options, identity)))
+        Ok(self.queues.get_mut(name).expect("it exists now"))
     }
 
     /// Adds `queues` and `bytes` (either may be negative) to what `owner`'s queues hold.
     fn charge(&mut self, owner: &str, queues: i64, bytes: i64) {
         let usage = self.usage.entry(owner.to_string()).or_default();
-        usage.queues = usage.queues.checked_add_signed(queues).expect("an owner's queue count stays positive");
-        usage.bytes = usage.bytes.checked_add_signed(bytes).expect("an owner's queued bytes stay positive");
+        // A drift would be a bug (the invariants recount); saturating keeps a release build's
+        // replicas serving, identically, rather than all stopping on the same entry.
+        debug_assert!(usage.queues.checked_add_signed(queues).is_some(), "{owner}'s queue count below zero");
+        debug_assert!(usage.bytes.checked_add_signed(bytes).is_some(), "{owner}'s queued bytes below zero");
+        usage.queues = usage.queues.saturating_add_signed(queues);
+        usage.bytes = usage.bytes.saturating_add_signed(bytes);
         if usage.queues == 0 {
             debug_assert_eq!(usage.bytes, 0, "bytes of {owner} without a queue");
             self.usage.remove(owner);
@@ -233,6 +239,76 @@ impl Queues {
         Ok(queue.messages.len() as u64)
     }
 
+    /// Who owns `name` once it exists: the owner of its queue when it is a dead-letter queue
+    /// (`NAME.dlq` of an existing `NAME`), else `identity`, which makes it.
+    fn owner_for(&self, name: &str, identity: &str) -> String {
+        let base = name.strip_suffix(DEAD_LETTER_SUFFIX).and_then(|base| self.queues.get(base));
+        base.map_or_else(|| identity.to_string(), |queue| queue.owner.clone())
+    }
+
+    /// Whether `messages` may be put into `name` (which may not exist yet): sizes, bytes and
+    /// dedup ids against the limits.
+    fn check_put(
+        &self,
+        name: &str,
+        messages: &[PutMessage],
+        identity: &str,
+        limits: &Limits,
+    ) -> Result<(), ServerError> {
+        let queue = self.queues.get(name);
+        let max = queue.map_or(QueueOptions::default().max_message_bytes, |q| q.options.max_message_bytes) as usize;
+        let mut added = 0u64;
+        let mut new_dedup_ids = 0usize;
+        for message in messages {
+            if message.body.len() > max {
+                return Err(ServerError::Queue(QueueRefusal::MessageTooLarge {
+                    queue: name.to_string(),
+                    bytes: message.body.len(),
+                    max,
+                }));
+            }
+            added += message.body.len() as u64;
+            let known = |id: &String| queue.is_some_and(|queue| queue.dedup.contains_key(id));
+            if message.dedup_id.as_ref().is_some_and(|id| !known(id)) {
+                new_dedup_ids += 1;
+            }
+        }
+        let total_bytes = self.bytes;
+        if total_bytes + added > limits.queued_bytes {
+            return Err(full(
+                name,
+                "QUEUED_BYTES_MAX",
+                limits.queued_bytes,
+                format!(
+                    "the cluster holds {total_bytes} queued bytes and may hold {}; consume and ack messages",
+                    limits.queued_bytes
+                ),
+            ));
+        }
+        let owner = queue.map_or_else(|| self.owner_for(name, identity), |queue| queue.owner.clone());
+        let (owner_bytes, quota) = (self.usage(&owner).bytes, limits.queued_bytes_per_identity);
+        if owner_bytes + added > quota {
+            return Err(full(
+                name,
+                "QUEUED_BYTES_PER_IDENTITY_MAX",
+                quota,
+                format!(
+                    "the queues of identity {owner:?} hold {owner_bytes} bytes and may hold {quota}, its quota; consume \
+                     and ack their messages (other identities' queues are not affected)"
+                ),
+            ));
+        }
+        if (queue.map_or(0, |queue| queue.dedup.len()) + new_dedup_ids) as u64 > limits.dedup_ids {
+            return Err(full(
+                name,
+                "DEDUP_IDS_MAX",
+                limits.dedup_ids,
+                format!("{} dedup ids are remembered; shorten the dedup window", limits.dedup_ids),
+            ));
+        }
+        Ok(())
+    }
+
     /// Enqueues `messages` into `name` (created with defaults if absent), all or nothing, and
     /// serves waiting gets. Ids come from `next_revision`.
     ///
@@ -252,69 +328,19 @@ impl Queues {
         identity: &str,
         limits: &Limits,
     ) -> Result<Vec<PutOutcome>, ServerError> {
-        let total_bytes = self.bytes;
-        let owner_bytes = match self.queues.get(name) {
-            Some(queue) => self.usage(&queue.owner).bytes,
-            None => self.usage(identity).bytes,
-        };
+        if let Some(queue) = self.queues.get_mut(name) {
+            // Forget dedup ids whose window has passed, so a put after the window enqueues again.
+            while let Some((forget_at, _)) = queue.dedup_by_expiry.first() {
+                if *forget_at > now_ms {
+                    break;
+                }
+                let (_, dedup_id) = queue.dedup_by_expiry.pop_first().expect("checked");
+                queue.dedup.remove(&dedup_id);
+            }
+        }
+        // Check everything before changing anything: a refused put creates no queue either.
+        self.check_put(name, messages, identity, limits)?;
         let queue = self.ensure(name, QueueOptions::default(), identity, limits)?;
-        // Forget dedup ids whose window has passed, so a put after the window enqueues again.
-        while let Some((forget_at, _)) = queue.dedup_by_expiry.first() {
-            if *forget_at > now_ms {
-                break;
-            }
-            let (_, dedup_id) = queue.dedup_by_expiry.pop_first().expect("checked");
-            queue.dedup.remove(&dedup_id);
-        }
-        // Check everything before changing anything.
-        let max = queue.options.max_message_bytes as usize;
-        let mut added = 0u64;
-        let mut new_dedup_ids = 0usize;
-        for message in messages {
-            if message.body.len() > max {
-                return Err(ServerError::Queue(QueueRefusal::MessageTooLarge {
-                    queue: name.to_string(),
-                    bytes: message.body.len(),
-                    max,
-                }));
-            }
-            added += message.body.len() as u64;
-            if message.dedup_id.as_ref().is_some_and(|id| !queue.dedup.contains_key(id)) {
-                new_dedup_ids += 1;
-            }
-        }
-        if total_bytes + added > limits.queued_bytes {
-            return Err(full(
-                name,
-                "QUEUED_BYTES_MAX",
-                limits.queued_bytes,
-                format!(
-                    "the cluster holds {total_bytes} queued bytes and may hold {}; consume and ack messages",
-                    limits.queued_bytes
-                ),
-            ));
-        }
-        let quota = limits.queued_bytes_per_identity;
-        if owner_bytes + added > quota {
-            return Err(full(
-                name,
-                "QUEUED_BYTES_PER_IDENTITY_MAX",
-                quota,
-                format!(
-                    "the queues of identity {:?} hold {owner_bytes} bytes and may hold {quota}, its quota; consume \
-                     and ack their messages (other identities' queues are not affected)",
-                    queue.owner
-                ),
-            ));
-        }
-        if (queue.dedup.len() + new_dedup_ids) as u64 > limits.dedup_ids {
-            return Err(full(
-                name,
-                "DEDUP_IDS_MAX",
-                limits.dedup_ids,
-                format!("{} dedup ids are remembered; shorten the dedup window", limits.dedup_ids),
-            ));
-        }
         let mut outcomes = Vec::with_capacity(messages.len());
         let mut enqueued_bytes = 0u64;
         for message in messages {
@@ -638,10 +664,18 @@ impl Queues {
         let bytes = message.body.len() as u64;
         let owner = queue.owner.clone();
         let dead_letters = dead_letter_queue(name);
-        // Made without the queue limits: a message that ran out of attempts is never lost. The
-        // bytes stay charged to whoever owns the queue they are in.
-        if !self.queues.contains_key(&dead_letters) {
-            self.charge(&owner, 1, 0);
+        // Made without the queue limits: a message that ran out of attempts is never lost. A
+        // dead-letter queue is its queue's owner's: one made before its queue existed (a get on
+        // it) passes to the queue's owner now, so dead letters stay charged to whoever owns the
+        // queue they failed in.
+        match self.queues.get(&dead_letters).map(|target| (target.owner.clone(), target.bytes)) {
+            None => self.charge(&owner, 1, 0),
+            Some((previous, held)) if previous != owner => {
+                self.charge(&previous, -1, -(held as i64));
+                self.charge(&owner, 1, held as i64);
+                self.queues.get_mut(&dead_letters).expect("it exists").owner = owner.clone();
+            }
+            Some(_) => {}
         }
         let target = self.queues.entry(dead_letters).or_insert_with(|| {
             Queue::new(
@@ -658,8 +692,7 @@ impl Queues {
         target.put_total += 1;
         target.ready.insert(flight.id);
         target.messages.insert(flight.id, message);
-        self.charge(&owner, 0, -(bytes as i64));
-        self.charge(&target_owner, 0, bytes as i64);
+        debug_assert_eq!(target_owner, owner, "a dead-letter queue is its queue's owner's");
     }
 
     /// The deliveries of `tags` in `name` still in flight, as a get answered them.

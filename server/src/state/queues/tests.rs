@@ -488,3 +488,43 @@ fn a_stuck_queue_fills_its_owners_quota_not_the_cluster() {
     put_as(&mut queues, &mut revisions, "stuck", &["12345"], "alice", &limits).unwrap();
     queues.check_invariants();
 }
+
+#[test]
+fn dead_letters_stay_charged_to_the_owner_of_the_queue_they_failed_in() {
+    let limits = Limits { queued_bytes_per_identity: 10, ..Limits::default() };
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    // A monitor polls the dead-letter queue before the queue exists: it makes it, for itself.
+    queues.get("orders.dlq", (9, 1), key(9), 1, None, 0, false, 1_000, &mut revisions.next(), "ops", &limits).unwrap();
+    assert_eq!(queues.usage("ops"), Usage { queues: 1, bytes: 0 });
+    queues.create("orders", QueueOptions { max_attempts: 1, ..QueueOptions::default() }, "alice", &limits).unwrap();
+    put_as(&mut queues, &mut revisions, "orders", &["12345", "12345"], "alice", &limits).unwrap();
+    let consumer = (7, 1);
+    let GetOutcome::Delivered(first) = queues
+        .get("orders", consumer, key(7), 1, Some(10), 0, false, 1_000, &mut revisions.next(), "alice", &limits)
+        .unwrap()
+    else {
+        panic!("a get without wait never waits")
+    };
+    queues.nack("orders", consumer.0, &[first[0].tag], 1_001, &mut revisions.next(), &mut Vec::new()).unwrap();
+    // The dead-letter queue passed to alice with the message: her quota still counts it, so
+    // dead-lettering cannot free room for her.
+    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 10 });
+    assert_eq!(queues.usage("ops"), Usage::default());
+    refused_by(
+        put_as(&mut queues, &mut revisions, "orders", &["1"], "alice", &limits),
+        "QUEUED_BYTES_PER_IDENTITY_MAX",
+    );
+    queues.check_invariants();
+}
+
+#[test]
+fn a_refused_put_creates_no_queue() {
+    let limits = Limits { queues_per_identity: 1, ..Limits::default() };
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    let too_large = "x".repeat(QueueOptions::default().max_message_bytes as usize + 1);
+    let refused = put_as(&mut queues, &mut revisions, "new", &[&too_large], "alice", &limits);
+    assert!(matches!(refused, Err(ServerError::Queue(QueueRefusal::MessageTooLarge { .. }))), "{refused:?}");
+    assert!(queues.is_empty(), "no queue was made, and alice's quota is untouched");
+    put_as(&mut queues, &mut revisions, "other", &["m"], "alice", &limits).unwrap();
+    queues.check_invariants();
+}

@@ -19,7 +19,7 @@ use super::kv::{KEYS_MAX, KV_BYTES_MAX};
 use super::locks::{LOCKS_MAX, WAITERS_PER_LOCK_MAX};
 use super::queues::{
     DEDUP_IDS_MAX, QUEUED_BYTES_MAX, QUEUED_BYTES_PER_IDENTITY_MAX, QUEUES_MAX, QUEUES_PER_IDENTITY_MAX,
-    QUEUE_WAITERS_MAX,
+    QUEUE_WAITERS_MAX, QUEUE_WAITERS_PER_IDENTITY_MAX,
 };
 use super::sessions::{SESSIONS_MAX, SESSIONS_PER_IDENTITY_MAX};
 
@@ -66,6 +66,10 @@ pub struct Limits {
     /// Gets waiting on one queue (`QUEUE_WAITERS_MAX`).
     #[arg(long = "max-queue-waiters", default_value_t = QUEUE_WAITERS_MAX as u64)]
     pub queue_waiters: u64,
+    /// Gets of one identity's sessions waiting at once, across queues
+    /// (`QUEUE_WAITERS_PER_IDENTITY_MAX`).
+    #[arg(long = "max-queue-waiters-per-identity", default_value_t = QUEUE_WAITERS_PER_IDENTITY_MAX as u64)]
+    pub queue_waiters_per_identity: u64,
     /// Dedup ids one queue remembers (`DEDUP_IDS_MAX`).
     #[arg(long = "max-dedup-ids", default_value_t = DEDUP_IDS_MAX as u64)]
     pub dedup_ids: u64,
@@ -97,6 +101,7 @@ impl Default for Limits {
             queued_bytes: QUEUED_BYTES_MAX,
             queued_bytes_per_identity: QUEUED_BYTES_PER_IDENTITY_MAX,
             queue_waiters: QUEUE_WAITERS_MAX as u64,
+            queue_waiters_per_identity: QUEUE_WAITERS_PER_IDENTITY_MAX as u64,
             dedup_ids: DEDUP_IDS_MAX as u64,
             cache_keys: CACHE_KEYS_MAX as u64,
             cache_pending_bytes: PENDING_BYTES_MAX,
@@ -108,7 +113,7 @@ impl Default for Limits {
 
 impl Limits {
     /// Every limit by the name `docs/limits.md` gives it, with its value.
-    pub fn named(&self) -> [(&'static str, u64); 16] {
+    pub fn named(&self) -> [(&'static str, u64); 17] {
         [
             ("KEYS_MAX", self.kv_keys),
             ("KV_BYTES_MAX", self.kv_bytes),
@@ -121,6 +126,7 @@ impl Limits {
             ("QUEUED_BYTES_MAX", self.queued_bytes),
             ("QUEUED_BYTES_PER_IDENTITY_MAX", self.queued_bytes_per_identity),
             ("QUEUE_WAITERS_MAX", self.queue_waiters),
+            ("QUEUE_WAITERS_PER_IDENTITY_MAX", self.queue_waiters_per_identity),
             ("DEDUP_IDS_MAX", self.dedup_ids),
             ("CACHE_KEYS_MAX", self.cache_keys),
             ("PENDING_BYTES_MAX", self.cache_pending_bytes),

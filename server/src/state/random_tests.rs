@@ -19,8 +19,8 @@ use distsync::SessionId;
 use super::limits::Limits;
 use super::{LogCommand, Op, Response, StateMachine};
 
-/// Seeds run on every `cargo test`; together they apply a few tens of thousands of entries.
-const SEEDS: u64 = 24;
+/// Seeds run on every `cargo test`: 150,000 entries, a few seconds.
+const SEEDS: u64 = 100;
 /// Entries per seed.
 const ENTRIES: u64 = 1_500;
 
@@ -191,6 +191,7 @@ fn op(random: &mut Random, seen: &mut Seen, machine: &StateMachine) -> Op {
                 locks: 1 + random.below(6),
                 waiters_per_lock: 1 + random.below(3),
                 queue_waiters: 1 + random.below(3),
+                queue_waiters_per_identity: 1 + random.below(4),
                 cache_keys: 1 + random.below(8),
                 ..Limits::default()
             },

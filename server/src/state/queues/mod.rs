@@ -61,6 +61,10 @@ pub const HISTORY_MAX: usize = 32;
 /// without waiting still answers).
 pub const QUEUE_WAITERS_MAX: usize = 4096;
 
+/// Gets of one identity's sessions waiting at once, across queues, by default
+/// (`--max-queue-waiters-per-identity`).
+pub const QUEUE_WAITERS_PER_IDENTITY_MAX: usize = 4096;
+
 /// The immediate outcome of a get.
 #[derive(Debug, PartialEq, Eq)]
 pub enum GetOutcome {
@@ -92,18 +96,20 @@ pub struct Queues {
     /// (session, queue) for every queue where the session made a get (a superset of where it
     /// waits or holds bound deliveries), so that a session's end visits its queues only.
     session_queues: BTreeSet<(SessionId, String)>,
-    /// What each identity's queues hold (see `Queue::owner`); identities holding nothing are
-    /// not kept.
+    /// What each identity holds: the queues it owns (see `Queue::owner`) and their bytes, and
+    /// its waiting gets; identities holding nothing are not kept.
     usage: BTreeMap<String, Usage>,
 }
 
-/// The queues one identity owns and the bytes they hold.
+/// What one identity holds of the queues: those it owns, their bytes, its waiting gets.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Queues it created, dead-letter queues included.
     pub queues: u64,
     /// Bytes of message bodies in them.
     pub bytes: u64,
+    /// Gets of its sessions waiting, on any queue.
+    pub waiting: u64,
 }
 
 impl Queues {
@@ -172,24 +178,36 @@ impl Queues {
                     ),
                 ));
             }
-            self.charge(&owner, 1, 0);
+            self.charge(&owner, 1, 0, 0);
             self.queues.insert(name.to_string(), Queue::new(options, &owner));
         }
         Ok(self.queues.get_mut(name).expect("it exists now"))
     }
 
-    /// Adds `queues` and `bytes` (either may be negative) to what `owner`'s queues hold.
-    fn charge(&mut self, owner: &str, queues: i64, bytes: i64) {
-        let usage = self.usage.entry(owner.to_string()).or_default();
+    /// Adds `queues`, `bytes` and `waiting` (any may be negative) to what `identity` holds.
+    fn charge(&mut self, identity: &str, queues: i64, bytes: i64, waiting: i64) {
+        let usage = self.usage.entry(identity.to_string()).or_default();
         // A drift would be a bug (the invariants recount); saturating keeps a release build's
         // replicas serving, identically, rather than all stopping on the same entry.
-        debug_assert!(usage.queues.checked_add_signed(queues).is_some(), "{owner}'s queue count below zero");
-        debug_assert!(usage.bytes.checked_add_signed(bytes).is_some(), "{owner}'s queued bytes below zero");
-        usage.queues = usage.queues.saturating_add_signed(queues);
-        usage.bytes = usage.bytes.saturating_add_signed(bytes);
+        let add = |count: &mut u64, delta: i64, what: &str| {
+            debug_assert!(count.checked_add_signed(delta).is_some(), "{identity}'s {what} below zero");
+            *count = count.saturating_add_signed(delta);
+        };
+        add(&mut usage.queues, queues, "queue count");
+        add(&mut usage.bytes, bytes, "queued bytes");
+        add(&mut usage.waiting, waiting, "waiting gets");
         if usage.queues == 0 {
-            debug_assert_eq!(usage.bytes, 0, "bytes of {owner} without a queue");
-            self.usage.remove(owner);
+            debug_assert_eq!(usage.bytes, 0, "bytes of {identity} without a queue");
+        }
+        if *usage == Usage::default() {
+            self.usage.remove(identity);
+        }
+    }
+
+    /// Gives back the quota of waiting gets that ended (served, cancelled, timed out, gone).
+    fn ended_waiting(&mut self, ended: &[Waiter]) {
+        for waiter in ended {
+            self.charge(&waiter.identity, 0, 0, -1);
         }
     }
 
@@ -229,7 +247,9 @@ impl Queues {
             self.deadlines.remove(&(deadline, name.to_string()));
         }
         self.bytes -= queue.bytes;
-        self.charge(&queue.owner, -1, -(queue.bytes as i64));
+        self.charge(&queue.owner, -1, -(queue.bytes as i64), 0);
+        let ended: Vec<Waiter> = queue.waiters().cloned().collect();
+        self.ended_waiting(&ended);
         let sessions: BTreeSet<SessionId> =
             queue.waiting_consumers().chain(queue.in_flight.values().map(|f| f.consumer)).map(|c| c.0).collect();
         for session in &sessions {
@@ -370,10 +390,12 @@ impl Queues {
             }
             outcomes.push(PutOutcome { id, duplicate: false });
         }
-        touched.extend(queue.dispatch(now_ms, next_revision));
+        let served = queue.dispatch(now_ms, next_revision);
+        touched.extend(served.iter().map(|waiter| waiter.consumer.0));
         let owner = queue.owner.clone();
         self.bytes += enqueued_bytes;
-        self.charge(&owner, 0, enqueued_bytes as i64);
+        self.charge(&owner, 0, enqueued_bytes as i64, 0);
+        self.ended_waiting(&served);
         self.reindex(name);
         Ok(outcomes)
     }
@@ -399,6 +421,7 @@ impl Queues {
         identity: &str,
         limits: &Limits,
     ) -> Result<GetOutcome, ServerError> {
+        let waiting = self.usage(identity).waiting;
         let queue = self.ensure(name, QueueOptions::default(), identity, limits)?;
         let visibility_ms = visibility_ms.unwrap_or(queue.options.visibility_ms);
         let outcome = if queue.ready.is_empty() && wait_ms > 0 {
@@ -423,6 +446,18 @@ impl Queues {
                     ),
                 ));
             }
+            let quota = limits.queue_waiters_per_identity;
+            if waiting >= quota {
+                return Err(full(
+                    name,
+                    "QUEUE_WAITERS_PER_IDENTITY_MAX",
+                    quota,
+                    format!(
+                        "identity {identity:?} has {quota} gets waiting, its quota; get without waiting, or end some \
+                         gets (other identities are not affected)"
+                    ),
+                ));
+            }
             queue.add_waiter(Waiter {
                 consumer,
                 max,
@@ -430,12 +465,16 @@ impl Queues {
                 detach,
                 deadline_ms: now_ms.saturating_add(wait_ms),
                 tag_key,
+                identity: identity.to_string(),
             });
             GetOutcome::Waiting
         } else {
             let tags = queue.deliver(consumer, &tag_key, max, visibility_ms, !detach, now_ms, next_revision);
             GetOutcome::Delivered(tags.into_iter().map(|tag| queue.delivery(tag)).collect())
         };
+        if matches!(outcome, GetOutcome::Waiting) {
+            self.charge(identity, 0, 0, 1);
+        }
         self.session_queues.insert((consumer.0, name.to_string()));
         self.reindex(name);
         Ok(outcome)
@@ -464,7 +503,7 @@ impl Queues {
         }
         let owner = queue.owner.clone();
         self.bytes -= freed;
-        self.charge(&owner, 0, -(freed as i64));
+        self.charge(&owner, 0, -(freed as i64), 0);
         self.reindex(name);
         Ok(stale)
     }
@@ -536,7 +575,7 @@ impl Queues {
         touched: &mut Vec<SessionId>,
     ) -> u64 {
         let Some(queue) = self.queues.get_mut(name) else { return 0 };
-        queue.remove_waiters(&BTreeSet::from([consumer]));
+        let ended = queue.remove_waiters(&BTreeSet::from([consumer]));
         let tags: Vec<u64> =
             queue.by_consumer.range((consumer, 0)..=(consumer, u64::MAX)).map(|(_, tag)| *tag).collect();
         for &tag in &tags {
@@ -545,6 +584,7 @@ impl Queues {
             message.attempts -= 1;
             queue.ready.insert(flight.id);
         }
+        self.ended_waiting(&ended);
         touched.push(consumer.0);
         self.settle(name, now_ms, next_revision, touched);
         tags.len() as u64
@@ -570,13 +610,16 @@ impl Queues {
             // A queue deleted since the session's get holds nothing of it.
             let Some(queue) = self.queues.get_mut(&name) else { continue };
             let ended = queue.remove_waiters(&queue.waiting_of(session));
+            let ended_waiting = !ended.is_empty();
+            self.ended_waiting(&ended);
+            let queue = self.queues.get_mut(&name).expect("found above");
             let tags: Vec<u64> = queue
                 .by_consumer
                 .range(((session, 0), 0)..=((session, u64::MAX), u64::MAX))
                 .map(|(_, tag)| *tag)
                 .filter(|tag| queue.in_flight[tag].bound)
                 .collect();
-            if tags.is_empty() && ended == 0 {
+            if tags.is_empty() && !ended_waiting {
                 continue;
             }
             let landed: Vec<InFlight> =
@@ -605,8 +648,9 @@ impl Queues {
                 landed.push(queue.land(tag).expect("indexed deliveries are in flight"));
             }
             let ended = queue.waits_ended(now_ms);
-            queue.remove_waiters(&ended);
+            let ended_waiters = queue.remove_waiters(&ended);
             touched.extend(ended.iter().map(|consumer| consumer.0));
+            self.ended_waiting(&ended_waiters);
             for flight in landed {
                 self.return_message(&name, flight, AttemptOutcome::TimedOut, now_ms);
             }
@@ -629,7 +673,9 @@ impl Queues {
         let dead_letters = dead_letter_queue(name);
         for queue_name in [name, dead_letters.as_str()] {
             if let Some(queue) = self.queues.get_mut(queue_name) {
-                touched.extend(queue.dispatch(now_ms, next_revision));
+                let served = queue.dispatch(now_ms, next_revision);
+                touched.extend(served.iter().map(|waiter| waiter.consumer.0));
+                self.ended_waiting(&served);
             }
             self.reindex(queue_name);
         }
@@ -669,10 +715,10 @@ impl Queues {
         // it) passes to the queue's owner now, so dead letters stay charged to whoever owns the
         // queue they failed in.
         match self.queues.get(&dead_letters).map(|target| (target.owner.clone(), target.bytes)) {
-            None => self.charge(&owner, 1, 0),
+            None => self.charge(&owner, 1, 0, 0),
             Some((previous, held)) if previous != owner => {
-                self.charge(&previous, -1, -(held as i64));
-                self.charge(&owner, 1, held as i64);
+                self.charge(&previous, -1, -(held as i64), 0);
+                self.charge(&owner, 1, held as i64, 0);
                 self.queues.get_mut(&dead_letters).expect("it exists").owner = owner.clone();
             }
             Some(_) => {}
@@ -777,6 +823,9 @@ impl Queues {
             let owned = usage.entry(&queue.owner).or_default();
             owned.queues += 1;
             owned.bytes += queue.bytes;
+            for waiter in queue.waiters() {
+                usage.entry(&waiter.identity).or_default().waiting += 1;
+            }
         }
         let kept: BTreeMap<&str, Usage> = self.usage.iter().map(|(owner, usage)| (owner.as_str(), *usage)).collect();
         assert_eq!(kept, usage, "usage per identity drifted");

@@ -60,6 +60,8 @@ pub struct Waiter {
     pub(super) deadline_ms: u64,
     /// The consumer session's secret, which keys the tags of what it is delivered.
     pub(super) tag_key: SessionSecret,
+    /// The identity that asked, whose quota of waiting gets this takes.
+    pub(super) identity: String,
 }
 
 /// One queue.
@@ -248,6 +250,11 @@ impl Queue {
         self.waiters.iter().map(|w| w.consumer)
     }
 
+    /// The waiting gets, oldest first.
+    pub(super) fn waiters(&self) -> impl Iterator<Item = &Waiter> + '_ {
+        self.waiters.iter()
+    }
+
     /// Queues a get at the back; a consumer waits at most once.
     pub(super) fn add_waiter(&mut self, waiter: Waiter) {
         let previous = self.waiting.insert(waiter.consumer, waiter.deadline_ms);
@@ -264,8 +271,9 @@ impl Queue {
         Some(waiter)
     }
 
-    /// Ends the waiting gets of `consumers`; one pass over the waiters, only if any is here.
-    pub(super) fn remove_waiters(&mut self, consumers: &BTreeSet<Consumer>) -> usize {
+    /// Ends the waiting gets of `consumers` and returns them; one pass over the waiters, only if
+    /// any is here.
+    pub(super) fn remove_waiters(&mut self, consumers: &BTreeSet<Consumer>) -> Vec<Waiter> {
         let mut removed = 0;
         for consumer in consumers {
             if let Some(deadline) = self.waiting.remove(consumer) {
@@ -273,10 +281,14 @@ impl Queue {
                 removed += 1;
             }
         }
-        if removed > 0 {
-            self.waiters.retain(|w| !consumers.contains(&w.consumer));
+        if removed == 0 {
+            return Vec::new();
         }
-        removed
+        let (ended, kept): (Vec<Waiter>, Vec<Waiter>) =
+            std::mem::take(&mut self.waiters).into_iter().partition(|w| consumers.contains(&w.consumer));
+        self.waiters = kept.into();
+        debug_assert_eq!(ended.len(), removed, "waiters and their index agree");
+        ended
     }
 
     /// The consumers of `session` with a waiting get here.
@@ -289,8 +301,8 @@ impl Queue {
         self.waiter_deadlines.iter().take_while(|(at, _)| *at < now_ms).map(|(_, consumer)| *consumer).collect()
     }
 
-    /// Hands ready messages to waiting gets, oldest get first; returns the sessions served.
-    pub(super) fn dispatch(&mut self, now_ms: u64, next_revision: &mut dyn FnMut() -> u64) -> Vec<SessionId> {
+    /// Hands ready messages to waiting gets, oldest get first; returns the gets served.
+    pub(super) fn dispatch(&mut self, now_ms: u64, next_revision: &mut dyn FnMut() -> u64) -> Vec<Waiter> {
         let mut served = Vec::new();
         while !self.ready.is_empty() {
             let Some(waiter) = self.pop_waiter() else { break };
@@ -303,7 +315,7 @@ impl Queue {
                 now_ms,
                 next_revision,
             );
-            served.push(waiter.consumer.0);
+            served.push(waiter);
         }
         served
     }

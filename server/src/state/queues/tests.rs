@@ -451,8 +451,8 @@ fn one_identity_cannot_take_every_queue() {
     // Another identity is not affected, and may use alice's queues (they stay alice's).
     queues.create("b1", QueueOptions::default(), "bob", &limits).unwrap();
     put_as(&mut queues, &mut revisions, "a1", &["from bob"], "bob", &limits).unwrap();
-    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 8 });
-    assert_eq!(queues.usage("bob"), Usage { queues: 1, bytes: 0 });
+    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 8, waiting: 0 });
+    assert_eq!(queues.usage("bob"), Usage { queues: 1, bytes: 0, waiting: 0 });
     // Deleting one makes room.
     queues.delete("a2", &mut Vec::new()).unwrap();
     queues.create("a3", QueueOptions::default(), "alice", &limits).unwrap();
@@ -481,10 +481,10 @@ fn a_stuck_queue_fills_its_owners_quota_not_the_cluster() {
     };
     let first = get(&mut queues, &mut revisions);
     queues.nack("stuck", consumer.0, &[first[0].tag], 1_001, &mut revisions.next(), &mut Vec::new()).unwrap();
-    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 10 }, "the dead-letter queue is alice's");
+    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 10, waiting: 0 }, "the dead-letter queue is alice's");
     let second = get(&mut queues, &mut revisions);
     assert_eq!(queues.ack("stuck", consumer.0, &[second[0].tag]).unwrap(), Vec::<u64>::new());
-    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 5 });
+    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 5, waiting: 0 });
     put_as(&mut queues, &mut revisions, "stuck", &["12345"], "alice", &limits).unwrap();
     queues.check_invariants();
 }
@@ -495,7 +495,7 @@ fn dead_letters_stay_charged_to_the_owner_of_the_queue_they_failed_in() {
     let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
     // A monitor polls the dead-letter queue before the queue exists: it makes it, for itself.
     queues.get("orders.dlq", (9, 1), key(9), 1, None, 0, false, 1_000, &mut revisions.next(), "ops", &limits).unwrap();
-    assert_eq!(queues.usage("ops"), Usage { queues: 1, bytes: 0 });
+    assert_eq!(queues.usage("ops"), Usage { queues: 1, bytes: 0, waiting: 0 });
     queues.create("orders", QueueOptions { max_attempts: 1, ..QueueOptions::default() }, "alice", &limits).unwrap();
     put_as(&mut queues, &mut revisions, "orders", &["12345", "12345"], "alice", &limits).unwrap();
     let consumer = (7, 1);
@@ -508,7 +508,7 @@ fn dead_letters_stay_charged_to_the_owner_of_the_queue_they_failed_in() {
     queues.nack("orders", consumer.0, &[first[0].tag], 1_001, &mut revisions.next(), &mut Vec::new()).unwrap();
     // The dead-letter queue passed to alice with the message: her quota still counts it, so
     // dead-lettering cannot free room for her.
-    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 10 });
+    assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 10, waiting: 0 });
     assert_eq!(queues.usage("ops"), Usage::default());
     refused_by(
         put_as(&mut queues, &mut revisions, "orders", &["1"], "alice", &limits),
@@ -526,5 +526,41 @@ fn a_refused_put_creates_no_queue() {
     assert!(matches!(refused, Err(ServerError::Queue(QueueRefusal::MessageTooLarge { .. }))), "{refused:?}");
     assert!(queues.is_empty(), "no queue was made, and alice's quota is untouched");
     put_as(&mut queues, &mut revisions, "other", &["m"], "alice", &limits).unwrap();
+    queues.check_invariants();
+}
+
+#[test]
+fn one_identity_cannot_keep_every_get_waiting() {
+    let limits = Limits { queue_waiters_per_identity: 2, ..Limits::default() };
+    let (mut queues, mut revisions) = (Queues::default(), Revisions(0));
+    let wait = |queues: &mut Queues, revisions: &mut Revisions, queue: &str, consumer: Consumer, identity: &str| {
+        let next = &mut revisions.next();
+        queues.get(queue, consumer, key(consumer.0), 1, None, 60_000, false, 1_000, next, identity, &limits)
+    };
+    // Two waiting gets of alice, on two queues, from two sessions: her quota.
+    assert_eq!(wait(&mut queues, &mut revisions, "q1", (1, 1), "alice").unwrap(), GetOutcome::Waiting);
+    assert_eq!(wait(&mut queues, &mut revisions, "q2", (2, 1), "alice").unwrap(), GetOutcome::Waiting);
+    refused_by(wait(&mut queues, &mut revisions, "q1", (1, 2), "alice"), "QUEUE_WAITERS_PER_IDENTITY_MAX");
+    // Bob still waits; a get that does not wait is not counted.
+    assert_eq!(wait(&mut queues, &mut revisions, "q1", (3, 1), "bob").unwrap(), GetOutcome::Waiting);
+    assert_eq!(queues.usage("alice").waiting, 2);
+    // A put serves the oldest waiting get on q1 (alice's): her quota has room again.
+    put_as(&mut queues, &mut revisions, "q1", &["m"], "bob", &limits).unwrap();
+    assert_eq!(queues.usage("alice").waiting, 1);
+    assert_eq!(wait(&mut queues, &mut revisions, "q1", (1, 3), "alice").unwrap(), GetOutcome::Waiting);
+    // Cancelled, timed out, a session's end, a deleted queue: each gives its room back.
+    queues.cancel("q1", (1, 3), 1_001, &mut revisions.next(), &mut Vec::new());
+    queues.expire(70_000, &mut revisions.next(), &mut Vec::new());
+    assert_eq!(queues.usage("alice").waiting, 0);
+    assert_eq!(queues.usage("bob").waiting, 0);
+    assert_eq!(wait(&mut queues, &mut revisions, "q2", (2, 2), "alice").unwrap(), GetOutcome::Waiting);
+    queues.release_session(2, 70_001, &mut revisions.next(), &mut Vec::new());
+    assert_eq!(wait(&mut queues, &mut revisions, "q2", (4, 1), "alice").unwrap(), GetOutcome::Waiting);
+    queues.delete("q2", &mut Vec::new()).unwrap();
+    assert_eq!(
+        queues.usage("alice"),
+        Usage { queues: 1, bytes: 1, waiting: 0 },
+        "q1 holds the message delivered to her"
+    );
     queues.check_invariants();
 }

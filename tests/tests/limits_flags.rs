@@ -1,6 +1,6 @@
-//! The state machine's limits are flags (`--max-kv-keys`, `--max-queues`, …) and every write a
-//! limit refuses gets a typed error naming the limit and its value, through the Rust client and
-//! the command line alike; nothing is changed by a refused write, and freeing room lets the next
+//! The state machine's limits are flags (`--max-kv-keys`, `--max-queues`, …), shown by every
+//! node's status once applied, and every write a limit refuses gets a typed error naming the limit
+//! and its value, through the Rust client and the command line alike; nothing is changed by a refused write, and freeing room lets the next
 //! one through. (The Python and Node suites check the same through their bindings.)
 
 use std::time::Duration;
@@ -21,6 +21,16 @@ async fn a_limit_set_by_flag_refuses_with_its_name_and_value_everywhere() -> any
 async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
     cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
     let client = cluster.client().await?;
+    // A first write carries the leader's limits; then every node shows them in its status.
+    client.kv().put("first", "1").await?;
+    client.kv().delete("first").await?;
+    cluster.wait_applied_equal(&cluster.ids(), ELECTION_TIMEOUT).await?;
+    for id in cluster.ids() {
+        let status = cluster.status(id).await?;
+        assert_eq!(status.limits.get("KEYS_MAX"), Some(&2), "node {id}: {:?}", status.limits);
+        assert_eq!(status.limits.get("QUEUES_MAX"), Some(&2), "node {id}");
+        assert_eq!(status.limits.get("KV_BYTES_MAX"), Some(&(256 << 20)), "node {id}: a default");
+    }
 
     // The register: two keys fit; a third is refused, naming KEYS_MAX = 2.
     client.kv().put("a", "1").await?;

@@ -95,4 +95,7 @@ pub struct NodeStatus {
     /// The cluster's random name (32 hex digits), fixed by its first leader; `None` until this
     /// node applied it. It namespaces the cluster's keys in Redis (`distsync:ID:cache:KEY`).
     pub cluster_id: Option<String>,
+    /// The limits in force as this node applied them, by the names docs/limits.md gives them
+    /// (`QUEUED_BYTES_MAX` → bytes); set by the leader's `--max-…` flags.
+    pub limits: std::collections::BTreeMap<String, u64>,
 }

@@ -60,8 +60,9 @@ impl Node {
             ServerState::Learner => Role::Learner,
             ServerState::Shutdown => Role::Shutdown,
         };
-        let (applied, sessions, keys, locks, queues, cluster_id) = {
+        let (applied, sessions, keys, locks, queues, cluster_id, limits) = {
             let applied = self.state.applied();
+            let limits = applied.machine.limits().named().into_iter().map(|(name, value)| (name.to_string(), value));
             (
                 applied.last_applied.map(|l| l.index).unwrap_or(0),
                 applied.machine.session_count() as u64,
@@ -69,6 +70,7 @@ impl Node {
                 applied.machine.lock_count() as u64,
                 applied.machine.queue_count() as u64,
                 applied.machine.cluster_id().map(|id| crate::cache::backing::cluster_hex(&id)),
+                limits.collect(),
             )
         };
         let heard = self.transport.last_heard();
@@ -101,6 +103,7 @@ impl Node {
             queues,
             peers,
             cluster_id,
+            limits,
         }
     }
 }

@@ -207,8 +207,7 @@ impl Queues {
         }
         self.bytes -= queue.bytes;
         self.charge(&queue.owner, -1, -(queue.bytes as i64), 0);
-        let ended: Vec<Waiter> = queue.waiters().cloned().collect();
-        self.ended_waiting(&ended);
+        self.ended_waiting(queue.waiters());
         let sessions: BTreeSet<SessionId> =
             queue.waiting_consumers().chain(queue.in_flight.values().map(|f| f.consumer)).map(|c| c.0).collect();
         for session in &sessions {

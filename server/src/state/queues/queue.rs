@@ -284,9 +284,8 @@ impl Queue {
         if removed == 0 {
             return Vec::new();
         }
-        let (ended, kept): (Vec<Waiter>, Vec<Waiter>) =
-            std::mem::take(&mut self.waiters).into_iter().partition(|w| consumers.contains(&w.consumer));
-        self.waiters = kept.into();
+        let ended: Vec<Waiter> = self.waiters.iter().filter(|w| consumers.contains(&w.consumer)).cloned().collect();
+        self.waiters.retain(|w| !consumers.contains(&w.consumer));
         debug_assert_eq!(ended.len(), removed, "waiters and their index agree");
         ended
     }

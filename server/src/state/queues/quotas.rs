@@ -44,7 +44,7 @@ impl Queues {
     }
 
     /// Gives back the quota of waiting gets that ended (served, cancelled, timed out, gone).
-    pub(super) fn ended_waiting(&mut self, ended: &[Waiter]) {
+    pub(super) fn ended_waiting<'a>(&mut self, ended: impl IntoIterator<Item = &'a Waiter>) {
         for waiter in ended {
             self.charge(&waiter.identity, 0, 0, -1);
         }

@@ -437,6 +437,22 @@ fn refused_by(result: Result<impl std::fmt::Debug, ServerError>, limit: &str) {
     );
 }
 
+/// One message of `name` for `consumer` as `identity`, delivered with a 10 ms visibility.
+fn got(
+    queues: &mut Queues,
+    revisions: &mut Revisions,
+    name: &str,
+    consumer: Consumer,
+    identity: &str,
+    limits: &Limits,
+) -> Vec<QueueDelivery> {
+    let next = &mut revisions.next();
+    match queues.get(name, consumer, key(consumer.0), 1, Some(10), 0, false, 1_000, next, identity, limits).unwrap() {
+        GetOutcome::Delivered(deliveries) => deliveries,
+        GetOutcome::Waiting => panic!("a get without wait never waits"),
+    }
+}
+
 #[test]
 fn one_identity_cannot_take_every_queue() {
     let limits = Limits { queues_per_identity: 2, ..Limits::default() };
@@ -472,17 +488,10 @@ fn a_stuck_queue_fills_its_owners_quota_not_the_cluster() {
     put_as(&mut queues, &mut revisions, "busy", &["12345"], "bob", &limits).unwrap();
     // A message dead-lettered stays alice's (the dead-letter queue is hers), and an ack frees room.
     let consumer = (7, 1);
-    let get = |queues: &mut Queues, revisions: &mut Revisions| match queues
-        .get("stuck", consumer, key(7), 1, Some(10), 0, false, 1_000, &mut revisions.next(), "alice", &limits)
-        .unwrap()
-    {
-        GetOutcome::Delivered(deliveries) => deliveries,
-        GetOutcome::Waiting => panic!("a get without wait never waits"),
-    };
-    let first = get(&mut queues, &mut revisions);
+    let first = got(&mut queues, &mut revisions, "stuck", consumer, "alice", &limits);
     queues.nack("stuck", consumer.0, &[first[0].tag], 1_001, &mut revisions.next(), &mut Vec::new()).unwrap();
     assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 10, waiting: 0 }, "the dead-letter queue is alice's");
-    let second = get(&mut queues, &mut revisions);
+    let second = got(&mut queues, &mut revisions, "stuck", consumer, "alice", &limits);
     assert_eq!(queues.ack("stuck", consumer.0, &[second[0].tag]).unwrap(), Vec::<u64>::new());
     assert_eq!(queues.usage("alice"), Usage { queues: 2, bytes: 5, waiting: 0 });
     put_as(&mut queues, &mut revisions, "stuck", &["12345"], "alice", &limits).unwrap();
@@ -499,12 +508,7 @@ fn dead_letters_stay_charged_to_the_owner_of_the_queue_they_failed_in() {
     queues.create("orders", QueueOptions { max_attempts: 1, ..QueueOptions::default() }, "alice", &limits).unwrap();
     put_as(&mut queues, &mut revisions, "orders", &["12345", "12345"], "alice", &limits).unwrap();
     let consumer = (7, 1);
-    let GetOutcome::Delivered(first) = queues
-        .get("orders", consumer, key(7), 1, Some(10), 0, false, 1_000, &mut revisions.next(), "alice", &limits)
-        .unwrap()
-    else {
-        panic!("a get without wait never waits")
-    };
+    let first = got(&mut queues, &mut revisions, "orders", consumer, "alice", &limits);
     queues.nack("orders", consumer.0, &[first[0].tag], 1_001, &mut revisions.next(), &mut Vec::new()).unwrap();
     // The dead-letter queue passed to alice with the message: her quota still counts it, so
     // dead-lettering cannot free room for her.

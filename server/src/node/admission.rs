@@ -158,10 +158,11 @@ impl Admission {
     }
 }
 
-/// The runtime that serves client requests, apart from the one that runs Raft, the peer streams
-/// and QUIC itself: a flood of client requests then queues behind itself, while the threads that
-/// carry heartbeats stay idle enough for the operating system to run them as soon as a packet
-/// arrives. Shut down in the background when dropped (dropping a runtime may happen inside
+/// The runtime that serves clients, apart from the one that runs Raft, the peer connections and
+/// the QUIC endpoint's socket: client connections are accepted here, so their drivers (packets,
+/// crypto, handshakes) and their requests run here too. A flood of clients then queues behind
+/// itself, while the threads that carry heartbeats stay idle enough for the operating system to
+/// run them as soon as a packet arrives. Shut down in the background when dropped (dropping a runtime may happen inside
 /// another's task).
 pub struct ClientRuntime(Option<tokio::runtime::Runtime>);
 

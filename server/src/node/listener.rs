@@ -40,8 +40,15 @@ pub(super) async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint, mut 
             incoming.refuse();
             continue;
         };
+        // Where the connection lives: quinn spawns a connection's driver (its packets, its
+        // crypto, the handshake) on the runtime that accepts it, so a client's is accepted on the
+        // client runtime and a flood of handshakes and streams never queues ahead of Raft's.
+        let runtime = match budget {
+            ConnectionBudget::Peer => tokio::runtime::Handle::current(),
+            ConnectionBudget::Client => node.client_runtime.handle().clone(),
+        };
         let node = node.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let remote = incoming.remote_address();
             let Some(turn) = node.admission.handshake(budget).await else {
                 tracing::warn!(%remote, "refusing a connection: no handshake turn came in time (a reconnect storm)");

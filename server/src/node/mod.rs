@@ -46,7 +46,7 @@ use crate::raft::{LeaderLease, NetworkFactory, Raft, ReadIndexRounds};
 use crate::storage::log_store::{LogStore, LogStoreLimits};
 use crate::storage::replay;
 use crate::storage::state_machine_store::StateMachineStore;
-use crate::transport::{NodeTls, PeerTransport};
+use crate::transport::{reset_key, NodeTls, PeerTransport};
 
 /// A running node's shared state.
 pub struct Node {
@@ -146,8 +146,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let socket = std::net::UdpSocket::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime for QUIC"))?;
-    let mut endpoint = quinn::Endpoint::new(tls.endpoint, Some(tls.server), socket, runtime)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let mut endpoint =
+        quinn::Endpoint::new(reset_key::endpoint_config(&config.data_dir)?, Some(tls.server), socket, runtime)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     endpoint.set_default_client_config(tls.peer_client);
     let members = config.peers.0.clone();
     let transport = Arc::new(PeerTransport::new(config.id, endpoint.clone(), members.clone()));

@@ -28,8 +28,6 @@ pub struct NodeTls {
     pub server: quinn::ServerConfig,
     /// For dialing peers (presents this node's certificate).
     pub peer_client: quinn::ClientConfig,
-    /// The QUIC endpoint settings, with a stateless-reset key that survives restarts.
-    pub endpoint: quinn::EndpointConfig,
 }
 
 impl NodeTls {
@@ -48,15 +46,6 @@ impl NodeTls {
         let ca = load_certificates(&read(&paths.ca())?).map_err(anyhow::Error::msg)?;
         let chain = load_certificates(&read(&paths.node(id))?).map_err(anyhow::Error::msg)?;
         let key = load_private_key(&read(&paths.node_key(id))?).map_err(anyhow::Error::msg)?;
-        // QUIC stateless-reset tokens are derived from this key. Deriving it from the node's own
-        // private key keeps it across restarts: a restarted node can then reset the connections
-        // its previous process held, so peers and clients learn at once that they are dead and
-        // reconnect, instead of waiting for a timeout. It stays secret like the node key itself.
-        let mut material = b"distsync stateless reset key v1".to_vec();
-        material.extend_from_slice(key.secret_der());
-        let digest = ring::digest::digest(&ring::digest::SHA256, &material);
-        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest.as_ref());
-        let endpoint = quinn::EndpointConfig::new(Arc::new(reset_key));
         let mut roots = rustls::RootCertStore::empty();
         for certificate in ca {
             roots.add(certificate)?;
@@ -91,7 +80,7 @@ impl NodeTls {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(client))?;
         let mut peer_client = quinn::ClientConfig::new(Arc::new(crypto));
         peer_client.transport_config(Arc::new(peer_transport_config()));
-        Ok(Self { server, peer_client, endpoint })
+        Ok(Self { server, peer_client })
     }
 }
 

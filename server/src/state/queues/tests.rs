@@ -2,6 +2,7 @@
 //! waiting gets, session ends, cancels and limits.
 
 use super::*;
+use distsync::wire::AttemptOutcome;
 
 /// A revision counter for the tests.
 struct Revisions(u64);

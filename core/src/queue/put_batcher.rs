@@ -78,7 +78,7 @@ impl PutBatcher {
             let (messages, waiters): (Vec<PutMessage>, Vec<_>) = batch.into_iter().unzip();
             match queue.put_messages(messages.clone()).await {
                 // One message's refusal must not fail the others: send each alone to say whose.
-                Err(QueueError::MessageTooLarge { .. } | QueueError::Full { .. }) if messages.len() > 1 => {
+                Err(error) if messages.len() > 1 && refused_for_some_messages(&error) => {
                     for (message, waiter) in messages.into_iter().zip(waiters) {
                         let outcome = queue.put_messages(vec![message]).await.map(|outcomes| outcomes[0]);
                         let _ = waiter.send(outcome);
@@ -88,5 +88,38 @@ impl PutBatcher {
             }
         }
         queue.client.queue_state().forget_put_batcher(&queue.name, &batcher);
+    }
+}
+
+/// Whether a refusal of a merged put may be owed to some of its messages only, so that each sent
+/// alone may fare differently: a message too large, or a byte or dedup-id limit that smaller
+/// parts may fit. A queue that cannot be created (`QUEUES_MAX`, `QUEUES_PER_IDENTITY_MAX`)
+/// refuses every part alike, so the batch is answered as it is instead of once per message.
+fn refused_for_some_messages(error: &QueueError) -> bool {
+    match error {
+        QueueError::MessageTooLarge { .. } => true,
+        QueueError::Full { what, .. } => !matches!(what.as_str(), "QUEUES_MAX" | "QUEUES_PER_IDENTITY_MAX"),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(what: &str) -> QueueError {
+        QueueError::Full { queue: "jobs".into(), what: what.into(), limit: 1, reason: "reached".into() }
+    }
+
+    #[test]
+    fn a_merged_put_is_split_only_when_its_parts_may_fare_differently() {
+        for what in ["QUEUED_BYTES_MAX", "QUEUED_BYTES_PER_IDENTITY_MAX", "DEDUP_IDS_MAX"] {
+            assert!(refused_for_some_messages(&full(what)), "{what}");
+        }
+        assert!(refused_for_some_messages(&QueueError::MessageTooLarge { queue: "jobs".into(), bytes: 2, max: 1 }));
+        for what in ["QUEUES_MAX", "QUEUES_PER_IDENTITY_MAX"] {
+            assert!(!refused_for_some_messages(&full(what)), "{what}");
+        }
+        assert!(!refused_for_some_messages(&QueueError::Unavailable { reason: "down".into() }));
     }
 }

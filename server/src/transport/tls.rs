@@ -94,9 +94,10 @@ pub const CLIENT_STREAMS_PER_CONNECTION: u32 = 256;
 /// more than a node applies on a LAN. Peer connections are raised to the unbounded default.
 pub const CLIENT_RECEIVE_WINDOW_BYTES: u32 = 2 * distsync::wire::WRITE_BYTES_MAX as u32;
 
-/// Peer connections notice a dead peer within seconds: a restarted process cannot reset the old
-/// connection (its reset key is new), so without this a leader would keep sending into a dead
-/// connection until the 30 s client idle timeout.
+/// Peer connections notice a dead peer within seconds. A restarted peer resets the old connection
+/// at once (see [`super::reset_key`]), but a peer that is down, stopped or cut off answers
+/// nothing, and without this a leader would keep sending into a dead connection until the 30 s
+/// idle timeout.
 pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn peer_transport_config() -> quinn::TransportConfig {

@@ -11,11 +11,32 @@ use std::path::Path;
 ///
 /// The first I/O error.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_with_mode(path, contents, 0o666)
+}
+
+/// [`write_atomically`] for a secret: the file is readable and writable by its owner only, from
+/// the moment it is created.
+///
+/// # Errors
+///
+/// The first I/O error.
+pub fn write_secret_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_with_mode(path, contents, 0o600)
+}
+
+fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let directory = path.parent().unwrap_or(Path::new("."));
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = Path::new(&temporary);
-    let mut file = std::fs::File::create(temporary)?;
+    // A temporary left by a crash keeps its mode when reopened: start from a new file.
+    match std::fs::remove_file(temporary) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    // The mode of a new file, less the process's umask (0o666 is what `File::create` asks for).
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(temporary)?;
     file.write_all(contents)?;
     file.sync_all()?;
     drop(file);
@@ -36,6 +57,11 @@ mod tests {
         write_atomically(&path, b"22\n").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"22\n");
         assert_eq!(std::fs::read_dir(&directory).unwrap().count(), 1, "only the file itself");
+        use std::os::unix::fs::PermissionsExt as _;
+        let secret = directory.join("secret");
+        write_secret_atomically(&secret, b"key").unwrap();
+        assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::remove_file(&secret).unwrap();
         std::fs::remove_dir_all(&directory).unwrap();
     }
 }

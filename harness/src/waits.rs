@@ -147,8 +147,11 @@ impl Cluster {
         }
     }
 
-    /// Waits until the given nodes all report the same applied index and the same state digest;
-    /// returns their statuses in the order of `ids`.
+    /// Waits until the given nodes all report a state digest taken at the same applied index,
+    /// the same digest, and that index at least the highest commit index any of them reported
+    /// when the wait began (so it covers everything committed before); returns their statuses in
+    /// the order of `ids`. The statuses' own `applied` may be past the digest's index: an idle
+    /// leader's ticks move it every tick interval.
     ///
     /// # Errors
     ///
@@ -156,30 +159,31 @@ impl Cluster {
     pub async fn wait_applied_equal(&self, ids: &[NodeId], timeout: Duration) -> anyhow::Result<Vec<NodeStatus>> {
         anyhow::ensure!(!ids.is_empty(), "no nodes to compare");
         let deadline = Instant::now() + timeout;
+        let mut floor = None;
         loop {
-            // Asked of all at once, so that the answers are of one moment (an idle leader's
-            // ticks move the applied index every tick interval).
+            // Asked of all at once, so that their digests are of one moment.
             let asks: Vec<_> = ids.iter().map(|&id| tokio::spawn(self.ask_status(id, true))).collect();
             let mut statuses = Vec::with_capacity(asks.len());
             for ask in asks {
                 statuses.push(ask.await.unwrap_or_else(|panic| Err(anyhow::anyhow!("status task failed: {panic}"))));
             }
-            if let Ok(statuses) = statuses.iter().map(|s| s.as_ref().map_err(|_| ())).collect::<Result<Vec<_>, ()>>() {
-                let first = statuses[0];
-                // A node may answer a digest of a moment ago: only one taken at the index the
-                // node reports as applied counts.
-                let current = |s: &NodeStatus| s.state_digest.is_some_and(|digest| digest.applied == s.applied);
-                if statuses
-                    .iter()
-                    .all(|s| current(s) && s.applied == first.applied && s.state_digest == first.state_digest)
+            if floor.is_none() {
+                floor = statuses.iter().flatten().map(|s| s.committed).max();
+            }
+            if let (Some(floor), Ok(statuses)) =
+                (floor, statuses.iter().map(|s| s.as_ref().map_err(|_| ())).collect::<Result<Vec<_>, ()>>())
+            {
+                let first = statuses[0].state_digest;
+                if first.is_some_and(|digest| digest.applied >= floor)
+                    && statuses.iter().all(|s| s.state_digest == first)
                 {
                     return Ok(statuses.into_iter().cloned().collect());
                 }
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "nodes {ids:?} did not converge on one applied index and state digest within {timeout:?}; \
-                     last seen:\n{}",
+                    "nodes {ids:?} did not converge on one state digest at one applied index (at least {floor:?}, \
+                     the highest commit index when the wait began) within {timeout:?}; last seen:\n{}",
                     describe_statuses(ids, &statuses)
                 );
             }

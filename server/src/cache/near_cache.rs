@@ -445,7 +445,7 @@ mod tests {
         DirectoryEntry {
             version,
             expires_at_ms: None,
-            pending: pending.then(|| PendingWrite::Value(b"v".to_vec())),
+            pending: pending.then(|| PendingWrite::Value(bytes::Bytes::from_static(b"v"))),
             holders: holders.iter().copied().collect::<BTreeSet<_>>(),
         }
     }

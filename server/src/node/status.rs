@@ -23,23 +23,35 @@ impl Node {
         self.status_with(None)
     }
 
-    /// [`Node::status`] with a digest of the replicated state. Askers at the same time share one
-    /// computation; a digest is reused while nothing was applied since, or for
-    /// [`STATUS_DIGEST_INTERVAL`], so a burst of askers costs one digest, not one each.
+    /// [`Node::status`] with a digest of the replicated state, computed from a copy of it off
+    /// the state lock (applies wait only for the copy, see
+    /// [`StateMachineStore::applied_copy`](crate::storage::state_machine_store::StateMachineStore::applied_copy)).
+    /// Askers at the same time share one computation; a digest is reused while nothing was
+    /// applied since, or for [`STATUS_DIGEST_INTERVAL`], so a burst of askers costs one digest,
+    /// not one each. The digest names the applied index it was taken at, which may be behind the
+    /// status's own `applied`.
     pub async fn status_with_digest(&self) -> NodeStatus {
         let mut last = self.last_digest.lock().await;
         let applied_now = self.state.applied().last_applied.map(|l| l.index).unwrap_or(0);
         let digest = match *last {
             Some((digest, at)) if digest.applied == applied_now || at.elapsed() < STATUS_DIGEST_INTERVAL => digest,
             _ => {
-                let applied = self.state.applied();
-                let digest = StateDigest {
-                    applied: applied.last_applied.map(|l| l.index).unwrap_or(0),
-                    digest: applied.machine.digest(),
-                };
-                drop(applied);
-                *last = Some((digest, Instant::now()));
-                digest
+                let copy = self.state.applied_copy();
+                let computed = tokio::task::spawn_blocking(move || StateDigest {
+                    applied: copy.last_applied.map(|l| l.index).unwrap_or(0),
+                    digest: copy.machine.digest(),
+                });
+                match computed.await {
+                    Ok(digest) => {
+                        *last = Some((digest, Instant::now()));
+                        digest
+                    }
+                    // Only when the runtime shuts down: no digest then.
+                    Err(error) => {
+                        tracing::debug!(%error, "state digest not computed");
+                        return self.status_with(None);
+                    }
+                }
             }
         };
         drop(last);

@@ -33,7 +33,7 @@ pub const PENDING_BYTES_MAX: u64 = 256 * 1024 * 1024;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum PendingWrite {
     /// Store this value.
-    Value(#[serde(with = "serde_bytes")] Vec<u8>),
+    Value(bytes::Bytes),
     /// Remove the key.
     Delete,
 }
@@ -205,7 +205,7 @@ impl CacheDirectory {
             DirectoryEntry {
                 version,
                 expires_at_ms,
-                pending: Some(PendingWrite::Value(value.to_vec())),
+                pending: Some(PendingWrite::Value(bytes::Bytes::copy_from_slice(value))),
                 holders: BTreeSet::new(),
             },
         );

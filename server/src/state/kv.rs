@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
+
 use distsync::wire::CommandResponse;
 use distsync::ServerError;
 use serde::{Deserialize, Serialize};
@@ -20,14 +22,15 @@ pub const KV_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// The register.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvRegister {
-    entries: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+    /// Values are [`Bytes`], so that a clone of the state (a snapshot's, a digest's) shares them.
+    entries: BTreeMap<Vec<u8>, (Bytes, u64)>,
     /// Bytes of keys and values.
     bytes: u64,
 }
 
 impl KvRegister {
     /// Value and version of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&(Vec<u8>, u64)> {
+    pub fn get(&self, key: &[u8]) -> Option<&(Bytes, u64)> {
         self.entries.get(key)
     }
 
@@ -58,7 +61,7 @@ impl KvRegister {
     }
 
     /// Sets `key` at `version` (the revision of the write).
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>, version: u64) {
+    pub fn put(&mut self, key: Vec<u8>, value: Bytes, version: u64) {
         let added = (key.len() + value.len()) as u64;
         if let Some((old, _)) = self.entries.get(&key) {
             self.bytes -= (key.len() + old.len()) as u64;
@@ -106,7 +109,7 @@ impl StateMachine {
         if let Some(refusal) = self.kv.refusal(key, value.len(), &self.limits) {
             return Err(refusal);
         }
-        self.kv.put(key.to_vec(), value.to_vec(), revision);
+        self.kv.put(key.to_vec(), Bytes::copy_from_slice(value), revision);
         Ok(CommandResponse::KvPut { version: revision })
     }
 
@@ -123,13 +126,13 @@ mod tests {
     #[test]
     fn the_register_is_bounded_by_bytes_and_replacing_a_value_counts_only_the_difference() {
         let mut register = KvRegister::default();
-        register.put(b"a".to_vec(), vec![0; 100], 1);
-        register.put(b"a".to_vec(), vec![0; 50], 2);
+        register.put(b"a".to_vec(), Bytes::from(vec![0; 100]), 1);
+        register.put(b"a".to_vec(), Bytes::from(vec![0; 50]), 2);
         assert_eq!(register.bytes, 51);
         register.delete(b"a");
         assert_eq!(register.bytes, 0);
         // Nearly full (as if it held many values): new bytes are refused, smaller ones fit.
-        register.put(b"big".to_vec(), vec![0; 1000], 3);
+        register.put(b"big".to_vec(), Bytes::from(vec![0; 1000]), 3);
         register.bytes = KV_BYTES_MAX - 10;
         assert!(
             matches!(register.refusal(b"new", 8, &Limits::default()), Some(ServerError::LimitReached { what, limit, .. }) if what == "KV_BYTES_MAX" && limit == KV_BYTES_MAX)
@@ -141,5 +144,20 @@ mod tests {
             "a replacement counts only what it adds"
         );
         assert!(register.refusal(b"big", 1000 + 11, &Limits::default()).is_some());
+    }
+
+    #[test]
+    fn values_as_bytes_encode_as_the_vectors_of_earlier_snapshots_did() {
+        #[derive(Serialize)]
+        struct Earlier {
+            entries: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+            bytes: u64,
+        }
+        let mut register = KvRegister::default();
+        register.put(b"key".to_vec(), Bytes::from_static(b"value"), 7);
+        let earlier = Earlier { entries: [(b"key".to_vec(), (b"value".to_vec(), 7))].into(), bytes: 8 };
+        let encoded = postcard::to_stdvec(&register).unwrap();
+        assert_eq!(encoded, postcard::to_stdvec(&earlier).unwrap());
+        assert_eq!(postcard::from_bytes::<KvRegister>(&encoded).unwrap(), register);
     }
 }

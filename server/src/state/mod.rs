@@ -477,7 +477,7 @@ impl StateMachine {
         Ok(match query {
             Query::KvGet { key } => {
                 read(ResourceKind::Kv, key)?;
-                QueryResponse::KvGet { value: self.kv.get(key).cloned() }
+                QueryResponse::KvGet { value: self.kv.get(key).map(|(value, version)| (value.to_vec(), *version)) }
             }
             Query::LockList { after } => {
                 let (locks, more) = filtered_pages(

@@ -25,7 +25,7 @@ use distsync::SessionId;
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// The applied state, shared between openraft (writes) and the RPC handlers (reads).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Applied {
     /// Last applied log id.
     pub last_applied: Option<LogId>,
@@ -176,6 +176,16 @@ impl StateMachineStore {
         })
     }
 
+    /// A copy of the applied state, taken under the read lock for as long as copying its items
+    /// takes: values (kv values, queue bodies, pending cache values) are [`bytes::Bytes`], shared
+    /// with the live state rather than copied. For a snapshot or a digest, computed off the lock.
+    pub fn applied_copy(&self) -> Applied {
+        let started = std::time::Instant::now();
+        let copy = self.applied().clone();
+        tracing::debug!(elapsed = ?started.elapsed(), "copied the applied state");
+        copy
+    }
+
     /// Read access to the applied state.
     pub fn applied(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
         self.applied.read().expect("state machine lock")
@@ -219,26 +229,25 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, data) = {
-            let applied = self.applied.read().expect("state machine lock");
+        // The state is copied under the read lock and serialized off it: applies wait only for
+        // the copy, whose cost is the state's item count (its values are shared, see
+        // [`StateMachineStore::applied_copy`]), not for the serialization of all its bytes.
+        let copy = self.applied_copy();
+        let (meta, data) = tokio::task::spawn_blocking(move || {
             if cfg!(debug_assertions) {
-                applied.machine.check_invariants();
+                copy.machine.check_invariants();
             }
-            // Serialized from the state itself under the read lock, not from a clone: applies wait
-            // for the serialization, but the node never holds the state twice.
-            let data = postcard::to_stdvec(&SnapshotDataRef { machine: &applied.machine })
-                .map_err(|e| StorageIOError::read_state_machine(&e))?;
-            let snapshot_id = match applied.last_applied {
+            let data = postcard::to_stdvec(&SnapshotDataRef { machine: &copy.machine })?;
+            let snapshot_id = match copy.last_applied {
                 Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
                 None => "empty".to_string(),
             };
-            let meta = SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.membership.clone(),
-                snapshot_id,
-            };
-            (meta, data)
-        };
+            let meta = SnapshotMeta { last_log_id: copy.last_applied, last_membership: copy.membership, snapshot_id };
+            Ok::<_, postcard::Error>((meta, data))
+        })
+        .await
+        .map_err(|e| StorageIOError::read_state_machine(&AnyMessage(e.to_string())))?
+        .map_err(|e| StorageIOError::read_state_machine(&e))?;
         self.keep(SnapshotFile { meta: meta.clone(), data: data.clone() }).await?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot written");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })

@@ -262,7 +262,7 @@ impl Queues {
             queue.messages.insert(
                 id,
                 Message {
-                    body: message.body.clone(),
+                    body: bytes::Bytes::copy_from_slice(&message.body),
                     enqueued_ms: now_ms,
                     attempts: 0,
                     delivery: None,

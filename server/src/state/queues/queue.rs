@@ -19,8 +19,8 @@ pub(super) type Consumer = (SessionId, u64);
 /// A message not yet acked.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    #[serde(with = "serde_bytes")]
-    pub(super) body: Vec<u8>,
+    /// Shared, not copied, by a clone of the state (a snapshot's, a digest's).
+    pub(super) body: bytes::Bytes,
     pub(super) enqueued_ms: u64,
     /// Deliveries so far in this queue.
     pub(super) attempts: u32,
@@ -200,7 +200,7 @@ impl Queue {
             id: flight.id,
             tag,
             attempt: flight.attempt,
-            body: message.body.clone(),
+            body: message.body.to_vec(),
             enqueued_ms: message.enqueued_ms,
             visible_at_ms: flight.visible_at_ms,
             history: message.history.clone(),

@@ -6,11 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# How long each phase took, to see where CI's time goes.
+phase() { echo "test.sh: $1 done at ${SECONDS}s"; }
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-# The cluster tests run the `distsync` binary; build it before they start.
-cargo build -p distsync-cli --bin distsync
+phase clippy
+# The cluster tests run the `distsync` binary; build it before they start. The whole workspace,
+# with the feature set bindings/generate.sh builds below, so that it rebuilds nothing.
+cargo build --workspace
+phase build
 cargo test --workspace
+phase "Rust tests"
 
 # The Python SDK: built into a virtualenv the way `pip install ./python` builds it (maturin;
 # with the dev profile here, which reuses the debug build above), then its pytest suite against
@@ -21,6 +28,7 @@ venv=target/python-venv
 PATH="$PWD/$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" \
   "$venv/bin/python" -m pip install -q --no-build-isolation --force-reinstall ./python
 DISTSYNC_BIN="$PWD/target/debug/distsync" "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests
+phase Python
 
 # The Node SDK: its devDependencies (@napi-rs/cli, TypeScript) from npm; the addon built by the
 # CLI (debug profile, reusing the build above), which also regenerates index.js and index.d.ts:
@@ -37,6 +45,7 @@ trap 'rm -rf "$scratch"' EXIT
 (cd "$scratch" && npm init -y >/dev/null && npm install --no-audit --no-fund --loglevel=error "$OLDPWD/node" &&
   node -e "const { Client, DistsyncError } = require('distsync'); if (typeof Client.connect !== 'function' || !DistsyncError) process.exit(1)")
 (cd node && DISTSYNC_BIN="$PWD/../target/debug/distsync" node --test test/*.test.js)
+phase Node
 
 # The Kotlin and Swift SDKs: regenerated from the library by uniffi-bindgen (the checked-in
 # sources must be current), then the Kotlin JUnit suite with Maven (Kotlin, JNA, JUnit from Maven
@@ -51,3 +60,4 @@ fi
 # The Kotlin compiler runs inside Maven's process: its default daemon would outlive the run (a
 # 600 MB JVM left behind on the machine, using CPU).
 (cd bindings/kotlin && mvn -B -ntp -q test -Dkotlin.compiler.daemon=false)
+phase Kotlin

@@ -205,7 +205,7 @@ impl CacheDirectory {
             DirectoryEntry {
                 version,
                 expires_at_ms,
-                pending: Some(PendingWrite::Value(bytes::Bytes::copy_from_slice(value))),
+                pending: Some(PendingWrite::Value(super::shared(value))),
                 holders: BTreeSet::new(),
             },
         );

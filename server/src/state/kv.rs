@@ -9,6 +9,7 @@ use distsync::ServerError;
 use serde::{Deserialize, Serialize};
 
 use super::limits::{reached, Limits};
+use super::shared;
 use super::StateMachine;
 
 /// Keys in the register by default (`--max-kv-keys`). Bounds state-machine memory and snapshot size; with values of at most
@@ -22,8 +23,9 @@ pub const KV_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// The register.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvRegister {
-    /// Values are [`Bytes`], so that a clone of the state (a snapshot's, a digest's) shares them.
-    entries: BTreeMap<Vec<u8>, (Bytes, u64)>,
+    /// Keys and values are [`Bytes`] made by [`shared`](super::shared), so that a copy of the state (a
+    /// snapshot's, a digest's) shares them at the cost of a reference count each.
+    entries: BTreeMap<Bytes, (Bytes, u64)>,
     /// Bytes of keys and values.
     bytes: u64,
 }
@@ -61,7 +63,7 @@ impl KvRegister {
     }
 
     /// Sets `key` at `version` (the revision of the write).
-    pub fn put(&mut self, key: Vec<u8>, value: Bytes, version: u64) {
+    pub fn put(&mut self, key: Bytes, value: Bytes, version: u64) {
         let added = (key.len() + value.len()) as u64;
         if let Some((old, _)) = self.entries.get(&key) {
             self.bytes -= (key.len() + old.len()) as u64;
@@ -109,7 +111,7 @@ impl StateMachine {
         if let Some(refusal) = self.kv.refusal(key, value.len(), &self.limits) {
             return Err(refusal);
         }
-        self.kv.put(key.to_vec(), Bytes::copy_from_slice(value), revision);
+        self.kv.put(shared(key), shared(value), revision);
         Ok(CommandResponse::KvPut { version: revision })
     }
 
@@ -126,13 +128,13 @@ mod tests {
     #[test]
     fn the_register_is_bounded_by_bytes_and_replacing_a_value_counts_only_the_difference() {
         let mut register = KvRegister::default();
-        register.put(b"a".to_vec(), Bytes::from(vec![0; 100]), 1);
-        register.put(b"a".to_vec(), Bytes::from(vec![0; 50]), 2);
+        register.put(Bytes::from_static(b"a"), Bytes::from(vec![0; 100]), 1);
+        register.put(Bytes::from_static(b"a"), Bytes::from(vec![0; 50]), 2);
         assert_eq!(register.bytes, 51);
         register.delete(b"a");
         assert_eq!(register.bytes, 0);
         // Nearly full (as if it held many values): new bytes are refused, smaller ones fit.
-        register.put(b"big".to_vec(), Bytes::from(vec![0; 1000]), 3);
+        register.put(Bytes::from_static(b"big"), Bytes::from(vec![0; 1000]), 3);
         register.bytes = KV_BYTES_MAX - 10;
         assert!(
             matches!(register.refusal(b"new", 8, &Limits::default()), Some(ServerError::LimitReached { what, limit, .. }) if what == "KV_BYTES_MAX" && limit == KV_BYTES_MAX)
@@ -154,7 +156,7 @@ mod tests {
             bytes: u64,
         }
         let mut register = KvRegister::default();
-        register.put(b"key".to_vec(), Bytes::from_static(b"value"), 7);
+        register.put(Bytes::from_static(b"key"), Bytes::from_static(b"value"), 7);
         let earlier = Earlier { entries: [(b"key".to_vec(), (b"value".to_vec(), 7))].into(), bytes: 8 };
         let encoded = postcard::to_stdvec(&register).unwrap();
         assert_eq!(encoded, postcard::to_stdvec(&earlier).unwrap());

@@ -633,6 +633,13 @@ impl StateMachine {
     }
 }
 
+/// `bytes` in a [`bytes::Bytes`] whose clones only count references, for values the state holds:
+/// a copy of the state (a snapshot's, a digest's) shares them. (A `Bytes` made from a `Vec`
+/// allocates a shared header at its first clone, so a first copy would allocate once per value.)
+pub(crate) fn shared(bytes: &[u8]) -> bytes::Bytes {
+    bytes::Bytes::from_owner(bytes.to_vec())
+}
+
 /// The digest stored beside a write's answer: a retry under the same sequence number must carry
 /// the same command to get that answer.
 ///

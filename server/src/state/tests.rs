@@ -518,3 +518,51 @@ fn list_pages_end_before_their_byte_limit() {
     let (second, _) = filtered_pages(Some(first[2].0.clone()), 1000, page, |(name, _)| name.clone(), |_| true);
     assert_eq!(second[0].0, "03", "the next page starts after the last item given");
 }
+
+/// A register of `keys` keys with values of `value_bytes`.
+fn machine_with_values(keys: usize, value_bytes: usize) -> StateMachine {
+    let mut machine = StateMachine::default();
+    for i in 0..keys {
+        machine.kv.put(shared(format!("key-{i:08}").as_bytes()), shared(&vec![i as u8; value_bytes]), 1);
+    }
+    machine
+}
+
+#[test]
+fn a_copy_of_the_state_shares_its_values_rather_than_copying_them() {
+    // What lets a snapshot or a digest copy the state under the lock cheaply and serialize it
+    // off the lock (`StateMachineStore::applied_copy`).
+    let machine = machine_with_values(10, 64 * 1024);
+    let copy = machine.clone();
+    assert_eq!(copy, machine);
+    for i in 0..10 {
+        let key = format!("key-{i:08}").into_bytes();
+        let (original, copied) = (&machine.kv.get(&key).unwrap().0, &copy.kv.get(&key).unwrap().0);
+        assert_eq!(original.as_ptr(), copied.as_ptr(), "the copy of {key:?} shares the value's bytes");
+    }
+    assert_eq!(copy.digest(), machine.digest());
+}
+
+/// What a snapshot's or a digest's copy costs against the serialization and the digest it
+/// replaces under the lock (docs/limits.md): `cargo test --release -p distsync-server --lib
+/// measure_copy -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_copy_against_serialization() {
+    for (keys, value_bytes) in [(200usize, 1024 * 1024usize), (100_000, 1024), (1_000_000, 100)] {
+        let machine = machine_with_values(keys, value_bytes);
+        let started = std::time::Instant::now();
+        let copy = machine.clone();
+        let copied = started.elapsed();
+        let started = std::time::Instant::now();
+        let data = postcard::to_stdvec(&copy).unwrap();
+        let serialized = started.elapsed();
+        let started = std::time::Instant::now();
+        assert_eq!(copy.digest(), machine.digest());
+        let digested = started.elapsed() / 2;
+        eprintln!(
+            "{keys} keys of {value_bytes} B ({} MiB): copy {copied:?}, serialize {serialized:?}, digest {digested:?}",
+            data.len() >> 20
+        );
+    }
+}

@@ -262,7 +262,7 @@ impl Queues {
             queue.messages.insert(
                 id,
                 Message {
-                    body: bytes::Bytes::copy_from_slice(&message.body),
+                    body: super::shared(&message.body),
                     enqueued_ms: now_ms,
                     attempts: 0,
                     delivery: None,

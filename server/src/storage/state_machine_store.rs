@@ -48,13 +48,6 @@ struct SnapshotData {
     machine: StateMachine,
 }
 
-/// [`SnapshotData`] by reference, to serialize the state without a copy of it (the same
-/// encoding: postcard writes a struct as its fields).
-#[derive(Serialize)]
-struct SnapshotDataRef<'a> {
-    machine: &'a StateMachine,
-}
-
 /// Wakes the requests a node holds open on behalf of a session (a lock wait, a session watch)
 /// when applied entries touch that session, instead of waking every waiter on every entry.
 #[derive(Default)]
@@ -177,8 +170,9 @@ impl StateMachineStore {
     }
 
     /// A copy of the applied state, taken under the read lock for as long as copying its items
-    /// takes: values (kv values, queue bodies, pending cache values) are [`bytes::Bytes`], shared
-    /// with the live state rather than copied. For a snapshot or a digest, computed off the lock.
+    /// takes: the register's keys and values, queue bodies and pending cache values are
+    /// reference-counted ([`crate::state::shared`]), shared with the live state rather than
+    /// copied. For a snapshot or a digest, computed off the lock.
     pub fn applied_copy(&self) -> Applied {
         let started = std::time::Instant::now();
         let copy = self.applied().clone();
@@ -237,12 +231,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             if cfg!(debug_assertions) {
                 copy.machine.check_invariants();
             }
-            let data = postcard::to_stdvec(&SnapshotDataRef { machine: &copy.machine })?;
             let snapshot_id = match copy.last_applied {
                 Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
                 None => "empty".to_string(),
             };
             let meta = SnapshotMeta { last_log_id: copy.last_applied, last_membership: copy.membership, snapshot_id };
+            let data = postcard::to_stdvec(&SnapshotData { machine: copy.machine })?;
             Ok::<_, postcard::Error>((meta, data))
         })
         .await
@@ -367,14 +361,12 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_by_reference_encodes_as_one_of_a_copy_and_the_digest_streams_the_same_bytes() {
+    fn a_snapshot_round_trips_and_the_digest_streams_the_same_bytes() {
         let mut machine = StateMachine::default();
         let op = crate::state::Op::NameCluster { id: [9; 16] };
         machine.apply(1, 1, &crate::state::LogCommand { time_ms: 5, grace_ms: 0, ops: vec![op] });
-        let by_reference = postcard::to_stdvec(&SnapshotDataRef { machine: &machine }).unwrap();
-        let copied = postcard::to_stdvec(&SnapshotData { machine: machine.clone() }).unwrap();
-        assert_eq!(by_reference, copied);
-        let restored: SnapshotData = postcard::from_bytes(&by_reference).unwrap();
+        let encoded = postcard::to_stdvec(&SnapshotData { machine: machine.clone() }).unwrap();
+        let restored: SnapshotData = postcard::from_bytes(&encoded).unwrap();
         assert_eq!(restored.machine, machine);
         assert_eq!(machine.digest(), distsync::wire::fnv1a(&postcard::to_stdvec(&machine).unwrap()));
     }

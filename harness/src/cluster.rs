@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use distsync::{Client, ClientOptions, ClientTls, NodeId};
 
-use crate::process::{describe_output, die_with_parent, free_udp_ports, run_bounded, terminate, unique_directory};
+use crate::process::{
+    describe_output, die_with_parent, free_udp_ports, run_bounded, signal, terminate, unique_directory,
+};
 
 /// How long a started or restarted node may take to answer its first status request: a debug
 /// build opening its store and replaying its log on a busy two-core machine.
@@ -282,6 +284,30 @@ impl Cluster {
         Ok(())
     }
 
+    /// Stops node `id` with SIGSTOP: the process keeps its sockets and memory but does nothing,
+    /// as a node stalled by a long GC pause, a swapped-out process or a frozen VM would.
+    ///
+    /// # Errors
+    ///
+    /// When the node is not running or cannot be signalled.
+    pub fn pause(&self, id: NodeId) -> anyhow::Result<()> {
+        self.signal_node(id, libc::SIGSTOP).with_context(|| format!("cannot pause node {id}"))
+    }
+
+    /// Lets node `id` go on after [`Cluster::pause`] (SIGCONT).
+    ///
+    /// # Errors
+    ///
+    /// When the node is not running or cannot be signalled.
+    pub fn resume(&self, id: NodeId) -> anyhow::Result<()> {
+        self.signal_node(id, libc::SIGCONT).with_context(|| format!("cannot resume node {id}"))
+    }
+
+    fn signal_node(&self, id: NodeId, number: libc::c_int) -> anyhow::Result<()> {
+        let pid = self.node(id).lock().as_ref().map(Child::id).with_context(|| format!("node {id} is not running"))?;
+        Ok(signal(pid, number)?)
+    }
+
     /// Starts node `id` again with the same arguments, data directory and log file, and waits
     /// until it answers a status request.
     ///
@@ -477,8 +503,13 @@ fn binary_path() -> PathBuf {
     let path = match std::env::var_os("DISTSYNC_BIN") {
         Some(path) => PathBuf::from(path),
         None => {
-            let test = std::env::current_exe().expect("the test executable has a path");
-            let profile = test.parent().and_then(Path::parent).expect("test executables live in target/<profile>/deps");
+            // Test executables live in target/<profile>/deps, binaries (distsync-torture, the
+            // CLI itself) in target/<profile>.
+            let executable = std::env::current_exe().expect("the running executable has a path");
+            let mut profile = executable.parent().expect("an executable lives in a directory");
+            if profile.file_name().is_some_and(|name| name == "deps") {
+                profile = profile.parent().expect("deps lives in target/<profile>");
+            }
             profile.join(format!("distsync{}", std::env::consts::EXE_SUFFIX))
         }
     };

@@ -106,10 +106,17 @@ pub(crate) fn die_with_parent(command: &mut Command) {
 pub(crate) fn die_with_parent(_command: &mut Command) {}
 
 /// Sends SIGTERM to `pid`: a clean shutdown of a node or server.
-#[allow(unsafe_code)]
 pub(crate) fn terminate(pid: u32) {
+    let _ = signal(pid, libc::SIGTERM);
+}
+
+/// Sends `signal` to `pid`.
+#[allow(unsafe_code)]
+pub(crate) fn signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     // SAFETY: sending a signal has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    if sent == -1 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }

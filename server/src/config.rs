@@ -67,6 +67,12 @@ pub struct ServerConfig {
     /// Test only: accept requests to drop traffic to chosen peers (simulated partitions).
     #[arg(long, default_value_t = false)]
     pub enable_fault_injection: bool,
+    /// Test only, with `--enable-fault-injection`: break one guarantee on purpose, so that the
+    /// fault suite (`distsync-torture`) shows its checker for that guarantee catches it. Never
+    /// in production: the node then serves wrong answers.
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub inject_bug: Option<InjectedBug>,
     /// Redis holding the cache's values, `redis://HOST:PORT[/DB]`. Without it the values stay in
     /// the replicated log and snapshots: development only, and writes are refused once
     /// `--max-cache-pending-bytes` (256 MiB) of values are held.
@@ -83,6 +89,28 @@ pub struct ServerConfig {
     #[command(flatten)]
     #[serde(default)]
     pub limits: crate::state::limits::Limits,
+}
+
+/// A guarantee broken on purpose (`--inject-bug`), for showing that a checker catches it.
+#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InjectedBug {
+    /// Serve kv and cache reads from this node's applied state, without a read index (and kv
+    /// reads without forwarding to the leader): a follower, or a deposed leader, answers stale
+    /// values. The kv and cache register checkers must fail.
+    StaleReads,
+    /// Answer kv and queue puts before they commit (without waiting for a majority's fsync): a
+    /// put the client saw acknowledged is not yet visible, and is lost when the leader dies
+    /// first. The kv register checker, and with kills the queue checker, must fail.
+    EarlyAck,
+    /// Answer a queued lock request as granted (with the request's revision as its token), and
+    /// a release of a hold the owner does not have as done: a lock granted without checking
+    /// who holds it, so holds overlap in real time. The lock checker must fail.
+    GrantQueued,
+    /// Give every write that arrives from a client a fresh sequence number, so the session no
+    /// longer recognises a retry: a put whose answer was lost (its leader killed after the
+    /// commit) is applied twice. The sessions checker must fail.
+    ForgetAnswers,
 }
 
 /// The initial members by id.
@@ -120,6 +148,10 @@ impl ServerConfig {
         );
         anyhow::ensure!(peers.contains_key(&self.id), "--peers does not list this node's id {}", self.id);
         anyhow::ensure!(self.heartbeat_ms > 0, "--heartbeat-ms must be positive");
+        anyhow::ensure!(
+            self.inject_bug.is_none() || self.enable_fault_injection,
+            "--inject-bug breaks a guarantee on purpose and is for tests only; it needs --enable-fault-injection"
+        );
         self.limits.validate().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             self.heartbeat_ms * 2 < self.election_timeout_min_ms,

@@ -6,6 +6,7 @@ use distsync::wire::{Command, CommandResponse, Permission, Reply, Request, Resou
 use distsync::{NodeId, ServerError};
 
 use super::Node;
+use crate::config::InjectedBug;
 use crate::state::Op;
 
 /// Where a request came from, which bounds how far it may travel: a forwarded request is not
@@ -71,7 +72,11 @@ impl Node {
             Request::AwaitDelivery { queue, session, request, queued_revision, max_wait_ms, secret } => {
                 self.await_delivery(&queue, session, request, queued_revision, max_wait_ms, (identity, &secret)).await
             }
-            Request::CacheGet { keys, consistency } => {
+            Request::CacheGet { keys, mut consistency } => {
+                if self.config.enable_fault_injection && self.config.inject_bug == Some(InjectedBug::StaleReads) {
+                    // Broken on purpose (`--inject-bug stale-reads`): no read index.
+                    consistency = distsync::wire::Consistency::Local;
+                }
                 let values = self.cache.get(self, &keys, consistency).await?;
                 // Checked after the read: for a linearizable read this node has then applied
                 // at least up to the read index, so a revoke acknowledged before the read
@@ -112,7 +117,7 @@ impl Node {
     /// A client's command under its session, proposed here or forwarded to the leader.
     async fn write_command(
         &self,
-        write: WriteRequest,
+        mut write: WriteRequest,
         origin: Origin,
         identity: String,
     ) -> Result<Response, ServerError> {
@@ -123,9 +128,46 @@ impl Node {
             Command::CacheSet { key, value, .. } if origin != Origin::Forwarded => Some((key.clone(), value.clone())),
             _ => None,
         };
+        let bug = self.config.inject_bug.filter(|_| self.config.enable_fault_injection);
+        if bug == Some(InjectedBug::ForgetAnswers) && origin == Origin::Client {
+            // Broken on purpose (`--inject-bug forget-answers`): every arrival is a new command,
+            // so a retry of a write whose answer was lost is applied again.
+            static FRESH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 62);
+            write.seq = FRESH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if bug == Some(InjectedBug::EarlyAck) && origin == Origin::Client {
+            // Broken on purpose (`--inject-bug early-ack`): acknowledged before it commits.
+            let early = match &write.command {
+                Command::KvPut { .. } => Some(CommandResponse::KvPut { version: 0 }),
+                Command::QueuePut { messages, .. } => Some(CommandResponse::QueuePut {
+                    outcomes: messages.iter().map(|_| distsync::wire::PutOutcome { id: 0, duplicate: false }).collect(),
+                }),
+                _ => None,
+            };
+            if let Some(early) = early {
+                let proposed = self.write(Op::Write { identity, write }, origin);
+                return match tokio::time::timeout(std::time::Duration::from_millis(1), proposed).await {
+                    Ok(result) => result,
+                    Err(_) => Ok(Response::Written(early)),
+                };
+            }
+        }
+        let releasing = matches!(write.command, Command::LockRelease { .. });
         let result = self.write(Op::Write { identity, write }, origin).await;
         if let (Some((key, value)), Ok(Response::Written(CommandResponse::CacheSet { version }))) = (written, &result) {
             self.cache.keep_written(self, &key, value, *version);
+        }
+        if bug == Some(InjectedBug::GrantQueued) {
+            // Broken on purpose (`--inject-bug grant-queued`): granted whoever holds it.
+            match result {
+                Ok(Response::Written(CommandResponse::LockQueued { revision, .. })) => {
+                    return Ok(Response::Written(CommandResponse::LockGranted { token: revision }));
+                }
+                Err(ServerError::Lock(distsync::LockRefusal::NotHeld { .. })) if releasing => {
+                    return Ok(Response::Written(CommandResponse::LockReleased));
+                }
+                _ => {}
+            }
         }
         result
     }

@@ -21,6 +21,11 @@ impl Node {
     /// Serves a linearizable read: confirm leadership with a quorum (read index), wait until
     /// applied up to it, then read the local state.
     pub(super) async fn read(&self, query: Query, origin: Origin, identity: &str) -> Result<Response, ServerError> {
+        if self.config.enable_fault_injection && self.config.inject_bug == Some(crate::config::InjectedBug::StaleReads)
+        {
+            // Broken on purpose (`--inject-bug stale-reads`): whatever this node has applied.
+            return self.state.applied().machine.query(identity, &query).map(Response::Read);
+        }
         let leader = self.metrics.borrow().current_leader;
         if leader.is_some_and(|leader| leader != self.config.id) {
             return self.forward(Request::Read(query), leader, origin, identity).await;

@@ -1,0 +1,189 @@
+//! Injecting the schedule's faults into the running cluster and healing them: kills and
+//! restarts, pauses, partitions through the nodes' fault switch, clock jumps, Redis kills, and
+//! killing every node at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use distsync::{NodeId, Role};
+use distsync_harness::{Cluster, Redis};
+
+use crate::schedule::{FaultKind, PlannedFault, Split, Target};
+
+/// How long the injector waits for a node's status while it looks for the leader.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Applies faults and remembers what to undo.
+pub struct Injector {
+    cluster: Arc<Cluster>,
+    redis: Option<Arc<Redis>>,
+    /// Faults injected, by kind.
+    pub injected: BTreeMap<FaultKind, u64>,
+}
+
+/// What an injected fault changed, to heal it.
+pub enum Injected {
+    /// Nodes killed: restart them.
+    Killed(Vec<NodeId>),
+    /// A node stopped: continue it.
+    Paused(NodeId),
+    /// Raft traffic cut: restore it.
+    Partitioned,
+    /// A clock moved: put it back.
+    ClockMoved(NodeId),
+    /// Redis killed: restart it.
+    RedisKilled,
+    /// Nothing to heal (the fault did not apply, e.g. Redis faults without Redis).
+    Nothing,
+}
+
+impl Injector {
+    /// An injector for `cluster` (and `redis`, if the run has one).
+    pub fn new(cluster: Arc<Cluster>, redis: Option<Arc<Redis>>) -> Self {
+        Injector { cluster, redis, injected: BTreeMap::new() }
+    }
+
+    /// The node that leads now: the one that says so with the highest term among those that
+    /// answer. `None` during an election.
+    pub async fn current_leader(&self) -> Option<NodeId> {
+        let mut leader: Option<(u64, NodeId)> = None;
+        for id in self.cluster.ids().into_iter().filter(|&id| self.cluster.is_running(id)) {
+            if let Ok(Ok(status)) = tokio::time::timeout(STATUS_TIMEOUT, self.cluster.status(id)).await {
+                if status.role == Role::Leader && leader.is_none_or(|(term, _)| status.term > term) {
+                    leader = Some((status.term, id));
+                }
+            }
+        }
+        leader.map(|(_, id)| id)
+    }
+
+    /// Resolves a target: the leader now (if there is none, the first node), or the n-th node
+    /// that does not lead.
+    async fn resolve(&self, target: Target) -> (NodeId, Option<NodeId>) {
+        let leader = self.current_leader().await;
+        let ids = self.cluster.ids();
+        let node = match target {
+            Target::Leader => leader.unwrap_or(ids[0]),
+            Target::Follower(n) => {
+                let others: Vec<NodeId> = ids.iter().copied().filter(|&id| Some(id) != leader).collect();
+                others[n % others.len()]
+            }
+        };
+        (node, leader)
+    }
+
+    /// Injects `fault`; returns what to heal and the progress line that says what was done.
+    ///
+    /// # Errors
+    ///
+    /// When a node or Redis cannot be signalled or told.
+    pub async fn inject(&mut self, fault: &PlannedFault) -> anyhow::Result<(Injected, String)> {
+        *self.injected.entry(fault.kind).or_default() += 1;
+        let hold = format!("for {} ms", fault.hold.as_millis());
+        match fault.kind {
+            FaultKind::Kill => {
+                let (node, leader) = self.resolve(fault.target).await;
+                self.cluster.kill(node)?;
+                Ok((Injected::Killed(vec![node]), format!("SIGKILL node {node}{} {hold}", role(node, leader))))
+            }
+            FaultKind::Pause => {
+                let (node, leader) = self.resolve(fault.target).await;
+                self.cluster.pause(node)?;
+                Ok((Injected::Paused(node), format!("SIGSTOP node {node}{} {hold}", role(node, leader))))
+            }
+            FaultKind::Clock => {
+                let (node, leader) = self.resolve(fault.target).await;
+                self.cluster.set_clock_offset(node, fault.clock_offset_ms).await?;
+                let line =
+                    format!("clock of node {node}{} moved {:+} ms {hold}", role(node, leader), fault.clock_offset_ms);
+                Ok((Injected::ClockMoved(node), line))
+            }
+            FaultKind::Partition => {
+                let leader = self.current_leader().await;
+                let line = self.partition(fault.split, leader).await?;
+                Ok((Injected::Partitioned, format!("{line} {hold}")))
+            }
+            FaultKind::Redis => match &self.redis {
+                Some(redis) => {
+                    redis.kill()?;
+                    Ok((Injected::RedisKilled, format!("SIGKILL redis-server {hold}")))
+                }
+                None => Ok((Injected::Nothing, "redis: no Redis in this run, skipped".to_string())),
+            },
+            FaultKind::KillAll => {
+                let ids = self.cluster.ids();
+                for &id in &ids {
+                    self.cluster.kill(id)?;
+                }
+                Ok((Injected::Killed(ids), format!("SIGKILL every node {hold}")))
+            }
+        }
+    }
+
+    /// Cuts Raft traffic as `split` says; returns the progress line.
+    async fn partition(&self, split: Split, leader: Option<NodeId>) -> anyhow::Result<String> {
+        let ids = self.cluster.ids();
+        let rotated = |rotation: usize| {
+            let mut rotated = ids.clone();
+            rotated.rotate_left(rotation % ids.len());
+            rotated
+        };
+        match split {
+            Split::IsolateLeader => {
+                let isolated = leader.unwrap_or(ids[0]);
+                let rest: Vec<NodeId> = ids.iter().copied().filter(|&id| id != isolated).collect();
+                self.cluster.partition(&[isolated], &rest).await?;
+                Ok(format!("node {isolated}{} alone against {rest:?}", role(isolated, leader)))
+            }
+            Split::MinorityMajority { rotation } => {
+                let order = rotated(rotation);
+                let (minority, majority) = order.split_at(ids.len().div_ceil(2) - 1);
+                self.cluster.partition(minority, majority).await?;
+                Ok(format!("minority {minority:?} against majority {majority:?} (leader {leader:?})"))
+            }
+            Split::Bridge { rotation } => {
+                // The bridge reaches both halves; the halves do not reach each other.
+                let order = rotated(rotation);
+                let (bridge, rest) = order.split_first().context("a cluster has nodes")?;
+                let (left, right) = rest.split_at(rest.len() / 2);
+                self.cluster.partition(left, right).await?;
+                Ok(format!("{left:?} and {right:?} apart, node {bridge} reaching both (leader {leader:?})"))
+            }
+        }
+    }
+
+    /// Undoes what `injected` changed.
+    ///
+    /// # Errors
+    ///
+    /// When a node or Redis cannot be restarted or told.
+    pub async fn heal(&self, injected: Injected) -> anyhow::Result<()> {
+        match injected {
+            Injected::Killed(ids) => {
+                for id in ids {
+                    self.cluster.restart(id).await?;
+                }
+                Ok(())
+            }
+            Injected::Paused(id) => self.cluster.resume(id),
+            Injected::Partitioned => self.cluster.heal().await,
+            Injected::ClockMoved(id) => self.cluster.set_clock_offset(id, 0).await,
+            Injected::RedisKilled => match &self.redis {
+                Some(redis) => redis.restart().await,
+                None => Ok(()),
+            },
+            Injected::Nothing => Ok(()),
+        }
+    }
+}
+
+/// " (leader)" when `node` led as the fault hit it.
+fn role(node: NodeId, leader: Option<NodeId>) -> &'static str {
+    if Some(node) == leader {
+        " (leader)"
+    } else {
+        " (follower)"
+    }
+}

@@ -1,0 +1,135 @@
+//! `distsync-torture`: one seeded run of faults against a real cluster, checked; exit 0 only when
+//! every checker passes. See `docs/reliability.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use distsync_torture::run::{run, RunConfig};
+use distsync_torture::schedule::FaultKind;
+use distsync_torture::workload::Primitive;
+
+#[derive(Parser)]
+#[command(
+    name = "distsync-torture",
+    version,
+    about = "Random faults against a real distsync cluster, every history checked"
+)]
+struct Args {
+    /// The seed of the fault schedule and of every client's choices: the same seed replays the
+    /// same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds the workload runs under faults.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
+    nodes: u64,
+    /// Fault kinds, comma-separated: kill, pause, partition, clock, redis, kill-all; or all.
+    #[arg(long, default_value = "all")]
+    faults: String,
+    /// Primitives, comma-separated: kv, lock, queue, cache; or all.
+    #[arg(long, default_value = "all")]
+    workload: String,
+    /// Clients per primitive.
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    /// Seconds within which every client must succeed again after the heal.
+    #[arg(long, default_value_t = 5)]
+    recovery_bound: u64,
+    /// The `distsync` binary (default: `DISTSYNC_BIN`, else the one beside this executable).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Where the cluster's certificates, data and logs go (default: a temporary directory,
+    /// kept when the run fails).
+    #[arg(long)]
+    directory: Option<PathBuf>,
+    /// Start every node with `--inject-bug NAME` (stale-reads, early-ack, grant-queued): a
+    /// guarantee broken on purpose, to see the matching checker fail.
+    #[arg(long)]
+    inject_bug: Option<String>,
+    /// Print the report as one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_list<T: std::str::FromStr<Err = String> + Copy>(list: &str, all: &[T]) -> Result<Vec<T>, String> {
+    if list == "all" {
+        return Ok(all.to_vec());
+    }
+    list.split(',').filter(|name| !name.is_empty()).map(str::parse).collect()
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let lists = parse_list(&args.faults, &FaultKind::ALL)
+        .and_then(|faults| parse_list(&args.workload, &Primitive::ALL).map(|workloads| (faults, workloads)));
+    let (faults, workloads) = match lists {
+        Ok(lists) => lists,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if workloads.is_empty() {
+        eprintln!("error: --workload names no primitive");
+        return ExitCode::from(2);
+    }
+    let config = RunConfig {
+        seed: args.seed,
+        duration: Duration::from_secs(args.duration),
+        nodes: args.nodes as usize,
+        faults,
+        workloads,
+        clients: args.clients.max(1),
+        recovery_bound: Duration::from_secs(args.recovery_bound),
+        binary: args.binary,
+        directory: args.directory,
+        node_args: args.inject_bug.iter().flat_map(|bug| ["--inject-bug".to_string(), bug.clone()]).collect(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        eprintln!(
+            "distsync-torture: seed {}, {} s, {} nodes, faults {}, workload {}",
+            config.seed,
+            config.duration.as_secs(),
+            config.nodes,
+            args.faults,
+            args.workload
+        );
+        let (report, cluster) = match run(&config).await {
+            Ok(done) => done,
+            Err(error) => {
+                eprintln!("error: the run could not complete (a harness failure, not a verdict): {error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if args.json {
+            println!("{}", report.json());
+        } else {
+            println!("{}", report.table());
+        }
+        if report.passed() {
+            cluster.stop();
+            return ExitCode::SUCCESS;
+        }
+        let logs: Vec<(u64, String)> = cluster
+            .ids()
+            .into_iter()
+            .map(|id| (id, std::fs::read_to_string(cluster.log_path(id)).unwrap_or_default()))
+            .collect();
+        eprintln!("{}", report.violations_with_logs(&logs));
+        eprintln!("the cluster's files are kept in {}", cluster.directory().display());
+        eprintln!("replay: {}", report.replay_command());
+        let _ = cluster.finish(Err::<(), _>(anyhow::anyhow!("violations")));
+        ExitCode::FAILURE
+    })
+}

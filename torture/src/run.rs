@@ -1,0 +1,185 @@
+//! One run: start the cluster (and Redis), run the workload while the schedule's faults hit it,
+//! heal everything, measure recovery, drain the queues, and check the history.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use distsync_harness::{Cluster, ClusterOptions, Redis};
+
+use crate::check;
+use crate::faults::Injector;
+use crate::report::{Report, Violation};
+use crate::schedule::{self, FaultKind};
+use crate::workload::{self, Primitive, Shared, Worker, QUEUE_NAMES};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The seed of the schedule and of every worker's choices.
+    pub seed: u64,
+    /// How long the workload runs under faults.
+    pub duration: Duration,
+    /// Nodes in the cluster (3 or 5).
+    pub nodes: usize,
+    /// Fault kinds to draw from.
+    pub faults: Vec<FaultKind>,
+    /// Primitives the workload exercises.
+    pub workloads: Vec<Primitive>,
+    /// Workers per primitive.
+    pub clients: usize,
+    /// How soon after the heal every worker must succeed again.
+    pub recovery_bound: Duration,
+    /// The `distsync` binary (`None`: the harness's default, beside this executable).
+    pub binary: Option<PathBuf>,
+    /// Where the cluster's files go (`None`: a temporary directory, kept on failure).
+    pub directory: Option<PathBuf>,
+    /// Further arguments for every node (`--inject-bug NAME`, to show a checker catches it).
+    pub node_args: Vec<String>,
+}
+
+/// How long after the heal the run waits for every worker to succeed once, at most.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the drain may take to empty the queues.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the replicas may take to converge after the heal.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Snapshot every this many entries, so that snapshots are taken and installed during a run.
+const SNAPSHOT_THRESHOLD: u64 = 500;
+
+/// Runs `config`, printing a line per fault to stderr as it goes; returns the report (its
+/// violations say whether the run passed) and the cluster, so the caller can keep its files.
+///
+/// # Errors
+///
+/// When the cluster or Redis cannot be started, or a fault cannot be injected or healed: the
+/// harness failed, which says nothing about the history.
+pub async fn run(config: &RunConfig) -> anyhow::Result<(Report, Cluster)> {
+    let uses_redis = config.workloads.contains(&Primitive::Cache) || config.faults.contains(&FaultKind::Redis);
+    let redis =
+        if uses_redis { Some(Arc::new(Redis::start().await.context("cannot start redis-server")?)) } else { None };
+    let options = ClusterOptions {
+        snapshot_threshold: Some(SNAPSHOT_THRESHOLD),
+        redis: redis.as_ref().map(|redis| redis.url()),
+        binary: config.binary.clone(),
+        directory: config.directory.clone(),
+        node_args: config.node_args.clone(),
+        ..ClusterOptions::default()
+    };
+    let cluster = Arc::new(Cluster::start(config.nodes, options).await?);
+    let outcome = run_on(config, &cluster, redis).await;
+    let cluster = Arc::try_unwrap(cluster).ok().context("a worker outlived the run")?;
+    outcome.map(|report| (report, cluster))
+}
+
+async fn run_on(config: &RunConfig, cluster: &Arc<Cluster>, redis: Option<Arc<Redis>>) -> anyhow::Result<Report> {
+    cluster.wait_for_leader(&cluster.ids(), Duration::from_secs(60)).await?;
+    let setup = cluster.client().await?;
+    for name in QUEUE_NAMES {
+        setup.queue(name).create(workload::queue_options()).await.with_context(|| format!("cannot create {name}"))?;
+    }
+    let schedule = schedule::draw(config.seed, config.duration, &config.faults);
+    let shared = Shared::new(Arc::clone(cluster));
+    let started = Instant::now();
+    let wall_started = SystemTime::now();
+    let mut workers = Vec::new();
+    let mut handles = Vec::new();
+    for (index, &primitive) in config.workloads.iter().enumerate() {
+        for n in 0..config.clients {
+            let id = 1 + index * config.clients + n;
+            // Half the workers are bound to a node (tried first), half roam.
+            let home = (id % 2 == 0).then(|| (id / 2 % config.nodes) as u64 + 1);
+            let worker = Worker {
+                id,
+                random: crate::random::Random::new(config.seed, 1_000 + id as u64),
+                home,
+                shared: Arc::clone(&shared),
+            };
+            workers.push((id, primitive));
+            handles.push(tokio::spawn(worker.run(primitive)));
+        }
+    }
+
+    let mut injector = Injector::new(Arc::clone(cluster), redis);
+    for fault in &schedule {
+        tokio::time::sleep_until((started + fault.at).into()).await;
+        let (injected, line) = injector.inject(fault).await.with_context(|| format!("cannot inject {fault:?}"))?;
+        eprintln!("{:>8.1} s  {}: {line}", started.elapsed().as_secs_f64(), fault.kind);
+        tokio::time::sleep(fault.hold).await;
+        injector.heal(injected).await.with_context(|| format!("cannot heal {fault:?}"))?;
+        eprintln!("{:>8.1} s  healed {}", started.elapsed().as_secs_f64(), fault.kind);
+    }
+    tokio::time::sleep_until((started + config.duration).into()).await;
+    cluster.heal().await?;
+    shared.healed();
+    let healed = Instant::now();
+    eprintln!(
+        "{:>8.1} s  every fault healed; waiting for every client to succeed once",
+        started.elapsed().as_secs_f64()
+    );
+    let ids: Vec<usize> = workers.iter().map(|&(id, _)| id).collect();
+    while healed.elapsed() < PROBE_TIMEOUT && !ids.iter().all(|&id| shared.has_recovered(id)) {
+        tokio::time::timeout(Duration::from_millis(100), shared.recovery()).await.ok();
+    }
+    shared.stop();
+    for handle in handles {
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .context("a worker did not stop within 30 s")?
+            .context("a worker panicked")?;
+    }
+    let workload_ended = started.elapsed();
+
+    let drained = if config.workloads.contains(&Primitive::Queue) {
+        workload::drain(&setup, &shared.history, DRAIN_TIMEOUT).await
+    } else {
+        0
+    };
+    setup.close().await;
+    let converged = cluster.wait_applied_equal(&cluster.ids(), CONVERGE_TIMEOUT).await;
+
+    let recorded = shared.history.lock().clone();
+    let recoveries = shared.recoveries(&workers);
+    let bound = config.recovery_bound;
+    let violations = tokio::task::spawn_blocking(move || {
+        let mut violations = Vec::new();
+        if let Err(error) = check::register::check(&recorded.kv) {
+            violations.push(Violation::register("kv", error, &recorded.kv));
+        }
+        if let Err(error) = check::register::check(&recorded.cache) {
+            violations.push(Violation::register("cache", error, &recorded.cache));
+        }
+        violations.extend(check::lock::check(&recorded.holds).into_iter().map(|v| Violation::lock(v, &recorded.holds)));
+        violations.extend(check::queue::check(&recorded.queue).into_iter().map(Violation::queue));
+        violations.extend(check::sessions::check(&recorded.queue).into_iter().map(Violation::sessions));
+        violations.extend(check::liveness::check(&recoveries, bound).into_iter().map(Violation::liveness));
+        (violations, recorded, recoveries)
+    })
+    .await
+    .context("a checker panicked")?;
+    let (mut violations, recorded, recoveries) = violations;
+    if let Err(error) = converged {
+        violations.push(Violation::replicas(format!("{error:#}")));
+    }
+    Ok(Report {
+        seed: config.seed,
+        duration: config.duration,
+        nodes: config.nodes,
+        faults: config.faults.clone(),
+        workloads: config.workloads.clone(),
+        counts: recorded.counts.clone(),
+        injected: injector.injected.clone(),
+        fenced: (recorded.fenced_accepted, recorded.fenced_refused),
+        drained,
+        recoveries,
+        workload_ended,
+        violations,
+        started,
+        wall_started,
+        schedule_length: schedule.len(),
+    })
+}

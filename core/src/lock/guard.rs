@@ -149,11 +149,22 @@ impl LockGuard {
     /// # Errors
     ///
     /// [`LockError::NotHeld`] or [`LockError::SessionExpired`] when the hold was already lost
-    /// (whatever it protected may have been changed since); [`LockError::Unavailable`].
+    /// (whatever it protected may have been changed since); [`LockError::Unavailable`] when the
+    /// cluster did not answer in time: the client then goes on releasing in the background until
+    /// the cluster answers (or the session ends), so that a live session does not keep the lock.
     pub async fn release(mut self) -> Result<(), LockError> {
         self.forget();
         let command = Command::LockRelease { name: self.name.clone(), actor: self.owner.actor, token: self.token };
-        match self.client.write(command, CallOptions::default()).await {
+        let outcome = self.client.write(command, CallOptions::default()).await;
+        if let Err(error) = &outcome {
+            if error.is_retryable() {
+                let (client, name, owner, token) = (self.client.clone(), self.name.clone(), self.owner, self.token);
+                settle_in_background(&self.client, owner.actor, &name.clone(), async move {
+                    release_until_answered(client, name, owner, token).await;
+                });
+            }
+        }
+        match outcome {
             Ok((session, CommandResponse::LockReleased)) if session == self.owner.session => Ok(()),
             Ok((_, CommandResponse::LockReleased)) => Err(LockError::SessionExpired { session: self.owner.session }),
             Ok((_, other)) => {
@@ -190,14 +201,41 @@ impl Drop for LockGuard {
             // would only open a new session to be told so.
             return;
         }
-        let command = Command::LockRelease { name: self.name.clone(), actor: self.owner.actor, token: self.token };
-        let client = self.client.clone();
-        let name = self.name.clone();
+        let (client, name, owner, token) = (self.client.clone(), self.name.clone(), self.owner, self.token);
         settle_in_background(&self.client, self.owner.actor, &self.name, async move {
-            match client.write(command, CallOptions::default()).await {
-                Ok(_) | Err(ClientError::SessionExpired { .. }) => {}
-                Err(error) => tracing::warn!(lock = %name, %error, "background release failed"),
-            }
+            release_until_answered(client, name, owner, token).await;
         });
+    }
+}
+
+/// Pause between two attempts of a background release while the cluster does not answer.
+const RELEASE_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Releases `owner`'s hold `token` of `name` until the cluster answers: released, not held any
+/// more, or the session gone. A release the cluster never answered would leave the lock held
+/// for as long as the session lives, and the client keeps its session alive: every other owner
+/// would wait for ever. Retrying is safe: a release names its token, so a late one can never free
+/// a newer hold.
+async fn release_until_answered(client: Client, name: String, owner: Owner, token: u64) {
+    loop {
+        if client.current_session() != Some(owner.session) {
+            // Closed or replaced: the hold ended with the session.
+            return;
+        }
+        let command = Command::LockRelease { name: name.clone(), actor: owner.actor, token };
+        match client.write(command, CallOptions::default()).await {
+            // Not held: an earlier attempt, whose answer was lost, released it.
+            Ok(_)
+            | Err(ClientError::SessionExpired { .. })
+            | Err(ClientError::Server(ServerError::Lock(LockRefusal::NotHeld { .. }))) => return,
+            Err(error) if error.is_retryable() => {
+                tracing::debug!(lock = %name, %error, "release not answered; trying again");
+                tokio::time::sleep(RELEASE_RETRY_PAUSE).await;
+            }
+            Err(error) => {
+                tracing::warn!(lock = %name, %error, "background release failed");
+                return;
+            }
+        }
     }
 }

@@ -116,6 +116,8 @@ impl Cluster {
     /// # Panics
     ///
     /// When the `distsync` binary is missing (build it first: `cargo build -p distsync-cli`).
+    /// A binary found by default (not named in the options) that is older than a source it is
+    /// built from is an error: tests would otherwise test yesterday's code.
     pub async fn start(nodes: usize, options: ClusterOptions) -> anyhow::Result<Cluster> {
         anyhow::ensure!(nodes >= 1, "a cluster needs at least one node");
         let binary = options.binary.clone().unwrap_or_else(binary_path);
@@ -124,6 +126,9 @@ impl Cluster {
             "no distsync binary at {} (or set DISTSYNC_BIN); build it first: cargo build -p distsync-cli",
             binary.display()
         );
+        if options.binary.is_none() {
+            crate::freshness::ensure_built_from_current_sources(&binary)?;
+        }
         let addresses = addresses(nodes, options.base_port)?;
         let (directory, temporary) = match &options.directory {
             Some(directory) => {

@@ -17,7 +17,8 @@
 //! - `waits.rs`: statuses and waits (a leader, an applied index, converged replicas);
 //! - `faults.rs`: partitions; `cli.rs`: the command line; `raw.rs`: a bare connection;
 //! - `identity.rs`: client identities (certificates from the cluster CA, clients presenting them);
-//! - `redis.rs`: [`Redis`]; `process.rs`: child processes, deadlines, free ports.
+//! - `redis.rs`: [`Redis`]; `process.rs`: child processes, deadlines, free ports;
+//! - `freshness.rs`: refusing a `distsync` binary older than its sources.
 //!
 //! Everything is per cluster (directory, ports, processes), so clusters run side by side. A
 //! cluster dropped after a failure (see [`Cluster::finish`]) keeps its directory and prints the
@@ -40,6 +41,7 @@
 mod cli;
 mod cluster;
 mod faults;
+mod freshness;
 mod identity;
 mod process;
 mod raw;

@@ -10,7 +10,7 @@
 //! ## Layout
 //!
 //! - `src/lib.rs`: the harness's types, and helpers only tests need ([`wait_for_lock`]).
-//! - `src/linearizability.rs`: a linearizability checker for register histories.
+//! - `src/linearizability.rs`: recorded register histories, checked by `distsync-torture`'s checker.
 //! - `tests/*.rs`: one behaviour per file, each opening with the behaviour it pins down.
 //!
 //! The binary is not built by `cargo test -p distsync-cluster-tests` (a test crate cannot depend

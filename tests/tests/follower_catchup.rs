@@ -1,7 +1,7 @@
 //! A follower killed while the other two keep committing, and whose missing entries the leader
 //! has meanwhile compacted into a snapshot (`--snapshot-threshold 50`), catches up when it comes
-//! back: it reaches the same applied index and state digest as the others, holds the same number
-//! of keys, has a snapshot of its own, and serves clients that know only it.
+//! back: it installs the leader's snapshot, reaches the same applied index and state digest as
+//! the others, holds the same number of keys, and serves clients that know only it.
 //!
 //! A follower that comes back to 10 MB of missing log in 200 KiB entries catches up too, although
 //! each AppendEntries frame takes longer than the 50 ms openraft waits for one (the frames go on
@@ -107,6 +107,14 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
     assert_eq!(restarted.keys, reference.keys, "the restarted follower holds a different number of keys");
     assert_eq!(restarted.keys, WRITES, "every key written while the follower was down");
     assert!(restarted.snapshot > 0, "the restarted follower has no snapshot: {restarted:?}");
+    // Received from the leader, not taken by the follower itself after replaying entries: the
+    // log of its second run says so (the line `install_snapshot` writes).
+    let log = std::fs::read_to_string(cluster.log_path(follower))?;
+    let second_run = log.rsplit(&format!("starting node {follower} ")).next().unwrap_or_default();
+    assert!(
+        second_run.contains("snapshot installed from the leader"),
+        "the restarted follower caught up without installing the leader's snapshot"
+    );
 
     let through_follower = cluster.client_for(&[follower]).await?;
     for index in [0, WRITES / 2, WRITES - 1] {

@@ -3,7 +3,7 @@
 //! must have a linearization per key. A `get` never returns a value older than a write that was
 //! acknowledged before the `get` began, and never one that was not written.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use distsync_cluster_tests::linearizability::{Recorder, Workload};
 use distsync_cluster_tests::{Cluster, ClusterOptions};
@@ -28,7 +28,7 @@ async fn gets_and_puts_stay_linearizable_across_a_leader_kill() -> anyhow::Resul
 }
 
 async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
-    let leader = cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
+    cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
     let recorder = Recorder::new(WORKLOAD);
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..WORKERS {
@@ -36,12 +36,11 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
         workers.spawn(recorder.clone().run_worker(worker, client.clone(), client.kv()));
     }
     recorder.wait_for(OPERATIONS_BEFORE_KILL).await?;
-    cluster.kill(leader)?;
-    let survivors: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
-    let new_leader = cluster.wait_for_leader(&survivors, ELECTION_TIMEOUT).await?;
-    assert_ne!(new_leader, leader);
+    let (_, term) = cluster.kill_leader(ELECTION_TIMEOUT).await?;
+    let killed_at = Instant::now();
+    cluster.wait_for_new_leader(term, ELECTION_TIMEOUT).await?;
     while let Some(joined) = workers.join_next().await {
         joined?;
     }
-    recorder.verify(50, 50)
+    recorder.verify_across(killed_at, 50, 50, 50)
 }

@@ -284,6 +284,10 @@ async fn no_false_positive(cluster: &Cluster) -> anyhow::Result<()> {
     let one = join_grant(one_waits, "owner 1 in the queue").await?;
     assert!(one.token() > token, "owner 1's token {} after {token}", one.token());
     assert!(!two_waits.is_finished(), "owner 2 was granted next to owner 1");
+    // And the cluster agrees: owner 1 alone holds Q, owner 2 alone waits.
+    let shown = observer.lock_show("Q").await?.context("Q is held")?;
+    assert_eq!(holder_owners(&shown), vec![one.owner()], "owner 1 holds Q next: {shown:?}");
+    assert_eq!(shown.waiters.len(), 1, "owner 2 still waits, and no one else: {shown:?}");
     token = one.token();
     one.release().await?;
     let two = join_grant(two_waits, "owner 2 in the queue").await?;

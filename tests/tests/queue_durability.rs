@@ -34,7 +34,8 @@ async fn queues_survive_a_whole_cluster_restart_and_a_cut_off_leader_cannot_enqu
 }
 
 async fn fifo_across_failover(cluster: &Cluster) -> anyhow::Result<()> {
-    let leader = cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
+    cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
+    let mut killed = None;
     let producer = cluster.client().await?;
     let consumer = cluster.client().await?;
 
@@ -66,9 +67,12 @@ async fn fifo_across_failover(cluster: &Cluster) -> anyhow::Result<()> {
         };
         ids.push(id);
         if number == MESSAGES / 3 {
-            cluster.kill(leader)?;
+            killed = Some(cluster.kill_leader(ELECTION_TIMEOUT).await?);
         }
     }
+    let (leader, term) = killed.context("the leader was killed a third of the way")?;
+    // Puts went on after the kill, so a leader of a later term took them.
+    cluster.wait_for_new_leader(term, ELECTION_TIMEOUT).await?;
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "message ids increase in put order");
     let seen = tokio::time::timeout(Duration::from_secs(120), consuming)
         .await

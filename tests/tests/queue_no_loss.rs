@@ -62,7 +62,7 @@ async fn client_starting_at(cluster: &Cluster, first: NodeId) -> anyhow::Result<
 }
 
 async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
-    let leader = cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
+    cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
     let admin = cluster.client().await?;
     // Visibility long enough that nothing times out in flight on a slow machine; a lost consumer's
     // messages come back with its session.
@@ -104,7 +104,7 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     process.kill()?;
-    cluster.kill(leader)?;
+    let (leader, term) = cluster.kill_leader(ELECTION_TIMEOUT).await?;
     // Keep producing through the failover.
     let killed_at = acknowledged.load(Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -113,6 +113,8 @@ async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     producing.store(false, Ordering::SeqCst);
+    // The puts after the kill were committed by a leader elected after it.
+    cluster.wait_for_new_leader(term, ELECTION_TIMEOUT).await?;
 
     let mut put: BTreeMap<u64, String> = BTreeMap::new();
     for producer in producers {

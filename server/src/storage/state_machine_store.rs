@@ -323,6 +323,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.near_cache.clear();
         self.applied_index.send_replace(meta.last_log_id.map_or(0, |log_id| log_id.index));
         self.signals.notify_all();
+        // tests/tests/follower_catchup.rs looks for this line.
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed from the leader");
         Ok(())
     }

@@ -19,12 +19,20 @@ phase build
 cargo test --workspace
 phase "Rust tests"
 
+# The fault suite (docs/reliability.md): short seeded runs of every primitive under every fault
+# kind, on 3 nodes and on 5; each exits non-zero when a checker finds a violation.
+for run in "--seed 1 --duration 40" "--seed 2 --duration 40" "--seed 3 --duration 30 --nodes 5"; do
+  # shellcheck disable=SC2086 # the options are words
+  ./target/debug/distsync-torture $run
+done
+phase "fault suite"
+
 # The Python SDK: built into a virtualenv the way `pip install ./python` builds it (maturin;
 # with the dev profile here, which reuses the debug build above), then its pytest suite against
 # real clusters of the binary built above, each with a real redis-server.
 venv=target/python-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q "maturin>=1.16,<2" "pytest>=7"
+"$venv/bin/python" -m pip install -q "maturin>=1.16,<2" "pytest>=7" "pytest-timeout>=2"
 PATH="$PWD/$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" \
   "$venv/bin/python" -m pip install -q --no-build-isolation --force-reinstall ./python
 DISTSYNC_BIN="$PWD/target/debug/distsync" "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests
@@ -44,7 +52,8 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 (cd "$scratch" && npm init -y >/dev/null && npm install --no-audit --no-fund --loglevel=error "$OLDPWD/node" &&
   node -e "const { Client, DistsyncError } = require('distsync'); if (typeof Client.connect !== 'function' || !DistsyncError) process.exit(1)")
-(cd node && DISTSYNC_BIN="$PWD/../target/debug/distsync" node --test test/*.test.js)
+# --test-timeout: a lost message fails its test instead of hanging the suite.
+(cd node && DISTSYNC_BIN="$PWD/../target/debug/distsync" node --test --test-timeout=180000 test/*.test.js)
 phase Node
 
 # The Kotlin and Swift SDKs: regenerated from the library by uniffi-bindgen (the checked-in

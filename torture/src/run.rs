@@ -71,9 +71,21 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<(Report, Cluster)> {
         ..ClusterOptions::default()
     };
     let cluster = Arc::new(Cluster::start(config.nodes, options).await?);
-    let outcome = run_on(config, &cluster, redis).await;
+    // On an error the workers may still run (and hold the cluster): the error is what matters.
+    let report = run_on(config, &cluster, redis)
+        .await
+        .with_context(|| format!("the cluster's files are kept in {}", cluster.directory().display()))?;
     let cluster = Arc::try_unwrap(cluster).ok().context("a worker outlived the run")?;
-    outcome.map(|report| (report, cluster))
+    Ok((report, cluster))
+}
+
+/// Tells the workers to stop when the run ends, however it ends.
+struct StopWorkers(Arc<Shared>);
+
+impl Drop for StopWorkers {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 async fn run_on(config: &RunConfig, cluster: &Arc<Cluster>, redis: Option<Arc<Redis>>) -> anyhow::Result<Report> {
@@ -84,6 +96,7 @@ async fn run_on(config: &RunConfig, cluster: &Arc<Cluster>, redis: Option<Arc<Re
     }
     let schedule = schedule::draw(config.seed, config.duration, &config.faults);
     let shared = Shared::new(Arc::clone(cluster));
+    let _stop_workers = StopWorkers(Arc::clone(&shared));
     let started = Instant::now();
     let wall_started = SystemTime::now();
     let mut workers = Vec::new();

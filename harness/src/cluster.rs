@@ -87,7 +87,7 @@ pub struct Cluster {
     pub(crate) tls: ClientTls,
     nodes: Vec<Node>,
     /// Set by [`Cluster::finish`] on failure: keep the directory for inspection.
-    keep_directory: bool,
+    keep_directory: std::sync::atomic::AtomicBool,
 }
 
 struct Node {
@@ -151,7 +151,7 @@ impl Cluster {
             .zip(1..)
             .map(|((address, admin), id)| Node { id, address, admin, child: Mutex::new(None) })
             .collect();
-        let cluster = Cluster { directory, temporary, binary, options, tls, nodes, keep_directory: false };
+        let cluster = Cluster { directory, temporary, binary, options, tls, nodes, keep_directory: false.into() };
         for id in cluster.ids() {
             cluster.spawn_node(id)?;
         }
@@ -169,12 +169,19 @@ impl Cluster {
     /// # Errors
     ///
     /// `outcome`'s error.
-    pub fn finish<T>(mut self, outcome: anyhow::Result<T>) -> anyhow::Result<T> {
+    pub fn finish<T>(self, outcome: anyhow::Result<T>) -> anyhow::Result<T> {
         if outcome.is_err() {
-            self.keep_directory = true;
+            self.keep_files();
         }
         drop(self);
         outcome
+    }
+
+    /// Keeps the directory when the cluster is dropped, and prints every node's log tail then,
+    /// as [`Cluster::finish`] does on failure; for a cluster shared with tasks that may drop it
+    /// last.
+    pub fn keep_files(&self) {
+        self.keep_directory.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Node ids, `1..=N`.
@@ -464,7 +471,7 @@ impl Drop for Cluster {
                 let _ = child.wait();
             }
         }
-        if std::thread::panicking() || self.keep_directory {
+        if std::thread::panicking() || self.keep_directory.load(std::sync::atomic::Ordering::Relaxed) {
             self.print_logs();
         } else if !self.temporary {
             // The caller's own directory (a `distsync dev` cluster) stays.

@@ -1,6 +1,6 @@
 //! Injecting the schedule's faults into the running cluster and healing them: kills and
-//! restarts, pauses, partitions through the nodes' fault switch, clock jumps, Redis kills, and
-//! killing every node at once.
+//! restarts, pauses, partitions through the nodes' fault switch, clock jumps, Redis kills,
+//! killing every node at once, and a full disk.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use distsync::{NodeId, Role};
 use distsync_harness::{Cluster, Redis};
 
+use crate::disk::SmallDisk;
 use crate::schedule::{FaultKind, PlannedFault, Split, Target};
 
 /// How long the injector waits for a node's status while it looks for the leader.
@@ -19,8 +20,16 @@ const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Injector {
     cluster: Arc<Cluster>,
     redis: Option<Arc<Redis>>,
+    /// The node whose data directory is a small disk, and that disk.
+    disk: Option<(NodeId, Arc<SmallDisk>)>,
     /// Faults injected, by kind.
     pub injected: BTreeMap<FaultKind, u64>,
+    /// Nodes whose disk was filled since they last started: they may stop by themselves.
+    may_stop: Vec<NodeId>,
+    /// Nodes that stopped by themselves without a full disk: a crash, with its log's last lines.
+    pub crashes: Vec<String>,
+    /// Nodes that stopped by themselves after their disk filled, restarted as a supervisor would.
+    pub restarted_after_full_disk: u64,
 }
 
 /// What an injected fault changed, to heal it.
@@ -35,14 +44,51 @@ pub enum Injected {
     ClockMoved(NodeId),
     /// Redis killed: restart it.
     RedisKilled,
+    /// A node's disk filled: give the space back (the node, if it stopped, is restarted by
+    /// [`Injector::supervise`]).
+    DiskFull,
     /// Nothing to heal (the fault did not apply, e.g. Redis faults without Redis).
     Nothing,
 }
 
 impl Injector {
-    /// An injector for `cluster` (and `redis`, if the run has one).
-    pub fn new(cluster: Arc<Cluster>, redis: Option<Arc<Redis>>) -> Self {
-        Injector { cluster, redis, injected: BTreeMap::new() }
+    /// An injector for `cluster` (and `redis`, and a node's small disk, if the run has them).
+    pub fn new(cluster: Arc<Cluster>, redis: Option<Arc<Redis>>, disk: Option<(NodeId, Arc<SmallDisk>)>) -> Self {
+        Injector {
+            cluster,
+            redis,
+            disk,
+            injected: BTreeMap::new(),
+            may_stop: Vec::new(),
+            crashes: Vec::new(),
+            restarted_after_full_disk: 0,
+        }
+    }
+
+    /// Restarts every node that stopped by itself, as its service manager would (a node that
+    /// cannot write its log stops for good and exits non-zero, by design). A node that stopped
+    /// without a full disk crashed: that is recorded as a violation. Returns a progress line per
+    /// restart.
+    ///
+    /// # Errors
+    ///
+    /// When a node cannot be restarted.
+    pub async fn supervise(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut lines = Vec::new();
+        for id in self.cluster.ids() {
+            let Some(status) = self.cluster.exit_status(id) else { continue };
+            if self.may_stop.contains(&id) {
+                self.restarted_after_full_disk += 1;
+                lines.push(format!("node {id} stopped after its disk filled ({status}); restarted"));
+            } else {
+                let tail = self.cluster.log_tail(id, 20);
+                self.crashes.push(format!("node {id} stopped by itself ({status}); its log ends:\n{tail}"));
+                lines.push(format!("node {id} CRASHED ({status}); restarted"));
+            }
+            self.may_stop.retain(|&node| node != id);
+            self.cluster.restart(id).await?;
+        }
+        Ok(lines)
     }
 
     /// The node that leads now: the one that says so with the highest term among those that
@@ -112,6 +158,16 @@ impl Injector {
                 }
                 None => Ok((Injected::Nothing, "redis: no Redis in this run, skipped".to_string())),
             },
+            FaultKind::Disk => match &self.disk {
+                Some((node, disk)) => {
+                    let leader = self.current_leader().await;
+                    let size = disk.fill()?;
+                    self.may_stop.push(*node);
+                    let line = format!("disk of node {node}{} full at {size} bytes {hold}", role(*node, leader));
+                    Ok((Injected::DiskFull, line))
+                }
+                None => Ok((Injected::Nothing, "disk: no small disk in this run, skipped".to_string())),
+            },
             FaultKind::KillAll => {
                 let ids = self.cluster.ids();
                 for &id in &ids {
@@ -172,6 +228,10 @@ impl Injector {
             Injected::ClockMoved(id) => self.cluster.set_clock_offset(id, 0).await,
             Injected::RedisKilled => match &self.redis {
                 Some(redis) => redis.restart().await,
+                None => Ok(()),
+            },
+            Injected::DiskFull => match &self.disk {
+                Some((_, disk)) => disk.grow(),
                 None => Ok(()),
             },
             Injected::Nothing => Ok(()),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::check::lock::Hold;
-use crate::check::queue::{Acked, Delivered, Put, QueueHistory};
+use crate::check::queue::{Acked, Delivered, FailedGet, Put, QueueHistory};
 use crate::check::register::Operation;
 use crate::check::Outcome;
 
@@ -67,6 +67,13 @@ impl History {
         let mut recorded = self.lock();
         recorded.count("queue", "get", Outcome::Ok);
         recorded.queue.deliveries.push(delivered);
+    }
+
+    /// Records a get that failed.
+    pub fn failed_get(&self, failed: FailedGet) {
+        let mut recorded = self.lock();
+        recorded.count("queue", "get", Outcome::Failed);
+        recorded.queue.failed_gets.push(failed);
     }
 
     /// Records an ack.

@@ -10,6 +10,7 @@
 //! - `history.rs`: the record, and the fenced resource the locks guard;
 //! - `workload/`: the clients, one file per primitive;
 //! - `schedule.rs`: the seeded fault schedule; `faults.rs`: injecting and healing it;
+//!   `disk.rs`: the small filesystem of the full-disk fault;
 //! - `run.rs`: one run from start to verdict; `report.rs`: the table, JSON and violation windows;
 //! - `random.rs`: the seeded generator.
 //!
@@ -25,15 +26,18 @@
 //!     faults: FaultKind::ALL.to_vec(), workloads: Primitive::ALL.to_vec(), clients: 3,
 //!     recovery_bound: Duration::from_secs(5), binary: None, directory: None, node_args: Vec::new(),
 //! };
-//! let (report, cluster) = run(&config).await?;
-//! println!("{}", report.table());
-//! cluster.finish(if report.passed() { Ok(()) } else { Err(anyhow::anyhow!("violations")) })?;
+//! let finished = run(&config).await?;
+//! println!("{}", finished.report.table());
+//! let passed = finished.report.passed();
+//! finished.stop(); // the cluster's files stay when the run failed
+//! assert!(passed);
 //! # Ok(()) }
 //! ```
 
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod disk;
 pub mod faults;
 pub mod history;
 pub mod random;

@@ -18,7 +18,7 @@ use crate::schedule::FaultKind;
 use crate::workload::Primitive;
 
 /// The checkers, in report order.
-pub const CHECKERS: [&str; 7] = ["kv", "cache", "lock", "queue", "sessions", "liveness", "replicas"];
+pub const CHECKERS: [&str; 8] = ["kv", "cache", "lock", "queue", "sessions", "liveness", "replicas", "crashes"];
 
 /// Operations of the window shown for a register violation.
 const WINDOW_OPERATIONS: usize = 40;
@@ -142,6 +142,12 @@ impl Violation {
         Violation { checker: "liveness", summary, window: String::new(), span: None }
     }
 
+    /// A node that stopped by itself without a full disk.
+    pub fn crash(description: String) -> Self {
+        let summary = description.lines().next().unwrap_or_default().to_string();
+        Violation { checker: "crashes", summary, window: description, span: None }
+    }
+
     /// Replicas that did not converge after the heal.
     pub fn replicas(error: String) -> Self {
         Violation { checker: "replicas", summary: error, window: String::new(), span: None }
@@ -165,6 +171,8 @@ pub struct Report {
     pub counts: BTreeMap<(&'static str, &'static str), BTreeMap<Outcome, u64>>,
     /// Faults injected by kind.
     pub injected: BTreeMap<FaultKind, u64>,
+    /// Nodes that stopped after their disk filled and were restarted.
+    pub restarted_after_full_disk: u64,
     /// Writes the fenced resource accepted and refused.
     pub fenced: (u64, u64),
     /// Messages the drain took after the heal.
@@ -230,6 +238,9 @@ impl Report {
         for kind in &self.faults {
             let _ = writeln!(out, "{:<10} {:>8}", kind.name(), self.injected.get(kind).copied().unwrap_or(0));
         }
+        if self.injected.contains_key(&FaultKind::Disk) {
+            let _ = writeln!(out, "nodes stopped by a full disk and restarted: {}", self.restarted_after_full_disk);
+        }
         let _ = writeln!(out, "\n{:<10} {:>10}", "checker", "violations");
         for checker in CHECKERS {
             let count = self.violations.iter().filter(|violation| violation.checker == checker).count();
@@ -291,6 +302,7 @@ impl Report {
             "fenced": {"accepted": self.fenced.0, "refused": self.fenced.1},
             "drained": self.drained,
             "faults": faults,
+            "restarted_after_full_disk": self.restarted_after_full_disk,
             "violations_per_checker": violations_per_checker,
             "violations": violations,
             "recovery": {

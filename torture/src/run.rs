@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use distsync_harness::{Cluster, ClusterOptions, Redis};
 
 use crate::check;
+use crate::disk::SmallDisk;
 use crate::faults::Injector;
 use crate::report::{Report, Violation};
 use crate::schedule::{self, FaultKind};
@@ -51,6 +52,37 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Snapshot every this many entries, so that snapshots are taken and installed during a run.
 const SNAPSHOT_THRESHOLD: u64 = 500;
 
+/// A finished run: its report, and the cluster (stopped or not) with its files.
+pub struct Finished {
+    /// What the run did and found.
+    pub report: Report,
+    /// The cluster, still running, so that its logs can be read.
+    pub cluster: Cluster,
+    /// The small disk of the full-disk fault, unmounted after the cluster stops.
+    disk: Option<Arc<SmallDisk>>,
+    /// A directory the run made for the cluster (a small disk needs a known place).
+    scratch: Option<PathBuf>,
+}
+
+impl Finished {
+    /// Stops the cluster, unmounts the small disk, and removes the cluster's files unless the
+    /// run failed or the caller named the directory.
+    pub fn stop(self) {
+        let Finished { report, cluster, disk, scratch } = self;
+        cluster.stop();
+        if report.passed() {
+            drop(cluster);
+        } else {
+            // Keeps the directory and prints the tail of every node's log.
+            let _ = cluster.finish(Err::<(), _>(anyhow::anyhow!("the run found violations")));
+        }
+        drop(disk);
+        if let Some(scratch) = scratch.filter(|_| report.passed()) {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
+    }
+}
+
 /// Runs `config`, printing a line per fault to stderr as it goes; returns the report (its
 /// violations say whether the run passed) and the cluster, so the caller can keep its files.
 ///
@@ -58,25 +90,49 @@ const SNAPSHOT_THRESHOLD: u64 = 500;
 ///
 /// When the cluster or Redis cannot be started, or a fault cannot be injected or healed: the
 /// harness failed, which says nothing about the history.
-pub async fn run(config: &RunConfig) -> anyhow::Result<(Report, Cluster)> {
+pub async fn run(config: &RunConfig) -> anyhow::Result<Finished> {
     let uses_redis = config.workloads.contains(&Primitive::Cache) || config.faults.contains(&FaultKind::Redis);
     let redis =
         if uses_redis { Some(Arc::new(Redis::start().await.context("cannot start redis-server")?)) } else { None };
+    // The full-disk fault: the last node's data directory is a small disk, mounted before the
+    // node first starts, so the cluster's directory is chosen here.
+    let uses_disk = config.faults.contains(&FaultKind::Disk);
+    let scratch = (uses_disk && config.directory.is_none()).then(scratch_directory).transpose()?;
+    let directory = config.directory.clone().or_else(|| scratch.clone());
+    let disk_node = config.nodes as u64;
+    let disk = match (&directory, uses_disk) {
+        (Some(directory), true) => Some(Arc::new(SmallDisk::mount(&directory.join(format!("node-{disk_node}")))?)),
+        _ => None,
+    };
     let options = ClusterOptions {
         snapshot_threshold: Some(SNAPSHOT_THRESHOLD),
         redis: redis.as_ref().map(|redis| redis.url()),
         binary: config.binary.clone(),
-        directory: config.directory.clone(),
+        directory,
         node_args: config.node_args.clone(),
         ..ClusterOptions::default()
     };
     let cluster = Arc::new(Cluster::start(config.nodes, options).await?);
+    let small_disk = disk.as_ref().map(|disk| (disk_node, Arc::clone(disk)));
     // On an error the workers may still run (and hold the cluster): the error is what matters.
-    let report = run_on(config, &cluster, redis)
-        .await
-        .with_context(|| format!("the cluster's files are kept in {}", cluster.directory().display()))?;
+    let report = match run_on(config, &cluster, redis, small_disk).await {
+        Ok(report) => report,
+        Err(error) => {
+            // The workers may still hold the cluster and drop it last: keep its files then.
+            cluster.keep_files();
+            return Err(error.context(format!("the cluster's files are kept in {}", cluster.directory().display())));
+        }
+    };
     let cluster = Arc::try_unwrap(cluster).ok().context("a worker outlived the run")?;
-    Ok((report, cluster))
+    Ok(Finished { report, cluster, disk, scratch })
+}
+
+/// A fresh directory for a cluster whose files the run must place itself.
+fn scratch_directory() -> anyhow::Result<PathBuf> {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let path = std::env::temp_dir().join(format!("distsync-torture-{}-{nanos}", std::process::id()));
+    std::fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(path)
 }
 
 /// Tells the workers to stop when the run ends, however it ends.
@@ -88,7 +144,12 @@ impl Drop for StopWorkers {
     }
 }
 
-async fn run_on(config: &RunConfig, cluster: &Arc<Cluster>, redis: Option<Arc<Redis>>) -> anyhow::Result<Report> {
+async fn run_on(
+    config: &RunConfig,
+    cluster: &Arc<Cluster>,
+    redis: Option<Arc<Redis>>,
+    disk: Option<(u64, Arc<SmallDisk>)>,
+) -> anyhow::Result<Report> {
     cluster.wait_for_leader(&cluster.ids(), Duration::from_secs(60)).await?;
     let setup = cluster.client().await?;
     for name in QUEUE_NAMES {
@@ -117,9 +178,10 @@ async fn run_on(config: &RunConfig, cluster: &Arc<Cluster>, redis: Option<Arc<Re
         }
     }
 
-    let mut injector = Injector::new(Arc::clone(cluster), redis);
+    let mut injector = Injector::new(Arc::clone(cluster), redis, disk);
     for fault in &schedule {
         tokio::time::sleep_until((started + fault.at).into()).await;
+        supervise(&mut injector, started).await?;
         let (injected, line) = injector.inject(fault).await.with_context(|| format!("cannot inject {fault:?}"))?;
         eprintln!("{:>8.1} s  {}: {line}", started.elapsed().as_secs_f64(), fault.kind);
         tokio::time::sleep(fault.hold).await;
@@ -127,6 +189,7 @@ async fn run_on(config: &RunConfig, cluster: &Arc<Cluster>, redis: Option<Arc<Re
         eprintln!("{:>8.1} s  healed {}", started.elapsed().as_secs_f64(), fault.kind);
     }
     tokio::time::sleep_until((started + config.duration).into()).await;
+    supervise(&mut injector, started).await?;
     cluster.heal().await?;
     shared.healed();
     let healed = Instant::now();
@@ -153,6 +216,7 @@ async fn run_on(config: &RunConfig, cluster: &Arc<Cluster>, redis: Option<Arc<Re
         0
     };
     setup.close().await;
+    supervise(&mut injector, started).await?;
     let converged = cluster.wait_applied_equal(&cluster.ids(), CONVERGE_TIMEOUT).await;
 
     let recorded = shared.history.lock().clone();
@@ -178,6 +242,7 @@ async fn run_on(config: &RunConfig, cluster: &Arc<Cluster>, redis: Option<Arc<Re
     if let Err(error) = converged {
         violations.push(Violation::replicas(format!("{error:#}")));
     }
+    violations.extend(injector.crashes.iter().cloned().map(Violation::crash));
     Ok(Report {
         seed: config.seed,
         duration: config.duration,
@@ -186,6 +251,7 @@ async fn run_on(config: &RunConfig, cluster: &Arc<Cluster>, redis: Option<Arc<Re
         workloads: config.workloads.clone(),
         counts: recorded.counts.clone(),
         injected: injector.injected.clone(),
+        restarted_after_full_disk: injector.restarted_after_full_disk,
         fenced: (recorded.fenced_accepted, recorded.fenced_refused),
         drained,
         recoveries,
@@ -195,4 +261,12 @@ async fn run_on(config: &RunConfig, cluster: &Arc<Cluster>, redis: Option<Arc<Re
         wall_started,
         schedule_length: schedule.len(),
     })
+}
+
+/// Restarts nodes that stopped by themselves (see [`Injector::supervise`]), printing a line each.
+async fn supervise(injector: &mut Injector, started: Instant) -> anyhow::Result<()> {
+    for line in injector.supervise().await? {
+        eprintln!("{:>8.1} s  {line}", started.elapsed().as_secs_f64());
+    }
+    Ok(())
 }

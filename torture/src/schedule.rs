@@ -24,17 +24,21 @@ pub enum FaultKind {
     Redis,
     /// SIGKILL every node at once, restart them all.
     KillAll,
+    /// Fill the disk of one node (the last, whose data directory is a small filesystem of its
+    /// own), then give the space back and restart it if it stopped.
+    Disk,
 }
 
 impl FaultKind {
     /// Every kind, in the order of `--faults all`.
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Clock,
         FaultKind::Redis,
         FaultKind::KillAll,
+        FaultKind::Disk,
     ];
 
     /// Its name on the command line and in reports.
@@ -46,6 +50,7 @@ impl FaultKind {
             FaultKind::Clock => "clock",
             FaultKind::Redis => "redis",
             FaultKind::KillAll => "kill-all",
+            FaultKind::Disk => "disk",
         }
     }
 }

@@ -35,8 +35,9 @@ async fn caught(
             directory: None,
             node_args: vec!["--inject-bug".into(), bug.into()],
         };
-        let (report, cluster) = run(&config).await?;
-        cluster.stop();
+        let finished = run(&config).await?;
+        let report = finished.report.clone();
+        finished.stop();
         let found = report.violations.iter().filter(|violation| violation.checker == checker).count();
         eprintln!("--inject-bug {bug}, seed {seed}: {found} {checker} violations of {}", report.violations.len());
         if found > 0 {

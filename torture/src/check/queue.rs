@@ -52,6 +52,15 @@ pub struct Acked {
     pub returned: Option<Instant>,
 }
 
+/// A get that failed (unavailable, or no answer in time).
+#[derive(Debug, Clone)]
+pub struct FailedGet {
+    /// The queue.
+    pub queue: String,
+    /// When it was invoked.
+    pub invoked: Instant,
+}
+
 /// The queue part of a history.
 #[derive(Debug, Clone, Default)]
 pub struct QueueHistory {
@@ -61,6 +70,8 @@ pub struct QueueHistory {
     pub deliveries: Vec<Delivered>,
     /// Every ack.
     pub acks: Vec<Acked>,
+    /// Every get that failed.
+    pub failed_gets: Vec<FailedGet>,
 }
 
 /// A broken promise.
@@ -170,11 +181,18 @@ pub fn check(history: &QueueHistory) -> Vec<QueueViolation> {
             violations.push(QueueViolation::Lost { queue: put.queue.clone(), body: put.body.clone() });
         }
     }
-    // FIFO: first deliveries to one consumer come in id (enqueue) order.
+    // FIFO: first deliveries to one consumer come in id (enqueue) order. A get that failed may
+    // have been given a message and withdrawn, which puts the message back at the head with its
+    // attempt count restored: its next delivery says attempt 1 although it was handed out
+    // before. So an out-of-order first delivery after a failed get on its queue is excused.
     let mut last_new: HashMap<(&str, usize), u64> = HashMap::new();
     for delivered in history.deliveries.iter().filter(|delivered| delivered.attempt == 1) {
         let last = last_new.entry((&delivered.queue, delivered.consumer)).or_insert(0);
-        if delivered.id < *last {
+        let after_a_failed_get = history
+            .failed_gets
+            .iter()
+            .any(|failed| failed.queue == delivered.queue && failed.invoked < delivered.invoked);
+        if delivered.id < *last && !after_a_failed_get {
             violations.push(QueueViolation::OutOfOrder {
                 queue: delivered.queue.clone(),
                 consumer: delivered.consumer,
@@ -218,6 +236,7 @@ mod tests {
                 delivered(9, 2, 1, "b", ms(6)),
             ],
             acks: vec![acked(1, Outcome::Ok, ms(7)), acked(2, Outcome::Unknown, ms(8))],
+            failed_gets: vec![],
         };
         assert_eq!(check(&history), vec![]);
     }
@@ -230,6 +249,7 @@ mod tests {
             puts: vec![put("a", Outcome::Ok)],
             deliveries: vec![delivered(1, 1, 1, "a", t)],
             acks: vec![],
+            failed_gets: vec![],
         };
         assert_eq!(check(&history), vec![QueueViolation::Lost { queue: "q".into(), body: b"a".to_vec() }]);
         // Acked by a failed ack only.
@@ -249,6 +269,7 @@ mod tests {
                 delivered(2, 2, 1, "refused", ms(11)),
             ],
             acks: vec![acked(1, Outcome::Ok, ms(2)), acked(1, Outcome::Ok, ms(12))],
+            failed_gets: vec![],
         };
         assert_eq!(
             check(&history),
@@ -270,13 +291,31 @@ mod tests {
             puts: puts.clone(),
             deliveries: vec![delivered(1, 1, 1, "a", t), delivered(1, 2, 1, "b", t), delivered(1, 1, 2, "a", t)],
             acks: acks.clone(),
+            failed_gets: vec![],
         };
         assert_eq!(check(&redelivered), vec![]);
-        let skipped =
-            QueueHistory { puts, deliveries: vec![delivered(1, 2, 1, "b", t), delivered(1, 1, 1, "a", t)], acks };
+        let skipped = QueueHistory {
+            puts,
+            deliveries: vec![delivered(1, 2, 1, "b", t), delivered(1, 1, 1, "a", t)],
+            acks,
+            failed_gets: vec![],
+        };
         assert_eq!(
             check(&skipped),
             vec![QueueViolation::OutOfOrder { queue: "q".into(), consumer: 1, first: 2, then: 1 }]
         );
+        // Unless a get failed before: it may have been handed "a" and withdrawn it.
+        let withdrawn = QueueHistory {
+            failed_gets: vec![FailedGet { queue: "q".into(), invoked: t }],
+            deliveries: skipped
+                .deliveries
+                .iter()
+                .cloned()
+                .map(|d| Delivered { invoked: t + Duration::from_millis(1), ..d })
+                .collect(),
+            acks: [1, 2].map(|id| acked(id, Outcome::Ok, t + Duration::from_millis(2))).to_vec(),
+            ..skipped.clone()
+        };
+        assert_eq!(check(&withdrawn), vec![]);
     }
 }

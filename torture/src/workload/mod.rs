@@ -205,9 +205,9 @@ impl Worker {
 /// What a client error says about a write: refused for certain, or unknown.
 fn client_outcome(error: &ClientError) -> Outcome {
     match error {
-        ClientError::InvalidArgument { .. } | ClientError::Config { .. } | ClientError::Unauthenticated { .. } => {
-            Outcome::Failed
-        }
+        // Refused before anything was sent. (Not `Unauthenticated`: a retry's attempt could
+        // meet it after an earlier attempt was applied.)
+        ClientError::InvalidArgument { .. } | ClientError::Config { .. } => Outcome::Failed,
         _ => Outcome::Unknown,
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use distsync::{Client, QueueOptions};
 
 use super::{queue_outcome, Worker};
-use crate::check::queue::{Acked, Delivered, Put};
+use crate::check::queue::{Acked, Delivered, FailedGet, Put};
 use crate::check::Outcome;
 use crate::history::History;
 
@@ -57,7 +57,7 @@ pub(super) async fn run(mut worker: Worker) {
                 continue;
             }
             Err(_) => {
-                worker.shared.history.count("queue", "get", Outcome::Failed);
+                worker.shared.history.failed_get(FailedGet { queue: queue_name.to_string(), invoked });
                 continue;
             }
         };
@@ -114,7 +114,10 @@ pub async fn drain(client: &Client, history: &History, timeout: Duration) -> u64
             let invoked = Instant::now();
             let batch = match queue.get_batch(64, Duration::from_millis(500)).await {
                 Ok(batch) => batch,
-                Err(_) => continue,
+                Err(_) => {
+                    history.failed_get(FailedGet { queue: queue_name.to_string(), invoked });
+                    continue;
+                }
             };
             if batch.is_empty() {
                 match queue.stats().await {

@@ -6,13 +6,17 @@ import java.net.InetAddress
 import java.net.ServerSocket
 import java.net.Socket
 import java.nio.file.Files
+import java.util.concurrent.Callable
+import java.util.concurrent.Executors
 import java.util.concurrent.TimeUnit
 
 /**
  * A real cluster for the tests: three nodes of the `distsync` binary (system property
  * `distsync.bin`, set by the pom) and a redis-server, on ports the kernel picked, in a fresh
  * temporary directory. Processes run under `setpriv --pdeathsig` when available, so they die
- * with the JVM.
+ * with the JVM. The kernel sends that signal when the *thread* that started a process ends, and
+ * JUnit runs each test and lifecycle method on a thread of its own (the timeout's separate-thread
+ * mode), so every node is started from one thread that lives as long as this cluster.
  */
 class Cluster(private val nodes: Int = 3) : AutoCloseable {
     val binary: String = System.getProperty("distsync.bin")
@@ -23,6 +27,7 @@ class Cluster(private val nodes: Int = 3) : AutoCloseable {
     val addresses: Map<Int, String>
     private val processes = mutableMapOf<Int, Process>()
     private val redisPort: Int
+    private val spawner = Executors.newSingleThreadExecutor { task -> Thread(task, "distsync-cluster").apply { isDaemon = true } }
     private val redis: Process
 
     init {
@@ -33,7 +38,7 @@ class Cluster(private val nodes: Int = 3) : AutoCloseable {
             ?: error("distsync certs init failed")
         redisPort = ServerSocket(0, 1, InetAddress.getLoopbackAddress()).use { it.localPort }
         val redisDir = File(directory, "redis").apply { mkdirs() }
-        redis = spawn(
+        redis = spawnHere(
             listOf("redis-server", "--bind", "127.0.0.1", "--port", "$redisPort", "--save", "", "--appendonly", "no",
                 "--protected-mode", "no", "--dir", redisDir.path),
             File(redisDir, "redis.log"),
@@ -49,7 +54,7 @@ class Cluster(private val nodes: Int = 3) : AutoCloseable {
 
     fun start(id: Int) {
         val peers = addresses.entries.joinToString(",") { "${it.key}=${it.value}" }
-        processes[id] = spawn(
+        processes[id] = spawnHere(
             listOf(binary, "serve", "--id", "$id", "--listen", addresses.getValue(id), "--peers", peers,
                 "--data-dir", File(directory, "node-$id").path, "--tls-dir", File(directory, "tls").path,
                 "--redis", "redis://127.0.0.1:$redisPort"),
@@ -93,8 +98,12 @@ class Cluster(private val nodes: Int = 3) : AutoCloseable {
         processes.keys.toList().forEach(::kill)
         redis.destroyForcibly()
         redis.waitFor()
+        spawner.shutdown()
         directory.deleteRecursively()
     }
+
+    /** Starts [command] from this cluster's own thread (see the class comment). */
+    private fun spawnHere(command: List<String>, log: File): Process = spawner.submit(Callable { spawn(command, log) }).get()
 
     private fun redisAnswers(): Boolean = try {
         Socket("127.0.0.1", redisPort).use { socket ->

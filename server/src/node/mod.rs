@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use distsync::wire::{LeaderInfo, Reply, Response};
 use distsync::{NodeId, ServerError};
-use openraft::error::{InitializeError, RaftError};
-use openraft::{BasicNode, RaftMetrics};
+use openraft::error::{Fatal, InitializeError, RaftError};
+use openraft::{BasicNode, RaftMetrics, StorageError};
 use tokio::sync::{mpsc, watch};
 
 pub use self::admission::{CONNECTIONS_MAX, PEER_CONNECTIONS_MAX};
@@ -226,20 +226,19 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let raft_stopped = async move {
         loop {
             if let Err(fatal) = &metrics.borrow_and_update().running_state {
-                return fatal.to_string();
+                return Some(fatal.clone());
             }
             if metrics.changed().await.is_err() {
-                return "the Raft core ended".to_string();
+                return None;
             }
         }
     };
     let outcome = tokio::select! {
         () = shutdown => Ok(()),
-        reason = raft_stopped => Err(anyhow::anyhow!(
-            "node {} stopped: {reason}; a failed write to its log (a full or failing disk under {}) stops it \
-             for good: fix the disk, then start the node again (it recovers from its log and peers)",
+        fatal = raft_stopped => Err(anyhow::anyhow!(
+            "node {} stopped: {}",
             node.config.id,
-            node.config.data_dir.display()
+            why_raft_stopped(fatal.as_ref(), &node.config.data_dir)
         )),
     };
     match &outcome {
@@ -254,6 +253,25 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     endpoint.close(0u32.into(), b"node shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     outcome
+}
+
+/// What a Raft core that stopped by itself means to the operator. Only a failed read or write of
+/// the log, vote or snapshots is the disk's fault; anything else is a bug.
+fn why_raft_stopped(fatal: Option<&Fatal<NodeId>>, data_dir: &std::path::Path) -> String {
+    match fatal {
+        Some(fatal @ Fatal::StorageError(StorageError::IO { .. })) => format!(
+            "{fatal}; a failed read or write of its log (a full or failing disk under {}) stops it for \
+             good: fix the disk, then start the node again (it recovers from its log and peers)",
+            data_dir.display()
+        ),
+        Some(fatal) => format!(
+            "Raft stopped: {fatal}; this is a bug, not the disk: start the node again (it recovers from its \
+             log and peers) and report this log"
+        ),
+        None => "the Raft core ended without saying why; start the node again (it recovers from its log \
+                 and peers) and report this log"
+            .to_string(),
+    }
 }
 
 /// Refuses a data directory that belongs to another node id: a reused id with another disk can

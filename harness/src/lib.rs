@@ -49,7 +49,7 @@ mod redis;
 mod waits;
 
 pub use self::cluster::{Cluster, ClusterOptions};
-pub use self::process::{describe_output, free_udp_ports};
+pub use self::process::{describe_output, free_udp_ports, is_root};
 pub use self::raw::RawConnection;
 pub use self::redis::{Fsync, Redis};
 pub use self::waits::describe_statuses;

@@ -22,6 +22,14 @@ pub fn free_udp_ports(count: usize) -> std::io::Result<Vec<u16>> {
     sockets.iter().map(|socket| socket.local_addr().map(|address| address.port())).collect()
 }
 
+/// Whether this process runs as root (effective uid 0): mounting a filesystem, as the full-disk
+/// tests do, needs it.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status.lines().any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(2) == Some("0"))
+    })
+}
+
 /// Exit status, stdout and stderr of a finished command, for assertion messages.
 pub fn describe_output(output: &Output) -> String {
     format!(

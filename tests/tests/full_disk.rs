@@ -42,13 +42,7 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_disk_is_full_exits_and_recovers_once_there_is_space() -> anyhow::Result<()> {
-    anyhow::ensure!(
-        // SAFETY-free check: the effective user id from procfs.
-        std::fs::read_to_string("/proc/self/status")?
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")),
-        "this test mounts a tmpfs and must run as root (CI does)"
-    );
+    anyhow::ensure!(distsync_harness::is_root(), "this test mounts a tmpfs and must run as root (CI does)");
     let cluster = Cluster::start(3, ClusterOptions::default()).await?;
     let outcome = scenario(&cluster).await;
     cluster.finish(outcome)

@@ -26,7 +26,10 @@ impl SmallDisk {
     ///
     /// When not running as root, or `mount` fails.
     pub fn mount(path: &Path) -> anyhow::Result<SmallDisk> {
-        anyhow::ensure!(is_root(), "the disk fault mounts a tmpfs and needs root; leave `disk` out of --faults");
+        anyhow::ensure!(
+            distsync_harness::is_root(),
+            "the disk fault mounts a tmpfs and needs root; leave `disk` out of --faults"
+        );
         std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
         run(Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={ROOMY}"), "tmpfs"]).arg(path))?;
         Ok(SmallDisk { path: path.to_path_buf() })
@@ -58,13 +61,6 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
-}
-
-/// Whether this process runs as root (the effective uid in procfs).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status.lines().any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(2) == Some("0"))
-    })
 }
 
 fn used_bytes(path: &Path) -> anyhow::Result<u64> {

@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let faults = if args.faults == "all" && !distsync_torture::disk::is_root() {
+    let faults = if args.faults == "all" && !distsync_harness::is_root() {
         eprintln!("note: not root, so the disk fault (which mounts a tmpfs) is left out of --faults all");
         faults.into_iter().filter(|&kind| kind != FaultKind::Disk).collect()
     } else {

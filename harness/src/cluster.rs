@@ -6,12 +6,13 @@ use std::io::Write as _;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use distsync::{Client, ClientOptions, ClientTls, NodeId};
 
+use crate::network::{Network, NODE_PORT};
 use crate::process::{
     describe_output, die_with_parent, free_udp_ports, run_bounded, signal, terminate, unique_directory,
 };
@@ -58,6 +59,10 @@ pub struct ClusterOptions {
     /// The `distsync` binary; `None`: `DISTSYNC_BIN`, else `distsync` beside the running test
     /// executable's profile directory.
     pub binary: Option<PathBuf>,
+    /// Run each node in its own network namespace of this network (ids `1..=nodes`), listening
+    /// on [`crate::network::NODE_PORT`] at its own address; partitions then cut packets (see
+    /// [`Cluster::partition`]). `None`: every node on loopback.
+    pub network: Option<Arc<Network>>,
 }
 
 impl Default for ClusterOptions {
@@ -72,6 +77,7 @@ impl Default for ClusterOptions {
             directory: None,
             base_port: None,
             binary: None,
+            network: None,
         }
     }
 }
@@ -129,7 +135,13 @@ impl Cluster {
         if options.binary.is_none() {
             crate::freshness::ensure_built_from_current_sources(&binary)?;
         }
-        let addresses = addresses(nodes, options.base_port)?;
+        let addresses = match &options.network {
+            Some(network) => {
+                anyhow::ensure!(options.base_port.is_none(), "a cluster in a network has no fixed loopback ports");
+                (1..=nodes as NodeId).map(|id| (format!("{}:{NODE_PORT}", network.node_ip(id)), None)).collect()
+            }
+            None => addresses(nodes, options.base_port)?,
+        };
         let (directory, temporary) = match &options.directory {
             Some(directory) => {
                 fs::create_dir_all(directory).with_context(|| format!("cannot create {}", directory.display()))?;
@@ -199,13 +211,18 @@ impl Cluster {
         self.nodes.iter().map(|node| node.address.clone()).collect()
     }
 
-    /// Node `id`'s client address, `127.0.0.1:PORT`.
+    /// Node `id`'s client address, `127.0.0.1:PORT` (in a network: its own address).
     ///
     /// # Panics
     ///
     /// When there is no node `id`.
     pub fn endpoint(&self, id: NodeId) -> String {
         self.node(id).address.clone()
+    }
+
+    /// The network the nodes run in, if they are not on loopback.
+    pub fn network(&self) -> Option<&Arc<Network>> {
+        self.options.network.as_ref()
     }
 
     /// Node `id`'s admin HTTP address, when the cluster has fixed ports.
@@ -405,7 +422,10 @@ impl Cluster {
             .with_context(|| format!("cannot open {}", log_path.display()))?;
         writeln!(log, "==== distsync-harness: starting node {id} ====")?;
         let peers = self.nodes.iter().map(|node| format!("{}={}", node.id, node.address)).collect::<Vec<_>>().join(",");
-        let mut command = Command::new(&self.binary);
+        let mut command = match &self.options.network {
+            Some(network) => network.command(id, &self.binary),
+            None => Command::new(&self.binary),
+        };
         command
             .arg("serve")
             .arg("--id")

@@ -1,13 +1,15 @@
-//! Killing whoever leads, and partitions through the nodes' fault-injection switch (`--enable-fault-injection`): Raft
-//! traffic between groups of nodes is dropped silently, as a cut network would, while client
-//! traffic still flows.
+//! Killing whoever leads, and partitions: on loopback through the nodes' fault-injection switch
+//! (`--enable-fault-injection`), where Raft traffic between groups of nodes is dropped silently
+//! as a cut network would while client traffic still flows; in a [`crate::Network`] by packet
+//! filters, where every packet between the groups is dropped (Raft and forwarded requests
+//! alike) and clients, on the bridge, still reach every node.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use distsync::{Client, NodeId, Role};
 
-use crate::Cluster;
+use crate::{Cluster, Filter};
 
 impl Cluster {
     /// Kills (SIGKILL) whoever leads at this moment: the running node that the others agree
@@ -34,13 +36,21 @@ impl Cluster {
         }
     }
 
-    /// Cuts Raft traffic between the groups `a` and `b` in both directions (client traffic still
-    /// flows). Traffic within each group is untouched.
+    /// Cuts traffic between the groups `a` and `b` in both directions (client traffic still
+    /// flows): Raft traffic through the switch, or every packet in a network. Traffic within
+    /// each group is untouched; a node in neither group keeps what it had.
     ///
     /// # Errors
     ///
-    /// When a node does not accept the switch (not running, or fault injection disabled).
+    /// When a node does not accept the switch (not running, or fault injection disabled), or
+    /// the network's filters cannot be set.
     pub async fn partition(&self, a: &[NodeId], b: &[NodeId]) -> anyhow::Result<()> {
+        if let Some(network) = self.network() {
+            let cut = |group: &[NodeId]| group.iter().map(|&peer| Filter::from(peer)).collect::<Vec<_>>();
+            let filters: Vec<(NodeId, Vec<Filter>)> =
+                a.iter().map(|&id| (id, cut(b))).chain(b.iter().map(|&id| (id, cut(a)))).collect();
+            return network.apply(&filters).await;
+        }
         for &id in a {
             self.set_dropped_peers(id, b).await?;
         }
@@ -50,12 +60,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// Restores Raft traffic on every running node.
+    /// Restores Raft traffic on every running node (in a network: clears every filter).
     ///
     /// # Errors
     ///
-    /// When a running node does not accept the switch.
+    /// When a running node does not accept the switch, or the filters cannot be cleared.
     pub async fn heal(&self) -> anyhow::Result<()> {
+        if let Some(network) = self.network() {
+            return network.heal().await;
+        }
         for id in self.ids() {
             if self.is_running(id) {
                 self.set_dropped_peers(id, &[]).await?;
@@ -75,6 +88,20 @@ impl Cluster {
             .set_dropped_peers(&self.endpoint(id), peers)
             .await
             .with_context(|| format!("cannot make node {id} drop peers {peers:?}"))
+    }
+
+    /// Makes node `id` hold every request to a peer `delay_ms` (up to half again as long) before
+    /// sending it, as a slow network would (0 removes the delay).
+    ///
+    /// # Errors
+    ///
+    /// When the node does not accept the switch.
+    pub async fn set_peer_delay(&self, id: NodeId, delay_ms: u32) -> anyhow::Result<()> {
+        let client = Client::new_unconnected(self.options_for(&[id]))?;
+        client
+            .set_peer_delay(&self.endpoint(id), delay_ms)
+            .await
+            .with_context(|| format!("cannot make node {id} delay its peer requests by {delay_ms} ms"))
     }
 
     /// Makes node `id` read its wall clock `offset_ms` off from now on, as if it had jumped

@@ -17,6 +17,7 @@
 //! - `waits.rs`: statuses and waits (a leader, an applied index, converged replicas);
 //! - `faults.rs`: partitions; `cli.rs`: the command line; `raw.rs`: a bare connection;
 //! - `identity.rs`: client identities (certificates from the cluster CA, clients presenting them);
+//! - `network.rs`: [`Network`], a namespace per node on a bridge, with packet filters;
 //! - `redis.rs`: [`Redis`]; `process.rs`: child processes, deadlines, free ports;
 //! - `freshness.rs`: refusing a `distsync` binary older than its sources.
 //!
@@ -43,12 +44,14 @@ mod cluster;
 mod faults;
 mod freshness;
 mod identity;
+mod network;
 mod process;
 mod raw;
 mod redis;
 mod waits;
 
 pub use self::cluster::{Cluster, ClusterOptions};
+pub use self::network::{Filter, Network, NODE_PORT};
 pub use self::process::{describe_output, free_udp_ports, is_root};
 pub use self::raw::RawConnection;
 pub use self::redis::{Fsync, Redis};

@@ -67,7 +67,7 @@ impl RawConnection {
     }
 
     async fn open_with(address: &str, config: quinn::ClientConfig) -> anyhow::Result<RawConnection> {
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
         let connecting = endpoint.connect_with(config, address.parse()?, distsync::tls::SERVER_NAME)?;
         let connection = connecting.await?;
         Ok(RawConnection { endpoint, connection })

@@ -1,8 +1,8 @@
-//! [`Redis`]: a real `redis-server` (Debian's package) on a loopback port, for the cache's values.
+//! [`Redis`]: a real `redis-server` (Debian's package) on a loopback port (or a network's bridge), for the cache's values.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -30,6 +30,8 @@ pub enum Fsync {
 /// A real `redis-server` on a loopback port, its append-only file in its own directory.
 /// Dropping it kills the server and removes a temporary directory.
 pub struct Redis {
+    /// The address it listens on: 127.0.0.1, or a [`crate::Network`]'s bridge.
+    host: IpAddr,
     port: u16,
     directory: PathBuf,
     /// Whether the directory was made for this server, and goes with it.
@@ -52,8 +54,19 @@ impl Redis {
     ///
     /// When redis-server is not installed (`.ci/run` installs it) or does not start.
     pub async fn start() -> anyhow::Result<Redis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Redis::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// As [`Redis::start`], listening on `host` (a [`crate::Network`]'s
+    /// [`crate::Network::host_ip`], for nodes in namespaces).
+    ///
+    /// # Errors
+    ///
+    /// As [`Redis::start`].
+    pub async fn start_on(host: IpAddr) -> anyhow::Result<Redis> {
+        let port = std::net::TcpListener::bind((host, 0))?.local_addr()?.port();
         let redis = Redis {
+            host,
             port,
             directory: unique_directory()?,
             temporary: true,
@@ -72,15 +85,21 @@ impl Redis {
     /// As [`Redis::start`]; also when the directory cannot be made.
     pub async fn start_at(directory: &Path, port: u16, fsync: Fsync) -> anyhow::Result<Redis> {
         fs::create_dir_all(directory).with_context(|| format!("cannot create {}", directory.display()))?;
-        let redis =
-            Redis { port, directory: directory.to_path_buf(), temporary: false, fsync, child: Mutex::new(None) };
+        let redis = Redis {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port,
+            directory: directory.to_path_buf(),
+            temporary: false,
+            fsync,
+            child: Mutex::new(None),
+        };
         redis.restart().await?;
         Ok(redis)
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://HOST:PORT`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}:{}", self.host, self.port)
     }
 
     /// SIGKILLs the server.
@@ -111,7 +130,7 @@ impl Redis {
             };
             let mut command = Command::new("redis-server");
             command
-                .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+                .args(["--bind", &self.host.to_string(), "--port", &self.port.to_string(), "--save", ""])
                 .args(["--appendonly", "yes", "--appendfsync", fsync, "--protected-mode", "no"])
                 .arg("--dir")
                 .arg(&self.directory)
@@ -142,7 +161,7 @@ impl Redis {
 
     /// Whether the server answers PING with PONG right now.
     fn ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut stream) = TcpStream::connect((self.host, self.port)) else { return false };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
         let mut answer = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
@@ -155,7 +174,7 @@ impl Redis {
     /// When redis-cli fails.
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut command = Command::new("redis-cli");
-        command.args(["-p", &self.port.to_string()]).args(args);
+        command.args(["-h", &self.host.to_string(), "-p", &self.port.to_string()]).args(args);
         let output = run_bounded(command, Duration::from_secs(10)).await?;
         anyhow::ensure!(output.status.success(), "redis-cli {args:?} failed: {}", describe_output(&output));
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())

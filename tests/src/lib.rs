@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use distsync::{Client, LockInfo};
 pub use distsync_harness::{
-    describe_output, describe_statuses, free_udp_ports, Cluster, ClusterOptions, RawConnection, Redis,
+    describe_output, describe_statuses, free_udp_ports, Cluster, ClusterOptions, Filter, Network, RawConnection, Redis,
 };
 
 /// Pause between two polls of a lock's state.

@@ -13,12 +13,13 @@
 //! A bare request is finished on the node once the node has answered it, so nothing of it is
 //! pending when the partition heals, and its absence afterwards is a real rollback.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use distsync::wire::{Command, Reply, Request, Response, WriteRequest};
 use distsync::{Client, ClientError, ServerError};
-use distsync_cluster_tests::{describe_statuses, Cluster, ClusterOptions, RawConnection};
+use distsync_cluster_tests::{describe_statuses, Cluster, ClusterOptions, Network, RawConnection};
 
 const WRITES_BEFORE: u64 = 5;
 const MAJORITY_WRITES: u64 = 20;
@@ -42,6 +43,21 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_commits_nothing_and_rolls_back_after_heal() -> anyhow::Result<()> {
     let cluster = Cluster::start(5, ClusterOptions::default()).await?;
+    let outcome = scenario(&cluster).await;
+    cluster.finish(outcome)
+}
+
+/// The same, with each node in its own network namespace and the partition a set of iptables
+/// rules: every packet between the groups is lost (forwarded requests too), not just Raft's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_commits_nothing_and_rolls_back_after_a_firewall_partition() -> anyhow::Result<()> {
+    if let Some(reason) = Network::unavailable() {
+        anyhow::bail!(
+            "this test puts nodes in network namespaces and must run as root with iptables (CI does): {reason}"
+        );
+    }
+    let network = Arc::new(Network::create(&[1, 2, 3, 4, 5])?);
+    let cluster = Cluster::start(5, ClusterOptions { network: Some(network), ..ClusterOptions::default() }).await?;
     let outcome = scenario(&cluster).await;
     cluster.finish(outcome)
 }

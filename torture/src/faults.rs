@@ -1,6 +1,7 @@
 //! Injecting the schedule's faults into the running cluster and healing them: kills and
-//! restarts, pauses, partitions through the nodes' fault switch, clock jumps, Redis kills,
-//! killing every node at once, and a full disk.
+//! restarts, pauses, partitions (packet filters in the network of namespaces, else the nodes'
+//! fault switch), packet loss, delay, clock jumps, Redis kills, killing every node at once, and
+//! a full disk.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use distsync::{NodeId, Role};
-use distsync_harness::{Cluster, Redis};
+use distsync_harness::{Cluster, Filter, Redis};
 
 use crate::disk::SmallDisk;
 use crate::schedule::{FaultKind, PlannedFault, Split, Target};
@@ -38,8 +39,10 @@ pub enum Injected {
     Killed(Vec<NodeId>),
     /// A node stopped: continue it.
     Paused(NodeId),
-    /// Raft traffic cut: restore it.
+    /// Traffic between nodes cut or lossy: restore it.
     Partitioned,
+    /// Requests between nodes delayed: stop delaying them.
+    Delayed,
     /// A clock moved: put it back.
     ClockMoved(NodeId),
     /// Redis killed: restart it.
@@ -147,9 +150,35 @@ impl Injector {
                 Ok((Injected::ClockMoved(node), line))
             }
             FaultKind::Partition => {
-                let leader = self.current_leader().await;
-                let line = self.partition(fault.split, leader).await?;
+                let line = self.partition(fault.split, fault.target).await?;
                 Ok((Injected::Partitioned, format!("{line} {hold}")))
+            }
+            FaultKind::Loss => match self.cluster.network() {
+                Some(network) => {
+                    let ids = self.cluster.ids();
+                    let share = f64::from(fault.loss_percent) / 100.0;
+                    let filters: Vec<(NodeId, Vec<Filter>)> = ids
+                        .iter()
+                        .map(|&id| {
+                            let peers = ids.iter().filter(|&&peer| peer != id);
+                            (id, peers.map(|&peer| Filter::from(peer).with_probability(share)).collect())
+                        })
+                        .collect();
+                    network.apply(&filters).await?;
+                    Ok((
+                        Injected::Partitioned,
+                        format!("{} % of packets between nodes lost {hold}", fault.loss_percent),
+                    ))
+                }
+                None => Ok((Injected::Nothing, "loss: nodes on loopback (not --network netns), skipped".to_string())),
+            },
+            FaultKind::Delay => {
+                for id in self.running() {
+                    self.cluster.set_peer_delay(id, fault.delay_ms).await?;
+                }
+                let line =
+                    format!("requests between nodes delayed {}–{} ms {hold}", fault.delay_ms, fault.delay_ms * 3 / 2);
+                Ok((Injected::Delayed, line))
             }
             FaultKind::Redis => match &self.redis {
                 Some(redis) => {
@@ -178,8 +207,25 @@ impl Injector {
         }
     }
 
-    /// Cuts Raft traffic as `split` says; returns the progress line.
-    async fn partition(&self, split: Split, leader: Option<NodeId>) -> anyhow::Result<String> {
+    /// The nodes running now.
+    fn running(&self) -> Vec<NodeId> {
+        self.cluster.ids().into_iter().filter(|&id| self.cluster.is_running(id)).collect()
+    }
+
+    /// Makes everything `node` sends to the other nodes lost, while what they send reaches it.
+    /// With the switch: its own requests to them are lost, theirs to it are answered.
+    async fn one_way(&self, node: NodeId) -> anyhow::Result<()> {
+        let others: Vec<NodeId> = self.cluster.ids().into_iter().filter(|&id| id != node).collect();
+        match self.cluster.network() {
+            Some(network) => network.apply(&[(node, others.iter().map(|&peer| Filter::to(peer)).collect())]).await,
+            None => self.cluster.set_dropped_peers(node, &others).await,
+        }
+    }
+
+    /// Cuts traffic between nodes as `split` says (a one-way cut hits `target`); returns the
+    /// progress line.
+    async fn partition(&self, split: Split, target: Target) -> anyhow::Result<String> {
+        let (node, leader) = self.resolve(target).await;
         let ids = self.cluster.ids();
         let rotated = |rotation: usize| {
             let mut rotated = ids.clone();
@@ -207,6 +253,10 @@ impl Injector {
                 self.cluster.partition(left, right).await?;
                 Ok(format!("{left:?} and {right:?} apart, node {bridge} reaching both (leader {leader:?})"))
             }
+            Split::OneWay => {
+                self.one_way(node).await?;
+                Ok(format!("packets from node {node}{} to the others lost, theirs reach it", role(node, leader)))
+            }
         }
     }
 
@@ -225,6 +275,12 @@ impl Injector {
             }
             Injected::Paused(id) => self.cluster.resume(id),
             Injected::Partitioned => self.cluster.heal().await,
+            Injected::Delayed => {
+                for id in self.running() {
+                    self.cluster.set_peer_delay(id, 0).await?;
+                }
+                Ok(())
+            }
             Injected::ClockMoved(id) => self.cluster.set_clock_offset(id, 0).await,
             Injected::RedisKilled => match &self.redis {
                 Some(redis) => redis.restart().await,

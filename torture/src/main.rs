@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use distsync_harness::Network;
 use distsync_torture::run::{run, RunConfig};
 use distsync_torture::schedule::FaultKind;
 use distsync_torture::workload::Primitive;
@@ -27,8 +28,8 @@ struct Args {
     /// Nodes in the cluster.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
     nodes: u64,
-    /// Fault kinds, comma-separated: kill, pause, partition, clock, redis, kill-all, disk (needs
-    /// root); or all.
+    /// Fault kinds, comma-separated: kill, pause, partition, loss (needs --network netns),
+    /// delay, clock, redis, kill-all, disk (needs root); or all.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Primitives, comma-separated: kv, lock, queue, cache; or all.
@@ -51,6 +52,11 @@ struct Args {
     /// guarantee broken on purpose, to see the matching checker fail.
     #[arg(long)]
     inject_bug: Option<String>,
+    /// Where the nodes run: `netns` (each in its own network namespace on a bridge; partitions
+    /// and loss are packet filters; needs root, `ip` and `iptables`), `loopback` (partitions
+    /// through the nodes' fault switch), or `auto` (netns when it can be made).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "netns", "loopback"])]
+    network: String,
     /// Print the report as one JSON document on stdout.
     #[arg(long)]
     json: bool,
@@ -80,6 +86,24 @@ fn main() -> ExitCode {
     } else {
         faults
     };
+    let namespaces = match (args.network.as_str(), Network::unavailable()) {
+        ("loopback", _) => false,
+        ("netns", Some(reason)) => {
+            eprintln!("error: --network netns: {reason}");
+            return ExitCode::from(2);
+        }
+        ("auto", Some(reason)) => {
+            eprintln!("note: nodes on loopback, partitions through their fault switch ({reason})");
+            false
+        }
+        _ => true,
+    };
+    let faults: Vec<FaultKind> = if args.faults == "all" && !namespaces {
+        eprintln!("note: on loopback, so the loss fault (packet filters) is left out of --faults all");
+        faults.into_iter().filter(|&kind| kind != FaultKind::Loss).collect()
+    } else {
+        faults
+    };
     if workloads.is_empty() {
         eprintln!("error: --workload names no primitive");
         return ExitCode::from(2);
@@ -95,6 +119,7 @@ fn main() -> ExitCode {
         binary: args.binary,
         directory: args.directory,
         node_args: args.inject_bug.iter().flat_map(|bug| ["--inject-bug".to_string(), bug.clone()]).collect(),
+        namespaces,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -105,10 +130,11 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         eprintln!(
-            "distsync-torture: seed {}, {} s, {} nodes, faults {}, workload {}",
+            "distsync-torture: seed {}, {} s, {} nodes ({}), faults {}, workload {}",
             config.seed,
             config.duration.as_secs(),
             config.nodes,
+            if config.namespaces { "a network namespace each" } else { "loopback" },
             args.faults,
             args.workload
         );

@@ -163,6 +163,8 @@ pub struct Report {
     pub duration: Duration,
     /// Nodes.
     pub nodes: usize,
+    /// Whether each node ran in its own network namespace (else on loopback).
+    pub namespaces: bool,
     /// Fault kinds drawn from.
     pub faults: Vec<FaultKind>,
     /// Primitives exercised.
@@ -206,13 +208,23 @@ impl Report {
     pub fn replay_command(&self) -> String {
         let names = |items: Vec<&str>| items.join(",");
         format!(
-            "distsync-torture --seed {} --duration {} --nodes {} --faults {} --workload {}",
+            "distsync-torture --seed {} --duration {} --nodes {} --network {} --faults {} --workload {}",
             self.seed,
             self.duration.as_secs(),
             self.nodes,
+            self.network(),
             names(self.faults.iter().map(|kind| kind.name()).collect()),
             names(self.workloads.iter().map(|primitive| primitive.name()).collect()),
         )
+    }
+
+    /// `netns` or `loopback`, as `--network` names it.
+    pub fn network(&self) -> &'static str {
+        if self.namespaces {
+            "netns"
+        } else {
+            "loopback"
+        }
     }
 
     /// The report as tables.
@@ -297,6 +309,7 @@ impl Report {
             "seed": self.seed,
             "duration_s": self.duration.as_secs(),
             "nodes": self.nodes,
+            "network": self.network(),
             "passed": self.passed(),
             "operations": counts,
             "fenced": {"accepted": self.fenced.0, "refused": self.fenced.1},

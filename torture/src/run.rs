@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use distsync_harness::{Cluster, ClusterOptions, Redis};
+use distsync_harness::{Cluster, ClusterOptions, Network, Redis};
 
 use crate::check;
 use crate::disk::SmallDisk;
@@ -38,6 +38,9 @@ pub struct RunConfig {
     pub directory: Option<PathBuf>,
     /// Further arguments for every node (`--inject-bug NAME`, to show a checker catches it).
     pub node_args: Vec<String>,
+    /// Each node in its own network namespace, partitions and loss by packet filters (else
+    /// every node on loopback, partitions through the nodes' fault switch).
+    pub namespaces: bool,
 }
 
 /// How long after the heal the run waits for every worker to succeed once, at most.
@@ -91,9 +94,19 @@ impl Finished {
 /// When the cluster or Redis cannot be started, or a fault cannot be injected or healed: the
 /// harness failed, which says nothing about the history.
 pub async fn run(config: &RunConfig) -> anyhow::Result<Finished> {
+    let network = if config.namespaces {
+        let ids: Vec<u64> = (1..=config.nodes as u64).collect();
+        Some(Arc::new(Network::create(&ids).context("cannot make the network of namespaces")?))
+    } else {
+        None
+    };
     let uses_redis = config.workloads.contains(&Primitive::Cache) || config.faults.contains(&FaultKind::Redis);
-    let redis =
-        if uses_redis { Some(Arc::new(Redis::start().await.context("cannot start redis-server")?)) } else { None };
+    let redis = match (uses_redis, &network) {
+        (false, _) => None,
+        (true, None) => Some(Redis::start().await),
+        (true, Some(network)) => Some(Redis::start_on(network.host_ip().into()).await),
+    };
+    let redis = redis.transpose().context("cannot start redis-server")?.map(Arc::new);
     // The full-disk fault: the last node's data directory is a small disk, mounted before the
     // node first starts, so the cluster's directory is chosen here.
     let uses_disk = config.faults.contains(&FaultKind::Disk);
@@ -110,6 +123,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Finished> {
         binary: config.binary.clone(),
         directory,
         node_args: config.node_args.clone(),
+        network,
         ..ClusterOptions::default()
     };
     let cluster = Arc::new(Cluster::start(config.nodes, options).await?);
@@ -247,6 +261,7 @@ async fn run_on(
         seed: config.seed,
         duration: config.duration,
         nodes: config.nodes,
+        namespaces: config.namespaces,
         faults: config.faults.clone(),
         workloads: config.workloads.clone(),
         counts: recorded.counts.clone(),

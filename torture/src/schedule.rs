@@ -15,9 +15,16 @@ pub enum FaultKind {
     Kill,
     /// SIGSTOP a node past the election timeout, then SIGCONT.
     Pause,
-    /// Cut Raft traffic: majority from minority, the leader from everyone, or around a bridge
-    /// node that still reaches both sides.
+    /// Cut traffic between nodes: majority from minority, the leader from everyone, around a
+    /// bridge node that still reaches both sides, or one way (a node's packets to the others
+    /// are lost, theirs still reach it).
     Partition,
+    /// Lose a share of the packets between nodes at random (5–40 %, every link, both ways);
+    /// needs the network of namespaces.
+    Loss,
+    /// Slow every request between nodes by tens of milliseconds (jittered, so messages reorder),
+    /// through the nodes' fault switch.
+    Delay,
     /// Move one node's wall clock by seconds to a minute, forwards or back.
     Clock,
     /// SIGKILL Redis, restart it on its own files.
@@ -31,10 +38,12 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in the order of `--faults all`.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
+        FaultKind::Loss,
+        FaultKind::Delay,
         FaultKind::Clock,
         FaultKind::Redis,
         FaultKind::KillAll,
@@ -47,6 +56,8 @@ impl FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
+            FaultKind::Loss => "loss",
+            FaultKind::Delay => "delay",
             FaultKind::Clock => "clock",
             FaultKind::Redis => "redis",
             FaultKind::KillAll => "kill-all",
@@ -97,6 +108,8 @@ pub enum Split {
         /// The rotation that picks the bridge.
         rotation: usize,
     },
+    /// The fault's target loses every packet it sends to the others; theirs still reach it.
+    OneWay,
 }
 
 /// One fault of the schedule.
@@ -114,6 +127,10 @@ pub struct PlannedFault {
     pub split: Split,
     /// A clock jump, in ms (negative: back).
     pub clock_offset_ms: i64,
+    /// The share of packets lost, in percent.
+    pub loss_percent: u8,
+    /// How long each request between nodes is held, in ms.
+    pub delay_ms: u32,
 }
 
 /// Draws the schedule for a run of `duration`: faults one after another with a quiet gap
@@ -139,13 +156,16 @@ pub fn draw(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<PlannedFa
             break;
         }
         let target = if random.one_in(2) { Target::Leader } else { Target::Follower(random.below(16) as usize) };
-        let split = match random.below(3) {
+        let split = match random.below(4) {
             0 => Split::IsolateLeader,
             1 => Split::MinorityMajority { rotation: random.below(16) as usize },
-            _ => Split::Bridge { rotation: random.below(16) as usize },
+            2 => Split::Bridge { rotation: random.below(16) as usize },
+            _ => Split::OneWay,
         };
         let seconds = random.between(5, 60) as i64 * 1000;
         let clock_offset_ms = if random.one_in(2) { seconds } else { -seconds };
+        let loss_percent = random.between(5, 40) as u8;
+        let delay_ms = random.between(5, 120) as u32;
         schedule.push(PlannedFault {
             at: Duration::from_millis(at),
             kind,
@@ -153,6 +173,8 @@ pub fn draw(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<PlannedFa
             target,
             split,
             clock_offset_ms,
+            loss_percent,
+            delay_ms,
         });
         at += hold + random.between(1_000, 3_000);
     }

@@ -347,6 +347,22 @@ impl Client {
         }
     }
 
+    /// Test-only fault injection: makes one node hold every request to a peer `delay_ms` (up to
+    /// half again as long, at random) before sending it; 0 removes the delay. Refused by nodes
+    /// not started with `--enable-fault-injection`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with [`ServerError::FaultInjectionDisabled`], or
+    /// [`ClientError::Unavailable`] when the node does not answer.
+    pub async fn set_peer_delay(&self, endpoint: &str, delay_ms: u32) -> Result<(), ClientError> {
+        let address = parse_address(endpoint)?;
+        match self.ask_node(address, &Request::SetPeerDelay { delay_ms }).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The attempt timeout of this client's options.
     pub(crate) fn attempt_timeout(&self) -> Duration {
         self.inner.options.attempt_timeout

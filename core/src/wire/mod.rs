@@ -185,6 +185,14 @@ pub enum Request {
         /// How far to move the clock, in ms.
         offset_ms: i64,
     },
+    /// Test-only fault injection: from now on this node holds every request it sends to a peer
+    /// `delay_ms` (up to half again as long, at random, so that messages also reorder) before
+    /// sending it, as a slow network would. Refused unless the node was started with
+    /// `--enable-fault-injection`. Zero removes the delay.
+    SetPeerDelay {
+        /// How long to hold each request to a peer, in ms.
+        delay_ms: u32,
+    },
 }
 
 /// Every reply: the body, plus the leader this node knows of, so that a client talking to a

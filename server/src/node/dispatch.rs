@@ -55,6 +55,10 @@ impl Node {
                 self.state.applied().machine.access().check_admin(identity)?;
                 self.set_clock_offset(offset_ms)
             }
+            Request::SetPeerDelay { delay_ms } => {
+                self.state.applied().machine.access().check_admin(identity)?;
+                self.set_peer_delay(delay_ms)
+            }
             Request::OpenSession { ttl_ms, secret } => {
                 self.write(Op::OpenSession { ttl_ms, identity: caller(), secret }, origin).await
             }
@@ -178,6 +182,15 @@ impl Node {
             return Err(ServerError::FaultInjectionDisabled);
         }
         self.transport.set_dropped(peers);
+        Ok(Response::Done)
+    }
+
+    /// Test-only fault injection: hold every request to a peer `delay_ms` before sending it.
+    fn set_peer_delay(&self, delay_ms: u32) -> Result<Response, ServerError> {
+        if !self.config.enable_fault_injection {
+            return Err(ServerError::FaultInjectionDisabled);
+        }
+        self.transport.set_delay(std::time::Duration::from_millis(u64::from(delay_ms)));
         Ok(Response::Done)
     }
 

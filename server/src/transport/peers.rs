@@ -21,6 +21,8 @@ pub struct PeerTransport {
     members: BTreeMap<NodeId, String>,
     connections: ConnectionPool<NodeId>,
     dropped: RwLock<HashSet<NodeId>>,
+    /// Fault injection: how long each request to a peer is held before it is sent.
+    delay: RwLock<Duration>,
     last_heard: Mutex<HashMap<NodeId, Instant>>,
     /// Per peer, the term and send time of the latest AppendEntries it accepted from this node
     /// as leader: the leader's lease (see [`crate::raft::lease`]).
@@ -57,6 +59,7 @@ impl PeerTransport {
             members,
             connections: ConnectionPool::default(),
             dropped: RwLock::new(HashSet::new()),
+            delay: RwLock::new(Duration::ZERO),
             last_heard: Mutex::new(HashMap::new()),
             lease_acks: Mutex::new(HashMap::new()),
         }
@@ -76,6 +79,26 @@ impl PeerTransport {
     pub fn set_dropped(&self, peers: &[NodeId]) {
         *self.dropped.write().expect("dropped lock") = peers.iter().copied().collect();
         tracing::warn!(?peers, "fault injection: dropping traffic to and from these peers");
+    }
+
+    /// Fault injection: from now on hold each request to a peer `delay` (up to half again as
+    /// long) before sending it.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.write().expect("delay lock") = delay;
+        tracing::warn!(?delay, "fault injection: delaying every request to a peer");
+    }
+
+    /// How long to hold the next request: the delay set, plus up to half of it again, drawn
+    /// from the clock's nanoseconds (fault injection needs spread, not a good random source).
+    fn next_delay(&self) -> Duration {
+        let delay = *self.delay.read().expect("delay lock");
+        if delay.is_zero() {
+            return delay;
+        }
+        let spread = u64::try_from(delay.as_nanos() / 2).unwrap_or(u64::MAX).max(1);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        delay + Duration::from_nanos(u64::from(nanos) % spread)
     }
 
     /// Whether traffic with `peer` is being dropped.
@@ -128,6 +151,14 @@ impl PeerTransport {
         }
         let frame = encode_frame(request).map_err(|e| PeerError::Unreachable { peer, reason: e.to_string() })?;
         let deadline = tokio::time::Instant::now() + timeout;
+        let delay = self.next_delay();
+        if !delay.is_zero() {
+            if tokio::time::Instant::now() + delay >= deadline {
+                tokio::time::sleep_until(deadline).await;
+                return Err(PeerError::Timeout { peer, timeout });
+            }
+            tokio::time::sleep(delay).await;
+        }
         let connection = match tokio::time::timeout_at(deadline, self.connection(peer)).await {
             Ok(Ok(connection)) => connection,
             // The failed dial is already forgotten; the next call dials again.

@@ -36,8 +36,6 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
         ));
         std::fs::create_dir_all(&directory).map_err(|e| StorageIOError::write(&e))?;
         let limits = LogStoreLimits { tail_bytes: self.tail_bytes, ..LogStoreLimits::default() };
-        let log = LogStore::open_with(&directory.join("raft.redb"), limits)
-            .map_err(|e| StorageIOError::write(AnyError(e)))?;
         let state = StateMachineStore::open(
             &directory.join("snapshots"),
             std::sync::Arc::new(distsync_server::cache::near_cache::NearCache::new(
@@ -46,6 +44,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
             )),
         )
         .map_err(|e| StorageIOError::write(AnyError(e)))?;
+        // Gated as a node's is: purges beyond the durable snapshot stay on disk.
+        let log = LogStore::open_with_floor(&directory.join("raft.redb"), limits, state.purge_floor())
+            .map_err(|e| StorageIOError::write(AnyError(e)))?;
         Ok((TempDir(directory), log, state))
     }
 }

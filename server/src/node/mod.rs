@@ -116,8 +116,6 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     claim_data_dir(&config)?;
     let tls = NodeTls::load(&config.tls_dir, config.id)?;
     let limits = LogStoreLimits { tail_bytes: config.log_cache_bytes, ..LogStoreLimits::default() };
-    let log = LogStore::open_with(&config.data_dir.join("raft.redb"), limits)
-        .map_err(|error| unusable_data(&config, "Raft log", error))?;
     let near_cache = Arc::new(NearCache::new(
         config.id,
         NearCacheLimits { bytes: config.cache_bytes, entries: config.cache_entries },
@@ -137,6 +135,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     };
     let mut state = StateMachineStore::open(&config.data_dir.join("snapshots"), near_cache.clone())
         .map_err(|error| unusable_data(&config, "snapshot", error))?;
+    // The log deletes no entry that the durable snapshot does not cover yet.
+    let log = LogStore::open_with_floor(&config.data_dir.join("raft.redb"), limits, state.purge_floor())
+        .map_err(|error| unusable_data(&config, "Raft log", error))?;
     let replayed = replay::apply_committed(&mut log.clone(), &mut state)
         .await
         .map_err(|error| unusable_data(&config, "Raft log", error))?;

@@ -24,6 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::checksum::{seal, unseal};
 use super::log_cache::{Cache, Cached};
+use super::purge_floor::PurgeFloor;
 use crate::raft::{Entry, LogId, StorageError, TypeConfig};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
@@ -88,6 +89,8 @@ struct Shared {
     /// numbered and queued, so that numbers follow the queue's order (the writer counts the
     /// writes it commits); never taken by the writer, so a full queue cannot deadlock it.
     sent: Mutex<u64>,
+    /// How far a purge may go on disk (see [`PurgeFloor`]).
+    floor: PurgeFloor,
 }
 
 enum Write {
@@ -114,6 +117,17 @@ impl LogStore {
     ///
     /// When the file cannot be opened or holds undecodable data.
     pub fn open_with(path: &Path, limits: LogStoreLimits) -> anyhow::Result<Self> {
+        Self::open_with_floor(path, limits, PurgeFloor::unlimited())
+    }
+
+    /// As [`LogStore::open_with`], writing a purge to disk only once `floor` allows it: until
+    /// the state machine's snapshot that replaces the entries is durable, they stay on disk (a
+    /// purge is always applied in memory at once, as openraft expects).
+    ///
+    /// # Errors
+    ///
+    /// As [`LogStore::open_with`].
+    pub fn open_with_floor(path: &Path, limits: LogStoreLimits, floor: PurgeFloor) -> anyhow::Result<Self> {
         let database =
             redb::Builder::new().set_cache_size(limits.disk_cache_bytes as usize).create(path).map_err(|e| {
                 anyhow::anyhow!(
@@ -204,11 +218,12 @@ impl LogStore {
             committed_pending: Mutex::new(None),
             written: AtomicU64::new(0),
             sent: Mutex::new(0),
+            floor,
         });
         let writer_shared = shared.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_loop(queue, writer_shared, purge_leftover))
+            .spawn(move || writer::write_loop(queue, writer_shared, purge_leftover))
             .map_err(|e| anyhow::anyhow!("cannot start the log writer thread: {e}"))?;
         Ok(Self { shared, writes })
     }
@@ -289,117 +304,6 @@ impl LogStore {
 #[derive(Debug, thiserror::Error)]
 #[error("the log writer thread stopped")]
 struct Stopped;
-
-/// The writer thread: drain everything queued, commit once, then acknowledge.
-fn write_loop(queue: mpsc::Receiver<Write>, shared: Arc<Shared>, mut purge_pending: Option<u64>) {
-    let mut written = 0;
-    // `purge_pending`: entries up to this index are purged but may still be on disk. They are
-    // deleted a few at a time, beside other writes, so that a purge of gigabytes never holds up
-    // an append or a vote.
-    loop {
-        let first = if purge_pending.is_some() {
-            match queue.try_recv() {
-                Ok(write) => Some(write),
-                Err(mpsc::TryRecvError::Empty) => None,
-                Err(mpsc::TryRecvError::Disconnected) => return,
-            }
-        } else {
-            match queue.recv() {
-                Ok(write) => Some(write),
-                Err(_) => return,
-            }
-        };
-        // The committed index rides along with whatever is committed next; it costs no fsync
-        // of its own. It is taken before the queue is drained: openraft reports an index
-        // committed only after the append of its entry was queued, so the drain below takes that
-        // append too, and the disk never holds a committed index beyond its last entry.
-        let committed = shared.committed_pending.lock().expect("committed lock").take();
-        let mut batch: Vec<Write> = first.into_iter().collect();
-        while let Ok(next) = queue.try_recv() {
-            batch.push(next);
-        }
-        if let Some(committed) = committed {
-            match encode(&committed) {
-                Ok(value) => batch.push(Write::Meta { key: KEY_COMMITTED, value, done: None }),
-                Err(error) => tracing::error!(%error, "cannot encode the committed log id"),
-            }
-        }
-        // Writes carry consecutive numbers from 1 in the order they were sent (the queue keeps
-        // it); the committed-index row is not one of them.
-        let numbered = batch.iter().filter(|write| !matches!(write, Write::Meta { done: None, .. })).count() as u64;
-        let result = commit_batch(&shared.database, &batch, &mut purge_pending).map_err(|e| e.to_string());
-        match &result {
-            Ok(()) => {
-                written += numbered;
-                shared.written.store(written, Ordering::Release);
-                let mut cache = shared.cache.write().expect("log cache lock");
-                cache.evict(shared.limits.tail_bytes, written);
-            }
-            Err(error) => tracing::error!(%error, "writing the Raft log failed; the node cannot continue safely"),
-        }
-        for write in batch {
-            match write {
-                Write::Append { flushed, .. } => {
-                    flushed.log_io_completed(result.clone().map_err(std::io::Error::other));
-                }
-                Write::Meta { done: Some(done), .. } => {
-                    let _ = done.send(result.clone());
-                }
-                Write::Meta { done: None, .. } | Write::Truncate { .. } | Write::Purge { .. } => {}
-            }
-        }
-    }
-}
-
-/// Purged entries deleted from disk per commit, at most: a few MiB of large entries.
-const PURGE_CHUNK_ENTRIES: u64 = 8;
-
-/// Commits `batch` in one transaction, with the next few entries of a pending purge.
-fn commit_batch(database: &Database, batch: &[Write], purge_pending: &mut Option<u64>) -> anyhow::Result<()> {
-    let txn = database.begin_write()?;
-    {
-        let mut entries = txn.open_table(ENTRIES)?;
-        let mut meta = txn.open_table(META)?;
-        for write in batch {
-            match write {
-                Write::Append { entries: rows, .. } => {
-                    for (index, bytes) in rows {
-                        entries.insert(*index, bytes.as_slice())?;
-                    }
-                }
-                Write::Truncate { from_index } => {
-                    entries.retain_in(*from_index.., |_, _| false)?;
-                }
-                Write::Purge { log_id } => {
-                    // The purge point is durable at once; the entries go a few at a time (a
-                    // restart skips those left).
-                    meta.insert(KEY_PURGED, encode(&Some(*log_id))?.as_slice())?;
-                    *purge_pending = Some(purge_pending.map_or(log_id.index, |pending| pending.max(log_id.index)));
-                }
-                Write::Meta { key, value, .. } => {
-                    meta.insert(*key, value.as_slice())?;
-                }
-            }
-        }
-    }
-    if let Some(upto) = *purge_pending {
-        let mut entries = txn.open_table(ENTRIES)?;
-        let first = entries.first()?.map(|(index, _)| index.value());
-        match first {
-            Some(first) if first <= upto => {
-                let end = upto.min(first + PURGE_CHUNK_ENTRIES - 1);
-                entries.retain_in(first..=end, |_, _| false)?;
-                if end == upto {
-                    *purge_pending = None;
-                }
-            }
-            _ => *purge_pending = None,
-        }
-    }
-    // Durability::Immediate is redb's default: commit returns after fsync.
-    txn.commit()?;
-    Ok(())
-}
 
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
@@ -574,3 +478,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct AnyMessage(String);
+
+/// The writer thread.
+#[path = "log_writer.rs"]
+mod writer;
+
+#[cfg(test)]
+#[path = "log_store_tests.rs"]
+mod tests;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checksum::SnapshotHeader;
 use super::durable::write_atomically;
+use super::purge_floor::PurgeFloor;
 use crate::cache::near_cache::NearCache;
 use crate::raft::{ApplyResults, Entry, LogId, StorageError, TypeConfig};
 use crate::state::StateMachine;
@@ -130,6 +131,8 @@ pub struct StateMachineStore {
     near_cache: Arc<NearCache>,
     snapshot: Arc<Mutex<Option<SnapshotFile>>>,
     directory: PathBuf,
+    /// Raised to each snapshot's index once it is durable: how far the log may purge.
+    purge_floor: PurgeFloor,
 }
 
 impl StateMachineStore {
@@ -159,6 +162,10 @@ impl StateMachineStore {
             Err(error) => anyhow::bail!("cannot read snapshot {}: {error}", path.display()),
         };
         let applied_index = applied.last_applied.map_or(0, |log_id| log_id.index);
+        let purge_floor = PurgeFloor::default();
+        if let Some(index) = snapshot.as_ref().and_then(|file| file.meta.last_log_id).map(|log_id| log_id.index) {
+            purge_floor.raise(index);
+        }
         Ok(Self {
             applied: Arc::new(RwLock::new(applied)),
             signals: Arc::default(),
@@ -166,7 +173,14 @@ impl StateMachineStore {
             near_cache,
             snapshot: Arc::new(Mutex::new(snapshot)),
             directory: directory.to_path_buf(),
+            purge_floor,
         })
+    }
+
+    /// How far the log may purge: the index of the latest durable snapshot (give it to
+    /// [`super::log_store::LogStore::open_with_floor`]).
+    pub fn purge_floor(&self) -> PurgeFloor {
+        self.purge_floor.clone()
     }
 
     /// A copy of the applied state, taken under the read lock for as long as copying its items
@@ -210,6 +224,9 @@ impl StateMachineStore {
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &AnyMessage(e.to_string())))?
             .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
+        if let Some(log_id) = file.meta.last_log_id {
+            self.purge_floor.raise(log_id.index);
+        }
         *self.snapshot.lock().expect("snapshot lock") = Some(file);
         Ok(())
     }

@@ -111,6 +111,10 @@ pub enum InjectedBug {
     /// longer recognises a retry: a put whose answer was lost (its leader killed after the
     /// commit) is applied twice. The sessions checker must fail.
     ForgetAnswers,
+    /// Never fsync the Raft log: a killed node loses nothing (the kernel keeps its writes), but
+    /// a power cut to every node loses acknowledged writes. The kv register checker must fail
+    /// under the fault suite's power cuts.
+    SkipFsync,
 }
 
 /// The initial members by id.

@@ -1,12 +1,53 @@
 //! The full-disk fault: one node's data directory is a tmpfs of its own (a real filesystem that
 //! runs out of space; mounting needs root), shrunk to what it holds to fill it, and grown back to
-//! heal. A node that cannot write its log stops for good and exits non-zero; healed, it is
-//! restarted and catches up.
+//! heal; or, when every data directory is a power-cut disk, that disk, limited the same way. A
+//! node that cannot write its log stops for good and exits non-zero; healed, it is restarted and
+//! catches up.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+
+use crate::power::PowerDisk;
+
+/// The disk the full-disk fault fills.
+pub enum FullDisk {
+    /// A tmpfs of the node's own.
+    Tmpfs(SmallDisk),
+    /// The node's power-cut disk.
+    Power(Arc<PowerDisk>),
+}
+
+impl FullDisk {
+    /// Leaves almost no room; returns the disk's size then.
+    ///
+    /// # Errors
+    ///
+    /// When `df` or `mount` fails.
+    pub fn fill(&self) -> anyhow::Result<u64> {
+        match self {
+            FullDisk::Tmpfs(disk) => disk.fill(),
+            FullDisk::Power(disk) => Ok(disk.fill(LEFT_FREE_BYTES)),
+        }
+    }
+
+    /// Gives the space back.
+    ///
+    /// # Errors
+    ///
+    /// When `mount` fails.
+    pub fn grow(&self) -> anyhow::Result<()> {
+        match self {
+            FullDisk::Tmpfs(disk) => disk.grow(),
+            FullDisk::Power(disk) => {
+                disk.grow();
+                Ok(())
+            }
+        }
+    }
+}
 
 /// The tmpfs's size while there is space.
 const ROOMY: &str = "512m";

@@ -1,7 +1,7 @@
 //! Injecting the schedule's faults into the running cluster and healing them: kills and
 //! restarts, pauses, partitions (packet filters in the network of namespaces, else the nodes'
-//! fault switch), packet loss, delay, clock jumps, Redis kills, killing every node at once, and
-//! a full disk.
+//! fault switch), packet loss, delay, clock jumps, Redis kills, killing every node at once, a
+//! full disk, and power cuts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,8 +11,9 @@ use anyhow::Context as _;
 use distsync::{NodeId, Role};
 use distsync_harness::{Cluster, Filter, Redis};
 
-use crate::disk::SmallDisk;
-use crate::schedule::{FaultKind, PlannedFault, Split, Target};
+use crate::disk::FullDisk;
+use crate::power::PowerDisk;
+use crate::schedule::{FaultKind, PlannedFault, PowerScope, Split, Target};
 
 /// How long the injector waits for a node's status while it looks for the leader.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -21,8 +22,12 @@ const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Injector {
     cluster: Arc<Cluster>,
     redis: Option<Arc<Redis>>,
-    /// The node whose data directory is a small disk, and that disk.
-    disk: Option<(NodeId, Arc<SmallDisk>)>,
+    /// The node whose disk the full-disk fault fills, and that disk.
+    disk: Option<(NodeId, Arc<FullDisk>)>,
+    /// Each node's power-cut disk, when the run cuts power.
+    power: BTreeMap<NodeId, Arc<PowerDisk>>,
+    /// Bytes of unsynced writes the power cuts dropped.
+    pub power_cut_bytes: u64,
     /// Faults injected, by kind.
     pub injected: BTreeMap<FaultKind, u64>,
     /// Nodes whose disk was filled since they last started: they may stop by themselves.
@@ -55,12 +60,20 @@ pub enum Injected {
 }
 
 impl Injector {
-    /// An injector for `cluster` (and `redis`, and a node's small disk, if the run has them).
-    pub fn new(cluster: Arc<Cluster>, redis: Option<Arc<Redis>>, disk: Option<(NodeId, Arc<SmallDisk>)>) -> Self {
+    /// An injector for `cluster` (and `redis`, the disk to fill, and the nodes' power-cut
+    /// disks, if the run has them).
+    pub fn new(
+        cluster: Arc<Cluster>,
+        redis: Option<Arc<Redis>>,
+        disk: Option<(NodeId, Arc<FullDisk>)>,
+        power: BTreeMap<NodeId, Arc<PowerDisk>>,
+    ) -> Self {
         Injector {
             cluster,
             redis,
             disk,
+            power,
+            power_cut_bytes: 0,
             injected: BTreeMap::new(),
             may_stop: Vec::new(),
             crashes: Vec::new(),
@@ -89,7 +102,7 @@ impl Injector {
                 lines.push(format!("node {id} CRASHED ({status}); restarted"));
             }
             self.may_stop.retain(|&node| node != id);
-            self.cluster.restart(id).await?;
+            self.start_again(id).await?;
         }
         Ok(lines)
     }
@@ -197,6 +210,33 @@ impl Injector {
                 }
                 None => Ok((Injected::Nothing, "disk: no small disk in this run, skipped".to_string())),
             },
+            FaultKind::Power => {
+                if self.power.is_empty() {
+                    return Ok((Injected::Nothing, "power: no power-cut disks in this run, skipped".to_string()));
+                }
+                let (first, leader) = self.resolve(fault.target).await;
+                let mut order = self.cluster.ids();
+                let start = order.iter().position(|&id| id == first).unwrap_or(0);
+                order.rotate_left(start);
+                let count = match fault.power {
+                    PowerScope::Minority => (order.len() - 1) / 2,
+                    PowerScope::Majority => order.len() / 2 + 1,
+                    PowerScope::All => order.len(),
+                };
+                let hit: Vec<NodeId> = order.into_iter().take(count).collect();
+                for &id in &hit {
+                    if self.cluster.is_running(id) {
+                        self.cluster.kill(id)?;
+                    }
+                }
+                let lost: u64 = hit.iter().filter_map(|id| self.power.get(id)).map(|disk| disk.cut()).sum();
+                self.power_cut_bytes += lost;
+                let line = format!(
+                    "power cut to nodes {hit:?} (leader {leader:?}): {} KiB not fsync'd lost {hold}",
+                    lost / 1024
+                );
+                Ok((Injected::Killed(hit), line))
+            }
             FaultKind::KillAll => {
                 let ids = self.cluster.ids();
                 for &id in &ids {
@@ -204,6 +244,24 @@ impl Injector {
                 }
                 Ok((Injected::Killed(ids), format!("SIGKILL every node {hold}")))
             }
+        }
+    }
+
+    /// Starts node `id` again. A node that exits while starting (it cannot use its own data
+    /// after a power cut, say) is a finding, not a harness failure: it is recorded as a crash
+    /// and left down until the next fault, when [`Injector::supervise`] tries again.
+    ///
+    /// # Errors
+    ///
+    /// When the node cannot be spawned, or does not answer while it keeps running.
+    async fn start_again(&mut self, id: NodeId) -> anyhow::Result<()> {
+        match self.cluster.restart(id).await {
+            Ok(()) => Ok(()),
+            Err(error) if self.cluster.exit_status(id).is_some() => {
+                self.crashes.push(format!("node {id} could not start again: {error:#}"));
+                Ok(())
+            }
+            Err(error) => Err(error),
         }
     }
 
@@ -265,11 +323,11 @@ impl Injector {
     /// # Errors
     ///
     /// When a node or Redis cannot be restarted or told.
-    pub async fn heal(&self, injected: Injected) -> anyhow::Result<()> {
+    pub async fn heal(&mut self, injected: Injected) -> anyhow::Result<()> {
         match injected {
             Injected::Killed(ids) => {
                 for id in ids {
-                    self.cluster.restart(id).await?;
+                    self.start_again(id).await?;
                 }
                 Ok(())
             }

@@ -10,7 +10,7 @@
 //! - `history.rs`: the record, and the fenced resource the locks guard;
 //! - `workload/`: the clients, one file per primitive;
 //! - `schedule.rs`: the seeded fault schedule; `faults.rs`: injecting and healing it;
-//!   `disk.rs`: the small filesystem of the full-disk fault;
+//!   `disk.rs`: the small filesystem of the full-disk fault; `power/`: the power-cut filesystem;
 //! - `run.rs`: one run from start to verdict; `report.rs`: the table, JSON and violation windows;
 //! - `random.rs`: the seeded generator.
 //!
@@ -25,6 +25,7 @@
 //!     seed: 1, duration: Duration::from_secs(30), nodes: 3,
 //!     faults: FaultKind::ALL.to_vec(), workloads: Primitive::ALL.to_vec(), clients: 3,
 //!     recovery_bound: Duration::from_secs(5), binary: None, directory: None, node_args: Vec::new(),
+//!     namespaces: true,
 //! };
 //! let finished = run(&config).await?;
 //! println!("{}", finished.report.table());
@@ -40,6 +41,7 @@ pub mod check;
 pub mod disk;
 pub mod faults;
 pub mod history;
+pub mod power;
 pub mod random;
 pub mod report;
 pub mod run;

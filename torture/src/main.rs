@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
     nodes: u64,
     /// Fault kinds, comma-separated: kill, pause, partition, loss (needs --network netns),
-    /// delay, clock, redis, kill-all, disk (needs root); or all.
+    /// delay, clock, redis, kill-all, disk and power (both need root); or all.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Primitives, comma-separated: kv, lock, queue, cache; or all.
@@ -81,8 +81,10 @@ fn main() -> ExitCode {
         }
     };
     let faults = if args.faults == "all" && !distsync_harness::is_root() {
-        eprintln!("note: not root, so the disk fault (which mounts a tmpfs) is left out of --faults all");
-        faults.into_iter().filter(|&kind| kind != FaultKind::Disk).collect()
+        eprintln!(
+            "note: not root, so the disk and power faults (which mount filesystems) are left out of --faults all"
+        );
+        faults.into_iter().filter(|&kind| kind != FaultKind::Disk && kind != FaultKind::Power).collect()
     } else {
         faults
     };

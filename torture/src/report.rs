@@ -165,6 +165,8 @@ pub struct Report {
     pub nodes: usize,
     /// Whether each node ran in its own network namespace (else on loopback).
     pub namespaces: bool,
+    /// Further arguments every node had (`--inject-bug NAME`).
+    pub node_args: Vec<String>,
     /// Fault kinds drawn from.
     pub faults: Vec<FaultKind>,
     /// Primitives exercised.
@@ -175,6 +177,8 @@ pub struct Report {
     pub injected: BTreeMap<FaultKind, u64>,
     /// Nodes that stopped after their disk filled and were restarted.
     pub restarted_after_full_disk: u64,
+    /// Bytes of writes not fsync'd that power cuts dropped.
+    pub power_cut_bytes: u64,
     /// Writes the fenced resource accepted and refused.
     pub fenced: (u64, u64),
     /// Messages the drain took after the heal.
@@ -215,7 +219,7 @@ impl Report {
             self.network(),
             names(self.faults.iter().map(|kind| kind.name()).collect()),
             names(self.workloads.iter().map(|primitive| primitive.name()).collect()),
-        )
+        ) + &self.node_args.iter().map(|arg| format!(" {arg}")).collect::<String>()
     }
 
     /// `netns` or `loopback`, as `--network` names it.
@@ -252,6 +256,9 @@ impl Report {
         }
         if self.injected.contains_key(&FaultKind::Disk) {
             let _ = writeln!(out, "nodes stopped by a full disk and restarted: {}", self.restarted_after_full_disk);
+        }
+        if self.injected.contains_key(&FaultKind::Power) {
+            let _ = writeln!(out, "writes not fsync'd that power cuts dropped: {} KiB", self.power_cut_bytes / 1024);
         }
         let _ = writeln!(out, "\n{:<10} {:>10}", "checker", "violations");
         for checker in CHECKERS {
@@ -316,6 +323,7 @@ impl Report {
             "drained": self.drained,
             "faults": faults,
             "restarted_after_full_disk": self.restarted_after_full_disk,
+            "power_cut_bytes_lost": self.power_cut_bytes,
             "violations_per_checker": violations_per_checker,
             "violations": violations,
             "recovery": {

@@ -1,6 +1,7 @@
 //! One run: start the cluster (and Redis), run the workload while the schedule's faults hit it,
 //! heal everything, measure recovery, drain the queues, and check the history.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -9,8 +10,9 @@ use anyhow::Context as _;
 use distsync_harness::{Cluster, ClusterOptions, Network, Redis};
 
 use crate::check;
-use crate::disk::SmallDisk;
+use crate::disk::{FullDisk, SmallDisk};
 use crate::faults::Injector;
+use crate::power::PowerDisk;
 use crate::report::{Report, Violation};
 use crate::schedule::{self, FaultKind};
 use crate::workload::{self, Primitive, Shared, Worker, QUEUE_NAMES};
@@ -61,17 +63,26 @@ pub struct Finished {
     pub report: Report,
     /// The cluster, still running, so that its logs can be read.
     pub cluster: Cluster,
-    /// The small disk of the full-disk fault, unmounted after the cluster stops.
-    disk: Option<Arc<SmallDisk>>,
-    /// A directory the run made for the cluster (a small disk needs a known place).
+    /// The disks mounted on data directories, unmounted after the cluster stops.
+    disks: Disks,
+    /// A directory the run made for the cluster (a mounted disk needs a known place).
     scratch: Option<PathBuf>,
 }
 
+/// The filesystems a run mounts on the nodes' data directories.
+struct Disks {
+    /// The disk the full-disk fault fills, and its node.
+    full: Option<(u64, Arc<FullDisk>)>,
+    /// Every node's power-cut disk, when the run cuts power.
+    power: BTreeMap<u64, Arc<PowerDisk>>,
+}
+
 impl Finished {
-    /// Stops the cluster, unmounts the small disk, and removes the cluster's files unless the
-    /// run failed or the caller named the directory.
+    /// Stops the cluster, unmounts its disks, and removes the cluster's files unless the run
+    /// failed or the caller named the directory (a power-cut disk's files go with it: they
+    /// live in memory).
     pub fn stop(self) {
-        let Finished { report, cluster, disk, scratch } = self;
+        let Finished { report, cluster, disks, scratch } = self;
         cluster.stop();
         if report.passed() {
             drop(cluster);
@@ -79,7 +90,7 @@ impl Finished {
             // Keeps the directory and prints the tail of every node's log.
             let _ = cluster.finish(Err::<(), _>(anyhow::anyhow!("the run found violations")));
         }
-        drop(disk);
+        drop(disks);
         if let Some(scratch) = scratch.filter(|_| report.passed()) {
             let _ = std::fs::remove_dir_all(scratch);
         }
@@ -107,16 +118,28 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Finished> {
         (true, Some(network)) => Some(Redis::start_on(network.host_ip().into()).await),
     };
     let redis = redis.transpose().context("cannot start redis-server")?.map(Arc::new);
-    // The full-disk fault: the last node's data directory is a small disk, mounted before the
-    // node first starts, so the cluster's directory is chosen here.
+    // Power cuts: every node's data directory is a power-cut disk. The full-disk fault: the
+    // last node's is a small disk (its power-cut disk, if it has one). Both are mounted before
+    // the nodes first start, so the cluster's directory is chosen here.
     let uses_disk = config.faults.contains(&FaultKind::Disk);
-    let scratch = (uses_disk && config.directory.is_none()).then(scratch_directory).transpose()?;
+    let uses_power = config.faults.contains(&FaultKind::Power);
+    let scratch = ((uses_disk || uses_power) && config.directory.is_none()).then(scratch_directory).transpose()?;
     let directory = config.directory.clone().or_else(|| scratch.clone());
-    let disk_node = config.nodes as u64;
-    let disk = match (&directory, uses_disk) {
-        (Some(directory), true) => Some(Arc::new(SmallDisk::mount(&directory.join(format!("node-{disk_node}")))?)),
-        _ => None,
-    };
+    let mut disks = Disks { full: None, power: BTreeMap::new() };
+    if let Some(directory) = directory.as_ref() {
+        for id in (1..=config.nodes as u64).filter(|_| uses_power) {
+            let disk = PowerDisk::mount(&directory.join(format!("node-{id}")))?;
+            disks.power.insert(id, Arc::new(disk));
+        }
+        let disk_node = config.nodes as u64;
+        if uses_disk {
+            let full = match disks.power.get(&disk_node) {
+                Some(disk) => FullDisk::Power(Arc::clone(disk)),
+                None => FullDisk::Tmpfs(SmallDisk::mount(&directory.join(format!("node-{disk_node}")))?),
+            };
+            disks.full = Some((disk_node, Arc::new(full)));
+        }
+    }
     let options = ClusterOptions {
         snapshot_threshold: Some(SNAPSHOT_THRESHOLD),
         redis: redis.as_ref().map(|redis| redis.url()),
@@ -127,9 +150,8 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Finished> {
         ..ClusterOptions::default()
     };
     let cluster = Arc::new(Cluster::start(config.nodes, options).await?);
-    let small_disk = disk.as_ref().map(|disk| (disk_node, Arc::clone(disk)));
     // On an error the workers may still run (and hold the cluster): the error is what matters.
-    let report = match run_on(config, &cluster, redis, small_disk).await {
+    let report = match run_on(config, &cluster, redis, &disks).await {
         Ok(report) => report,
         Err(error) => {
             // The workers may still hold the cluster and drop it last: keep its files then.
@@ -138,7 +160,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Finished> {
         }
     };
     let cluster = Arc::try_unwrap(cluster).ok().context("a worker outlived the run")?;
-    Ok(Finished { report, cluster, disk, scratch })
+    Ok(Finished { report, cluster, disks, scratch })
 }
 
 /// A fresh directory for a cluster whose files the run must place itself.
@@ -162,7 +184,7 @@ async fn run_on(
     config: &RunConfig,
     cluster: &Arc<Cluster>,
     redis: Option<Arc<Redis>>,
-    disk: Option<(u64, Arc<SmallDisk>)>,
+    disks: &Disks,
 ) -> anyhow::Result<Report> {
     cluster.wait_for_leader(&cluster.ids(), Duration::from_secs(60)).await?;
     let setup = cluster.client().await?;
@@ -192,7 +214,8 @@ async fn run_on(
         }
     }
 
-    let mut injector = Injector::new(Arc::clone(cluster), redis, disk);
+    let full = disks.full.as_ref().map(|(node, disk)| (*node, Arc::clone(disk)));
+    let mut injector = Injector::new(Arc::clone(cluster), redis, full, disks.power.clone());
     for fault in &schedule {
         tokio::time::sleep_until((started + fault.at).into()).await;
         supervise(&mut injector, started).await?;
@@ -262,11 +285,13 @@ async fn run_on(
         duration: config.duration,
         nodes: config.nodes,
         namespaces: config.namespaces,
+        node_args: config.node_args.clone(),
         faults: config.faults.clone(),
         workloads: config.workloads.clone(),
         counts: recorded.counts.clone(),
         injected: injector.injected.clone(),
         restarted_after_full_disk: injector.restarted_after_full_disk,
+        power_cut_bytes: injector.power_cut_bytes,
         fenced: (recorded.fenced_accepted, recorded.fenced_refused),
         drained,
         recoveries,

@@ -34,11 +34,15 @@ pub enum FaultKind {
     /// Fill the disk of one node (the last, whose data directory is a small filesystem of its
     /// own), then give the space back and restart it if it stopped.
     Disk,
+    /// Cut the power to a minority, a majority or all of the nodes: SIGKILL them and drop every
+    /// write their disks had not fsync'd, then start them again (every data directory is a
+    /// power-cut filesystem; needs root).
+    Power,
 }
 
 impl FaultKind {
     /// Every kind, in the order of `--faults all`.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -48,6 +52,7 @@ impl FaultKind {
         FaultKind::Redis,
         FaultKind::KillAll,
         FaultKind::Disk,
+        FaultKind::Power,
     ];
 
     /// Its name on the command line and in reports.
@@ -62,6 +67,7 @@ impl FaultKind {
             FaultKind::Redis => "redis",
             FaultKind::KillAll => "kill-all",
             FaultKind::Disk => "disk",
+            FaultKind::Power => "power",
         }
     }
 }
@@ -112,6 +118,17 @@ pub enum Split {
     OneWay,
 }
 
+/// Which nodes a power cut hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerScope {
+    /// Fewer than half: the fault's target, and more on 5 nodes.
+    Minority,
+    /// More than half, the target among them.
+    Majority,
+    /// Every node.
+    All,
+}
+
 /// One fault of the schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedFault {
@@ -131,6 +148,8 @@ pub struct PlannedFault {
     pub loss_percent: u8,
     /// How long each request between nodes is held, in ms.
     pub delay_ms: u32,
+    /// Which nodes a power cut hits.
+    pub power: PowerScope,
 }
 
 /// Draws the schedule for a run of `duration`: faults one after another with a quiet gap
@@ -149,7 +168,7 @@ pub fn draw(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<PlannedFa
         let hold = match kind {
             // Past the election timeout, so the others elect a leader meanwhile.
             FaultKind::Pause => random.between(1_500, 4_000),
-            FaultKind::KillAll => random.between(200, 1_500),
+            FaultKind::KillAll | FaultKind::Power => random.between(200, 1_500),
             _ => random.between(500, 4_000),
         };
         if at + hold > end {
@@ -166,6 +185,11 @@ pub fn draw(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<PlannedFa
         let clock_offset_ms = if random.one_in(2) { seconds } else { -seconds };
         let loss_percent = random.between(5, 40) as u8;
         let delay_ms = random.between(5, 120) as u32;
+        let power = match random.below(3) {
+            0 => PowerScope::Minority,
+            1 => PowerScope::Majority,
+            _ => PowerScope::All,
+        };
         schedule.push(PlannedFault {
             at: Duration::from_millis(at),
             kind,
@@ -175,6 +199,7 @@ pub fn draw(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<PlannedFa
             clock_offset_ms,
             loss_percent,
             delay_ms,
+            power,
         });
         at += hold + random.between(1_000, 3_000);
     }

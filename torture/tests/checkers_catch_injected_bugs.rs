@@ -80,3 +80,11 @@ async fn forgotten_session_answers_apply_retried_puts_twice() -> anyhow::Result<
         .await
         .map(drop)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_never_fsynced_loses_acknowledged_writes_in_a_power_cut() -> anyhow::Result<()> {
+    // A SIGKILL leaves the kernel's page cache, so only a power cut (every data directory on the
+    // power-cut filesystem; needs root) can tell.
+    anyhow::ensure!(distsync_harness::is_root(), "power cuts mount FUSE filesystems and need root (CI has it)");
+    caught("skip-fsync", "kv", Primitive::Kv, &[FaultKind::Power], 20, 4).await.map(drop)
+}

@@ -136,8 +136,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let mut state = StateMachineStore::open(&config.data_dir.join("snapshots"), near_cache.clone())
         .map_err(|error| unusable_data(&config, "snapshot", error))?;
     // The log deletes no entry that the durable snapshot does not cover yet.
-    let log = LogStore::open_with_floor(&config.data_dir.join("raft.redb"), limits, state.purge_floor())
-        .map_err(|error| unusable_data(&config, "Raft log", error))?;
+    let log_path = config.data_dir.join("raft.redb");
+    let skip_fsync = config.enable_fault_injection && config.inject_bug == Some(crate::config::InjectedBug::SkipFsync);
+    let log = if skip_fsync {
+        LogStore::open_without_fsync(&log_path, limits, state.purge_floor())
+    } else {
+        LogStore::open_with_floor(&log_path, limits, state.purge_floor())
+    }
+    .map_err(|error| unusable_data(&config, "Raft log", error))?;
     let replayed = replay::apply_committed(&mut log.clone(), &mut state)
         .await
         .map_err(|error| unusable_data(&config, "Raft log", error))?;

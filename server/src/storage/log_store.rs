@@ -25,6 +25,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::checksum::{seal, unseal};
 use super::log_cache::{Cache, Cached};
 use super::purge_floor::PurgeFloor;
+use super::unsynced_backend::UnsyncedBackend;
 use crate::raft::{Entry, LogId, StorageError, TypeConfig};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
@@ -128,13 +129,37 @@ impl LogStore {
     ///
     /// As [`LogStore::open_with`].
     pub fn open_with_floor(path: &Path, limits: LogStoreLimits, floor: PurgeFloor) -> anyhow::Result<Self> {
-        let database =
-            redb::Builder::new().set_cache_size(limits.disk_cache_bytes as usize).create(path).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot open the Raft log {} (damaged, truncated, or a failing disk): {e}",
-                    path.display()
-                )
-            })?;
+        Self::open_inner(path, limits, floor, true)
+    }
+
+    /// As [`LogStore::open_with_floor`], but never fsync'd: `--inject-bug skip-fsync`, to show
+    /// that the fault suite's power cuts catch it. Never in a real node.
+    ///
+    /// # Errors
+    ///
+    /// As [`LogStore::open_with`].
+    pub fn open_without_fsync(path: &Path, limits: LogStoreLimits, floor: PurgeFloor) -> anyhow::Result<Self> {
+        tracing::warn!("--inject-bug skip-fsync: the Raft log is never fsync'd");
+        Self::open_inner(path, limits, floor, false)
+    }
+
+    fn open_inner(path: &Path, limits: LogStoreLimits, floor: PurgeFloor, fsync: bool) -> anyhow::Result<Self> {
+        let builder = {
+            let mut builder = redb::Builder::new();
+            builder.set_cache_size(limits.disk_cache_bytes as usize);
+            builder
+        };
+        let opened = if fsync {
+            builder.create(path).map_err(anyhow::Error::from)
+        } else {
+            UnsyncedBackend::open(path).and_then(|backend| Ok(builder.create_with_backend(backend)?))
+        };
+        let database = opened.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the Raft log {} (damaged, truncated, or a failing disk): {e:#}",
+                path.display()
+            )
+        })?;
         let mut cache = Cache::default();
         let mut purge_leftover = None;
         {

@@ -5,9 +5,10 @@
 //! `iptables-restore`).
 //!
 //! Addresses are private to the machine: the bridge is `10.X.Y.1/24` and node N is
-//! `10.X.Y.(10+N)`, where `X.Y` is picked per network so that networks of runs side by side
-//! differ. The harness (clients, Redis) sits on the bridge address, so client traffic reaches
-//! every node whatever the filters between nodes say: filters name peers' addresses only.
+//! `10.X.Y.(10+N)`, where `X.Y` (and the names' tag) is picked at random per network among
+//! those not in use, so that networks of runs side by side differ. The harness (clients, Redis)
+//! sits on the bridge address, so client traffic reaches every node whatever the filters
+//! between nodes say: filters name peers' addresses only.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -24,11 +25,10 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::Context as _;
 use distsync::NodeId;
@@ -77,6 +77,9 @@ pub struct Network {
     /// The second and third octets of `10.X.Y.0/24`.
     subnet: [u8; 2],
     ids: Vec<NodeId>,
+    /// What this network made, and removes when dropped: its namespaces, and whether the bridge.
+    made: Vec<String>,
+    made_bridge: bool,
 }
 
 impl Network {
@@ -104,28 +107,40 @@ impl Network {
         if let Some(reason) = Network::unavailable() {
             anyhow::bail!("cannot make a network of namespaces: {reason}");
         }
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let serial = std::process::id().wrapping_mul(31).wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed));
         let used = run("ip", &["-o", "-4", "addr"])?;
-        // 10.64.0.0 to 10.127.255.0: far from the usual 10.0.x.x of real networks.
-        let subnet = (0..16_384u32)
-            .map(|step| serial.wrapping_add(step) % 16_384)
-            .map(|n| [64 + (n / 256) as u8, (n % 256) as u8])
-            .find(|[x, y]| !used.contains(&format!("10.{x}.{y}.")))
-            .context("no free 10.x.y.0/24 subnet")?;
-        let network = Network { tag: format!("{:06x}", serial % 0x100_0000), subnet, ids: ids.to_vec() };
-        network.build().with_context(|| format!("cannot build network {}", network.tag))?;
+        let namespaces = run("ip", &["netns", "list"])?;
+        let links = run("ip", &["-o", "link"])?;
+        // A random tag and subnet, checked against what exists: runs side by side never meet.
+        let mut random = std::fs::File::open("/dev/urandom").context("cannot read /dev/urandom")?;
+        let (tag, subnet) = (0..64)
+            .find_map(|_| {
+                let mut bytes = [0u8; 5];
+                random.read_exact(&mut bytes).ok()?;
+                let tag = format!("{:02x}{:02x}{:02x}", bytes[0], bytes[1], bytes[2]);
+                // 10.64.0.0 to 10.127.255.0: far from the usual 10.0.x.x of real networks.
+                let subnet = [64 + bytes[3] % 64, bytes[4]];
+                let free = !used.contains(&format!("10.{}.{}.", subnet[0], subnet[1]))
+                    && !namespaces.contains(&format!("dsn{tag}"))
+                    && !links.contains(&format!("dsb{tag}"));
+                free.then_some((tag, subnet))
+            })
+            .context("no free network name and 10.x.y.0/24 subnet")?;
+        let mut network = Network { tag, subnet, ids: ids.to_vec(), made: Vec::new(), made_bridge: false };
+        let built = network.build();
+        built.with_context(|| format!("cannot build network {}", network.tag))?;
         Ok(network)
     }
 
-    fn build(&self) -> anyhow::Result<()> {
+    fn build(&mut self) -> anyhow::Result<()> {
         let bridge = self.bridge();
         run("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        self.made_bridge = true;
         run("ip", &["addr", "add", &format!("{}/24", self.host_ip()), "dev", &bridge])?;
         run("ip", &["link", "set", &bridge, "up"])?;
         for &id in &self.ids {
             let (namespace, veth) = (self.namespace(id), format!("dsv{}n{id}", self.tag));
             run("ip", &["netns", "add", &namespace])?;
+            self.made.push(namespace.clone());
             run("ip", &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &namespace])?;
             run("ip", &["link", "set", &veth, "master", &bridge, "up"])?;
             let address = format!("{}/24", self.node_ip(id));
@@ -229,10 +244,12 @@ impl Network {
 impl Drop for Network {
     fn drop(&mut self) {
         // Deleting a namespace deletes the veth end inside it, and with it the pair.
-        for &id in &self.ids {
-            let _ = run("ip", &["netns", "del", &self.namespace(id)]);
+        for namespace in &self.made {
+            let _ = run("ip", &["netns", "del", namespace]);
         }
-        let _ = run("ip", &["link", "del", &self.bridge()]);
+        if self.made_bridge {
+            let _ = run("ip", &["link", "del", &self.bridge()]);
+        }
     }
 }
 
@@ -277,14 +294,14 @@ mod tests {
 
     #[test]
     fn filters_become_iptables_rules_naming_peers() {
-        let network = Network { tag: "test".into(), subnet: [70, 1], ids: Vec::new() };
+        let network =
+            Network { tag: "test".into(), subnet: [70, 1], ids: Vec::new(), made: Vec::new(), made_bridge: false };
         let rules = network.ruleset(&[Filter::from(2), Filter::to(3).with_probability(0.25)]);
         assert!(rules.starts_with("*filter\n"), "{rules}");
         assert!(rules.contains("-A INPUT -s 10.70.1.12/32 -j DROP\n"), "{rules}");
         assert!(rules.contains("-A OUTPUT -d 10.70.1.13/32 -m statistic --mode random --probability 0.2500 -j DROP\n"));
         assert!(rules.ends_with("COMMIT\n"));
         assert!(!network.ruleset(&[]).contains("-A "), "no filters, no rules");
-        std::mem::forget(network); // nothing was built
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!
 //! - `src/lib.rs`: the harness's types, and helpers only tests need ([`wait_for_lock`]).
 //! - `src/linearizability.rs`: recorded register histories, checked by `distsync-torture`'s checker.
-//! - `tests/*.rs`: one behaviour per file, each opening with the behaviour it pins down.
+//! - `tests/*.rs`: one behaviour per file, each opening with the behaviour it pins down; all of
+//!   them are modules of one test binary, `cluster` (`tests/main.rs`).
 //!
 //! The binary is not built by `cargo test -p distsync-cluster-tests` (a test crate cannot depend
 //! on another package's binary): run `cargo build -p distsync-cli` first, with the same

@@ -36,6 +36,8 @@ pub struct Injector {
     pub crashes: Vec<String>,
     /// Nodes that stopped by themselves after their disk filled, restarted as a supervisor would.
     pub restarted_after_full_disk: u64,
+    /// Nodes that exited while starting again, recorded as a crash once until they start.
+    failed_to_start: Vec<NodeId>,
 }
 
 /// What an injected fault changed, to heal it.
@@ -74,6 +76,7 @@ impl Injector {
             disk,
             power,
             power_cut_bytes: 0,
+            failed_to_start: Vec::new(),
             injected: BTreeMap::new(),
             may_stop: Vec::new(),
             crashes: Vec::new(),
@@ -93,7 +96,9 @@ impl Injector {
         let mut lines = Vec::new();
         for id in self.cluster.ids() {
             let Some(status) = self.cluster.exit_status(id) else { continue };
-            if self.may_stop.contains(&id) {
+            if self.failed_to_start.contains(&id) {
+                lines.push(format!("node {id}, which could not start, tried again"));
+            } else if self.may_stop.contains(&id) {
                 self.restarted_after_full_disk += 1;
                 lines.push(format!("node {id} stopped after its disk filled ({status}); restarted"));
             } else {
@@ -256,9 +261,15 @@ impl Injector {
     /// When the node cannot be spawned, or does not answer while it keeps running.
     async fn start_again(&mut self, id: NodeId) -> anyhow::Result<()> {
         match self.cluster.restart(id).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.failed_to_start.retain(|&node| node != id);
+                Ok(())
+            }
             Err(error) if self.cluster.exit_status(id).is_some() => {
-                self.crashes.push(format!("node {id} could not start again: {error:#}"));
+                if !self.failed_to_start.contains(&id) {
+                    self.crashes.push(format!("node {id} could not start again: {error:#}"));
+                    self.failed_to_start.push(id);
+                }
                 Ok(())
             }
             Err(error) => Err(error),
@@ -271,7 +282,7 @@ impl Injector {
     }
 
     /// Makes everything `node` sends to the other nodes lost, while what they send reaches it.
-    /// With the switch: its own requests to them are lost, theirs to it are answered.
+    /// The loopback switch cannot cut one way: there the node is cut off both ways.
     async fn one_way(&self, node: NodeId) -> anyhow::Result<()> {
         let others: Vec<NodeId> = self.cluster.ids().into_iter().filter(|&id| id != node).collect();
         match self.cluster.network() {
@@ -313,7 +324,12 @@ impl Injector {
             }
             Split::OneWay => {
                 self.one_way(node).await?;
-                Ok(format!("packets from node {node}{} to the others lost, theirs reach it", role(node, leader)))
+                if self.cluster.network().is_some() {
+                    Ok(format!("packets from node {node}{} to the others lost, theirs reach it", role(node, leader)))
+                } else {
+                    // The switch drops a peer's requests both ways.
+                    Ok(format!("node {node}{} cut off from the others (loopback: both ways)", role(node, leader)))
+                }
             }
         }
     }

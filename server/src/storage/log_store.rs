@@ -183,6 +183,14 @@ impl LogStore {
             if let Some(bytes) = load(KEY_PURGED)? {
                 cache.last_purged = decode("the purge point", &bytes)?;
             }
+            // Entries the durable snapshot covers are purged, whatever the stored purge point
+            // says: a purge deferred until the snapshot was durable may not have reached the
+            // disk before a stop, while later entries did (a hole up to the snapshot).
+            if let Some(covered) = floor.covered() {
+                if cache.last_purged.is_none_or(|purged| purged.index < covered.index) {
+                    cache.last_purged = Some(covered);
+                }
+            }
             cache.last_log_id = cache.last_purged;
             cache.sizes_from = cache.last_purged.map(|p| p.index + 1).unwrap_or(0);
             // Every entry is decoded once (a corrupt one is found now, not when a follower needs

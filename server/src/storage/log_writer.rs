@@ -12,15 +12,14 @@ use crate::raft::LogId;
 use crate::storage::purge_floor::PurgeFloor;
 
 /// The writer thread: drain everything queued, commit once, then acknowledge.
-pub(super) fn write_loop(queue: mpsc::Receiver<Write>, shared: Arc<Shared>, mut purge_pending: Option<u64>) {
+pub(super) fn write_loop(queue: mpsc::Receiver<Write>, shared: Arc<Shared>, purge_leftover: Option<u64>) {
     let mut written = 0;
-    // A purge the floor did not allow yet: written with the first batch after it does.
-    let mut deferred: Option<LogId> = None;
-    // `purge_pending`: entries up to this index are purged but may still be on disk. They are
-    // deleted a few at a time, beside other writes, so that a purge of gigabytes never holds up
-    // an append or a vote.
+    // A purge the floor did not allow yet is written with the first batch after it does. The
+    // entries of a purge on disk are deleted a few at a time, beside other writes, so that a
+    // purge of gigabytes never holds up an append or a vote.
+    let mut purges = Purges { deferred: None, pending: purge_leftover };
     loop {
-        let first = if purge_pending.is_some() {
+        let first = if purges.pending.is_some() {
             match queue.try_recv() {
                 Ok(write) => Some(write),
                 Err(mpsc::TryRecvError::Empty) => None,
@@ -50,8 +49,21 @@ pub(super) fn write_loop(queue: mpsc::Receiver<Write>, shared: Arc<Shared>, mut 
         // Writes carry consecutive numbers from 1 in the order they were sent (the queue keeps
         // it); the committed-index row is not one of them.
         let numbered = batch.iter().filter(|write| !matches!(write, Write::Meta { done: None, .. })).count() as u64;
-        let purges = Purges { floor: &shared.floor, deferred: &mut deferred, pending: &mut purge_pending };
-        let result = commit_batch(&shared.database, &batch, purges).map_err(|e| e.to_string());
+        let result = match commit_batch(&shared.database, &batch, &shared.floor, purges) {
+            Ok(after) => {
+                purges = after;
+                Ok(())
+            }
+            Err(error) => {
+                // Nothing of the batch is on disk; its purges wait for the next commit.
+                let requested = batch.iter().filter_map(|write| match write {
+                    Write::Purge { log_id } => Some(*log_id),
+                    _ => None,
+                });
+                purges.deferred = purges.deferred.into_iter().chain(requested).max_by_key(|log_id| log_id.index);
+                Err(error.to_string())
+            }
+        };
         match &result {
             Ok(()) => {
                 written += numbered;
@@ -78,21 +90,21 @@ pub(super) fn write_loop(queue: mpsc::Receiver<Write>, shared: Arc<Shared>, mut 
 /// Purged entries deleted from disk per commit, at most: a few MiB of large entries.
 const PURGE_CHUNK_ENTRIES: u64 = 8;
 
-/// The writer thread's purge state, for one commit.
-struct Purges<'a> {
-    /// How far a purge may go on disk.
-    floor: &'a PurgeFloor,
+/// The writer thread's purge state between commits; a commit's changes to it count only once
+/// the commit succeeded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Purges {
     /// The latest purge requested beyond the floor, not on disk yet.
-    deferred: &'a mut Option<LogId>,
+    pub deferred: Option<LogId>,
     /// Entries up to this index are purged on disk but may still be there: deleted a few per
     /// commit.
-    pending: &'a mut Option<u64>,
+    pub pending: Option<u64>,
 }
 
 /// Commits `batch` in one transaction, with a purge the floor now allows and the next few
-/// entries of a pending one.
-fn commit_batch(database: &Database, batch: &[Write], purges: Purges<'_>) -> anyhow::Result<()> {
-    let Purges { floor, deferred, pending: purge_pending } = purges;
+/// entries of a pending one; returns the purge state after the commit.
+fn commit_batch(database: &Database, batch: &[Write], floor: &PurgeFloor, before: Purges) -> anyhow::Result<Purges> {
+    let mut after = before;
     let txn = database.begin_write()?;
     {
         let mut entries = txn.open_table(ENTRIES)?;
@@ -102,14 +114,14 @@ fn commit_batch(database: &Database, batch: &[Write], purges: Purges<'_>) -> any
             _ => None,
         });
         // Purges only move forward: the latest requested one covers those before it.
-        if let Some(latest) = deferred.take().into_iter().chain(requested).max_by_key(|log_id| log_id.index) {
+        if let Some(latest) = after.deferred.take().into_iter().chain(requested).max_by_key(|log_id| log_id.index) {
             if floor.allows(latest.index) {
                 // The purge point is durable at once; the entries go a few at a time (a restart
                 // skips those left).
                 meta.insert(KEY_PURGED, encode(&Some(latest))?.as_slice())?;
-                *purge_pending = Some(purge_pending.map_or(latest.index, |pending| pending.max(latest.index)));
+                after.pending = Some(after.pending.map_or(latest.index, |pending| pending.max(latest.index)));
             } else {
-                *deferred = Some(latest);
+                after.deferred = Some(latest);
             }
         }
         for write in batch {
@@ -130,7 +142,7 @@ fn commit_batch(database: &Database, batch: &[Write], purges: Purges<'_>) -> any
             }
         }
     }
-    if let Some(upto) = *purge_pending {
+    if let Some(upto) = after.pending {
         let mut entries = txn.open_table(ENTRIES)?;
         let first = entries.first()?.map(|(index, _)| index.value());
         match first {
@@ -138,13 +150,13 @@ fn commit_batch(database: &Database, batch: &[Write], purges: Purges<'_>) -> any
                 let end = upto.min(first + PURGE_CHUNK_ENTRIES - 1);
                 entries.retain_in(first..=end, |_, _| false)?;
                 if end == upto {
-                    *purge_pending = None;
+                    after.pending = None;
                 }
             }
-            _ => *purge_pending = None,
+            _ => after.pending = None,
         }
     }
     // Durability::Immediate is redb's default: commit returns after fsync.
     txn.commit()?;
-    Ok(())
+    Ok(after)
 }

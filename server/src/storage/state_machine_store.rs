@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
@@ -133,6 +133,8 @@ pub struct StateMachineStore {
     directory: PathBuf,
     /// Raised to each snapshot's index once it is durable: how far the log may purge.
     purge_floor: PurgeFloor,
+    /// Held while a snapshot is written: one writer of the snapshot file at a time.
+    persisting: Arc<Mutex<()>>,
 }
 
 impl StateMachineStore {
@@ -163,8 +165,8 @@ impl StateMachineStore {
         };
         let applied_index = applied.last_applied.map_or(0, |log_id| log_id.index);
         let purge_floor = PurgeFloor::default();
-        if let Some(index) = snapshot.as_ref().and_then(|file| file.meta.last_log_id).map(|log_id| log_id.index) {
-            purge_floor.raise(index);
+        if let Some(log_id) = snapshot.as_ref().and_then(|file| file.meta.last_log_id) {
+            purge_floor.raise(log_id);
         }
         Ok(Self {
             applied: Arc::new(RwLock::new(applied)),
@@ -174,6 +176,7 @@ impl StateMachineStore {
             snapshot: Arc::new(Mutex::new(snapshot)),
             directory: directory.to_path_buf(),
             purge_floor,
+            persisting: Arc::default(),
         })
     }
 
@@ -220,12 +223,28 @@ impl StateMachineStore {
     async fn keep(&self, file: SnapshotFile) -> Result<(), StorageError> {
         let signature = file.meta.signature();
         let store = self.clone();
-        let file = tokio::task::spawn_blocking(move || store.persist(&file).map(|()| file))
+        tokio::task::spawn_blocking(move || store.persist_if_newer(file))
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &AnyMessage(e.to_string())))?
             .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
+        Ok(())
+    }
+
+    /// Writes `file` durably and makes it the current snapshot, unless one at least as new is
+    /// current already. openraft builds snapshots in a task of its own, so a build and an
+    /// install from the leader can overlap: one writer at a time, and an older snapshot never
+    /// replaces a newer one on disk (the log may already have purged what the newer covers).
+    fn persist_if_newer(&self, file: SnapshotFile) -> std::io::Result<()> {
+        let _writing = self.persisting.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot.lock().expect("snapshot lock").as_ref().and_then(|file| file.meta.last_log_id);
+        let index = |log_id: Option<LogId>| log_id.map(|log_id| log_id.index);
+        if current.is_some() && index(current) >= index(file.meta.last_log_id) {
+            tracing::info!(snapshot = %file.meta.snapshot_id, ?current, "a newer snapshot is kept already");
+            return Ok(());
+        }
+        self.persist(&file)?;
         if let Some(log_id) = file.meta.last_log_id {
-            self.purge_floor.raise(log_id.index);
+            self.purge_floor.raise(log_id);
         }
         *self.snapshot.lock().expect("snapshot lock") = Some(file);
         Ok(())

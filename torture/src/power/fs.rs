@@ -190,6 +190,9 @@ impl Tree {
     }
 
     fn rename(&mut self, from: (u64, &OsStr), to: (u64, &OsStr), flags: RenameFlags) -> Result<(), Errno> {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            return Err(Errno::EINVAL);
+        }
         let ino = *self.directory(from.0)?.get(from.1).ok_or(Errno::ENOENT)?;
         if let Some(&existing) = self.directory(to.0)?.get(to.1) {
             if flags.contains(RenameFlags::RENAME_NOREPLACE) {
@@ -200,8 +203,6 @@ impl Tree {
             }
             let directory = matches!(self.inodes.get(&existing).map(|inode| &inode.kind), Some(Kind::Directory(_)));
             self.remove(to.0, to.1, directory)?;
-        } else if !flags.is_empty() && !flags.contains(RenameFlags::RENAME_NOREPLACE) {
-            return Err(Errno::EINVAL);
         }
         self.directory(from.0)?.remove(from.1);
         self.directory(to.0)?.insert(to.1.to_os_string(), ino);

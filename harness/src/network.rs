@@ -199,6 +199,24 @@ impl Network {
         .context("the thread setting filters panicked")?
     }
 
+    /// Makes every node lose `share` (in (0, 1]) of the packets from each of its peers: random
+    /// loss on every link, both ways.
+    ///
+    /// # Errors
+    ///
+    /// As [`Network::apply`].
+    pub async fn lose_everywhere(&self, share: f64) -> anyhow::Result<()> {
+        let filters: Vec<(NodeId, Vec<Filter>)> = self
+            .ids
+            .iter()
+            .map(|&id| {
+                let peers = self.ids.iter().filter(|&&peer| peer != id);
+                (id, peers.map(|&peer| Filter::from(peer).with_probability(share)).collect())
+            })
+            .collect();
+        self.apply(&filters).await
+    }
+
     /// Clears every node's filters.
     ///
     /// # Errors

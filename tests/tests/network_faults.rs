@@ -82,14 +82,7 @@ async fn lossy(cluster: &Cluster) -> anyhow::Result<()> {
     cluster.wait_for_leader(&cluster.ids(), ELECTION_TIMEOUT).await?;
     let client = cluster.client().await?;
     let ids = cluster.ids();
-    let filters: Vec<(u64, Vec<Filter>)> = ids
-        .iter()
-        .map(|&id| {
-            let peers = ids.iter().filter(|&&peer| peer != id);
-            (id, peers.map(|&peer| Filter::from(peer).with_probability(0.3)).collect())
-        })
-        .collect();
-    network.apply(&filters).await?;
+    network.lose_everywhere(0.3).await?;
     let mut acknowledged = Vec::new();
     for index in 0..WRITES_DURING {
         // A write may time out while packets are lost; what matters is that those acknowledged

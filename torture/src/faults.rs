@@ -173,16 +173,7 @@ impl Injector {
             }
             FaultKind::Loss => match self.cluster.network() {
                 Some(network) => {
-                    let ids = self.cluster.ids();
-                    let share = f64::from(fault.loss_percent) / 100.0;
-                    let filters: Vec<(NodeId, Vec<Filter>)> = ids
-                        .iter()
-                        .map(|&id| {
-                            let peers = ids.iter().filter(|&&peer| peer != id);
-                            (id, peers.map(|&peer| Filter::from(peer).with_probability(share)).collect())
-                        })
-                        .collect();
-                    network.apply(&filters).await?;
+                    network.lose_everywhere(f64::from(fault.loss_percent) / 100.0).await?;
                     Ok((
                         Injected::Partitioned,
                         format!("{} % of packets between nodes lost {hold}", fault.loss_percent),

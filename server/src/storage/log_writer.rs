@@ -56,11 +56,7 @@ pub(super) fn write_loop(queue: mpsc::Receiver<Write>, shared: Arc<Shared>, purg
             }
             Err(error) => {
                 // Nothing of the batch is on disk; its purges wait for the next commit.
-                let requested = batch.iter().filter_map(|write| match write {
-                    Write::Purge { log_id } => Some(*log_id),
-                    _ => None,
-                });
-                purges.deferred = purges.deferred.into_iter().chain(requested).max_by_key(|log_id| log_id.index);
+                purges.deferred = latest_purge(purges.deferred, &batch);
                 Err(error.to_string())
             }
         };
@@ -101,6 +97,16 @@ pub(super) struct Purges {
     pub pending: Option<u64>,
 }
 
+/// The furthest of `deferred` and the purges `batch` asks for: purges only move forward, so the
+/// latest covers those before it.
+fn latest_purge(deferred: Option<LogId>, batch: &[Write]) -> Option<LogId> {
+    let requested = batch.iter().filter_map(|write| match write {
+        Write::Purge { log_id } => Some(*log_id),
+        _ => None,
+    });
+    deferred.into_iter().chain(requested).max_by_key(|log_id| log_id.index)
+}
+
 /// Commits `batch` in one transaction, with a purge the floor now allows and the next few
 /// entries of a pending one; returns the purge state after the commit.
 fn commit_batch(database: &Database, batch: &[Write], floor: &PurgeFloor, before: Purges) -> anyhow::Result<Purges> {
@@ -109,12 +115,7 @@ fn commit_batch(database: &Database, batch: &[Write], floor: &PurgeFloor, before
     {
         let mut entries = txn.open_table(ENTRIES)?;
         let mut meta = txn.open_table(META)?;
-        let requested = batch.iter().filter_map(|write| match write {
-            Write::Purge { log_id } => Some(*log_id),
-            _ => None,
-        });
-        // Purges only move forward: the latest requested one covers those before it.
-        if let Some(latest) = after.deferred.take().into_iter().chain(requested).max_by_key(|log_id| log_id.index) {
+        if let Some(latest) = latest_purge(after.deferred.take(), batch) {
             if floor.allows(latest.index) {
                 // The purge point is durable at once; the entries go a few at a time (a restart
                 // skips those left).

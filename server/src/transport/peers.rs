@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ pub struct PeerTransport {
     connections: ConnectionPool<NodeId>,
     dropped: RwLock<HashSet<NodeId>>,
     /// Fault injection: how long each request to a peer is held before it is sent.
-    delay: RwLock<Duration>,
+    delay_ms: AtomicU64,
     last_heard: Mutex<HashMap<NodeId, Instant>>,
     /// Per peer, the term and send time of the latest AppendEntries it accepted from this node
     /// as leader: the leader's lease (see [`crate::raft::lease`]).
@@ -59,7 +60,7 @@ impl PeerTransport {
             members,
             connections: ConnectionPool::default(),
             dropped: RwLock::new(HashSet::new()),
-            delay: RwLock::new(Duration::ZERO),
+            delay_ms: AtomicU64::new(0),
             last_heard: Mutex::new(HashMap::new()),
             lease_acks: Mutex::new(HashMap::new()),
         }
@@ -84,14 +85,14 @@ impl PeerTransport {
     /// Fault injection: from now on hold each request to a peer `delay` (up to half again as
     /// long) before sending it.
     pub fn set_delay(&self, delay: Duration) {
-        *self.delay.write().expect("delay lock") = delay;
+        self.delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
         tracing::warn!(?delay, "fault injection: delaying every request to a peer");
     }
 
     /// How long to hold the next request: the delay set, plus up to half of it again, drawn
     /// from the clock's nanoseconds (fault injection needs spread, not a good random source).
     fn next_delay(&self) -> Duration {
-        let delay = *self.delay.read().expect("delay lock");
+        let delay = Duration::from_millis(self.delay_ms.load(Ordering::Relaxed));
         if delay.is_zero() {
             return delay;
         }

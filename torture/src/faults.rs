@@ -18,6 +18,10 @@ use crate::schedule::{FaultKind, PlannedFault, PowerScope, Split, Target};
 /// How long the injector waits for a node's status while it looks for the leader.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How long a node that did not answer its fault switch may take to exit before it is
+/// recorded as a crash (a node stopping on a storage error closes its endpoint first).
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
 /// Applies faults and remembers what to undo.
 pub struct Injector {
     cluster: Arc<Cluster>,
@@ -32,7 +36,8 @@ pub struct Injector {
     pub injected: BTreeMap<FaultKind, u64>,
     /// Nodes whose disk was filled since they last started: they may stop by themselves.
     may_stop: Vec<NodeId>,
-    /// Nodes that stopped by themselves without a full disk: a crash, with its log's last lines.
+    /// Crashes, each with what showed it: a node that stopped by itself without a full disk
+    /// (with its log's last lines), or one that kept running without answering.
     pub crashes: Vec<String>,
     /// Nodes that stopped by themselves after their disk filled, restarted as a supervisor would.
     pub restarted_after_full_disk: u64,
@@ -162,7 +167,8 @@ impl Injector {
             }
             FaultKind::Clock => {
                 let (node, leader) = self.resolve(fault.target).await;
-                self.cluster.set_clock_offset(node, fault.clock_offset_ms).await?;
+                let told = self.cluster.set_clock_offset(node, fault.clock_offset_ms).await;
+                self.answered(node, told).await;
                 let line =
                     format!("clock of node {node}{} moved {:+} ms {hold}", role(node, leader), fault.clock_offset_ms);
                 Ok((Injected::ClockMoved(node), line))
@@ -183,7 +189,8 @@ impl Injector {
             },
             FaultKind::Delay => {
                 for id in self.running() {
-                    self.cluster.set_peer_delay(id, fault.delay_ms).await?;
+                    let told = self.cluster.set_peer_delay(id, fault.delay_ms).await;
+                    self.answered(id, told).await;
                 }
                 let line =
                     format!("requests between nodes delayed {}–{} ms {hold}", fault.delay_ms, fault.delay_ms * 3 / 2);
@@ -249,7 +256,7 @@ impl Injector {
     ///
     /// # Errors
     ///
-    /// When the node cannot be spawned, or does not answer while it keeps running.
+    /// When the node cannot be spawned (one that runs without serving is recorded as a crash).
     async fn start_again(&mut self, id: NodeId) -> anyhow::Result<()> {
         match self.cluster.restart(id).await {
             Ok(()) => {
@@ -263,6 +270,10 @@ impl Injector {
                 }
                 Ok(())
             }
+            Err(error) if self.cluster.is_running(id) => {
+                self.crashes.push(format!("node {id} runs but did not serve after starting again: {error:#}"));
+                Ok(())
+            }
             Err(error) => Err(error),
         }
     }
@@ -274,17 +285,69 @@ impl Injector {
 
     /// Makes everything `node` sends to the other nodes lost, while what they send reaches it.
     /// The loopback switch cannot cut one way: there the node is cut off both ways.
-    async fn one_way(&self, node: NodeId) -> anyhow::Result<()> {
+    async fn one_way(&mut self, node: NodeId) -> anyhow::Result<()> {
         let others: Vec<NodeId> = self.cluster.ids().into_iter().filter(|&id| id != node).collect();
         match self.cluster.network() {
             Some(network) => network.apply(&[(node, others.iter().map(|&peer| Filter::to(peer)).collect())]).await,
-            None => self.cluster.set_dropped_peers(node, &others).await,
+            None => {
+                let told = self.cluster.set_dropped_peers(node, &others).await;
+                self.answered(node, told).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Cuts traffic between groups `a` and `b`: packet filters in a network, else each running
+    /// node's fault switch.
+    async fn cut(&mut self, a: &[NodeId], b: &[NodeId]) -> anyhow::Result<()> {
+        if self.cluster.network().is_some() {
+            return self.cluster.partition(a, b).await;
+        }
+        let plan: Vec<(NodeId, &[NodeId])> = a.iter().map(|&id| (id, b)).chain(b.iter().map(|&id| (id, a))).collect();
+        for (id, peers) in plan {
+            if self.cluster.is_running(id) {
+                let told = self.cluster.set_dropped_peers(id, peers).await;
+                self.answered(id, told).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores traffic between every node: clears the network's filters, else each running
+    /// node's fault switch.
+    ///
+    /// # Errors
+    ///
+    /// When the network's filters cannot be cleared.
+    pub async fn heal_partitions(&mut self) -> anyhow::Result<()> {
+        if self.cluster.network().is_some() {
+            return self.cluster.heal().await;
+        }
+        for id in self.running() {
+            let told = self.cluster.set_dropped_peers(id, &[]).await;
+            self.answered(id, told).await;
+        }
+        Ok(())
+    }
+
+    /// Weighs what node `id` answered to its fault switch. A node that does not answer is a
+    /// finding about the node, not a failure of the harness: one that exits (it met something
+    /// in its own data it cannot live with, say after a power cut) is [`Injector::supervise`]'s
+    /// to record and restart; one that keeps running without answering is recorded as a crash.
+    async fn answered(&mut self, id: NodeId, told: anyhow::Result<()>) {
+        let Err(error) = told else { return };
+        let deadline = tokio::time::Instant::now() + EXIT_WAIT;
+        while self.cluster.is_running(id) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.cluster.is_running(id) {
+            self.crashes.push(format!("node {id} runs but did not answer its fault switch: {error:#}"));
         }
     }
 
     /// Cuts traffic between nodes as `split` says (a one-way cut hits `target`); returns the
     /// progress line.
-    async fn partition(&self, split: Split, target: Target) -> anyhow::Result<String> {
+    async fn partition(&mut self, split: Split, target: Target) -> anyhow::Result<String> {
         let (node, leader) = self.resolve(target).await;
         let ids = self.cluster.ids();
         let rotated = |rotation: usize| {
@@ -296,13 +359,13 @@ impl Injector {
             Split::IsolateLeader => {
                 let isolated = leader.unwrap_or(ids[0]);
                 let rest: Vec<NodeId> = ids.iter().copied().filter(|&id| id != isolated).collect();
-                self.cluster.partition(&[isolated], &rest).await?;
+                self.cut(&[isolated], &rest).await?;
                 Ok(format!("node {isolated}{} alone against {rest:?}", role(isolated, leader)))
             }
             Split::MinorityMajority { rotation } => {
                 let order = rotated(rotation);
                 let (minority, majority) = order.split_at(ids.len().div_ceil(2) - 1);
-                self.cluster.partition(minority, majority).await?;
+                self.cut(minority, majority).await?;
                 Ok(format!("minority {minority:?} against majority {majority:?} (leader {leader:?})"))
             }
             Split::Bridge { rotation } => {
@@ -310,7 +373,7 @@ impl Injector {
                 let order = rotated(rotation);
                 let (bridge, rest) = order.split_first().context("a cluster has nodes")?;
                 let (left, right) = rest.split_at(rest.len() / 2);
-                self.cluster.partition(left, right).await?;
+                self.cut(left, right).await?;
                 Ok(format!("{left:?} and {right:?} apart, node {bridge} reaching both (leader {leader:?})"))
             }
             Split::OneWay => {
@@ -339,14 +402,19 @@ impl Injector {
                 Ok(())
             }
             Injected::Paused(id) => self.cluster.resume(id),
-            Injected::Partitioned => self.cluster.heal().await,
+            Injected::Partitioned => self.heal_partitions().await,
             Injected::Delayed => {
                 for id in self.running() {
-                    self.cluster.set_peer_delay(id, 0).await?;
+                    let told = self.cluster.set_peer_delay(id, 0).await;
+                    self.answered(id, told).await;
                 }
                 Ok(())
             }
-            Injected::ClockMoved(id) => self.cluster.set_clock_offset(id, 0).await,
+            Injected::ClockMoved(id) => {
+                let told = self.cluster.set_clock_offset(id, 0).await;
+                self.answered(id, told).await;
+                Ok(())
+            }
             Injected::RedisKilled => match &self.redis {
                 Some(redis) => redis.restart().await,
                 None => Ok(()),

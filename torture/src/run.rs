@@ -227,7 +227,7 @@ async fn run_on(
     }
     tokio::time::sleep_until((started + config.duration).into()).await;
     supervise(&mut injector, started).await?;
-    cluster.heal().await?;
+    injector.heal_partitions().await?;
     shared.healed();
     let healed = Instant::now();
     eprintln!(

@@ -9,6 +9,17 @@ use crate::check::queue::{Acked, Delivered, FailedGet, Put, QueueHistory};
 use crate::check::register::Operation;
 use crate::check::Outcome;
 
+/// What became of lock holders whose whole client stalled past its session lease.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stalls {
+    /// Holds stalled.
+    pub holds: u64,
+    /// Their writes after the stall that the fenced resource refused (a newer holder wrote).
+    pub writes_refused: u64,
+    /// Their releases after the stall that the cluster refused (the lease had lapsed).
+    pub releases_refused: u64,
+}
+
 /// Everything recorded, behind one lock (operations take milliseconds; the lock nanoseconds).
 #[derive(Default)]
 pub struct History {
@@ -30,6 +41,8 @@ pub struct Recorded {
     pub fenced_accepted: u64,
     /// Writes the fenced resource refused (a token lower than one it had seen).
     pub fenced_refused: u64,
+    /// Lock holds whose whole client stalled past its session lease.
+    pub stalls: Stalls,
     /// Operations per (primitive, operation) by outcome.
     pub counts: BTreeMap<(&'static str, &'static str), BTreeMap<Outcome, u64>>,
 }
@@ -53,6 +66,15 @@ impl History {
         } else {
             recorded.kv.push(operation);
         }
+    }
+
+    /// Records a hold whose client stalled past its lease: whether its write and its release
+    /// afterwards were refused.
+    pub fn stalled(&self, write_refused: bool, release_refused: bool) {
+        let stalls = &mut self.lock().stalls;
+        stalls.holds += 1;
+        stalls.writes_refused += u64::from(write_refused);
+        stalls.releases_refused += u64::from(release_refused);
     }
 
     /// Records a put.

@@ -14,6 +14,7 @@ use crate::check::queue::QueueViolation;
 use crate::check::register::{self, Operation, RegisterError};
 use crate::check::sessions::AppliedTwice;
 use crate::check::Outcome;
+use crate::history::Stalls;
 use crate::schedule::FaultKind;
 use crate::workload::Primitive;
 
@@ -181,6 +182,8 @@ pub struct Report {
     pub power_cut_bytes: u64,
     /// Writes the fenced resource accepted and refused.
     pub fenced: (u64, u64),
+    /// Lock holders stalled past their lease, and what became of their writes and releases.
+    pub stalls: Stalls,
     /// Messages the drain took after the heal.
     pub drained: u64,
     /// Each worker's recovery after the heal.
@@ -250,6 +253,13 @@ impl Report {
             "fenced resource: {} writes accepted, {} stale writes refused; drain after the heal: {} deliveries",
             self.fenced.0, self.fenced.1, self.drained
         );
+        if self.stalls.holds > 0 {
+            let _ = writeln!(
+                out,
+                "lock holders stalled past their lease: {} (writes then refused: {}, releases then refused: {})",
+                self.stalls.holds, self.stalls.writes_refused, self.stalls.releases_refused
+            );
+        }
         let _ = writeln!(out, "\n{:<10} {:>8}", "fault", "injected");
         for kind in &self.faults {
             let _ = writeln!(out, "{:<10} {:>8}", kind.name(), self.injected.get(kind).copied().unwrap_or(0));
@@ -320,6 +330,11 @@ impl Report {
             "passed": self.passed(),
             "operations": counts,
             "fenced": {"accepted": self.fenced.0, "refused": self.fenced.1},
+            "stalled_holders": {
+                "holds": self.stalls.holds,
+                "writes_refused": self.stalls.writes_refused,
+                "releases_refused": self.stalls.releases_refused,
+            },
             "drained": self.drained,
             "faults": faults,
             "restarted_after_full_disk": self.restarted_after_full_disk,

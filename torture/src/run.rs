@@ -192,7 +192,7 @@ async fn run_on(
         setup.queue(name).create(workload::queue_options()).await.with_context(|| format!("cannot create {name}"))?;
     }
     let schedule = schedule::draw(config.seed, config.duration, &config.faults);
-    let shared = Shared::new(Arc::clone(cluster));
+    let shared = Shared::new(Arc::clone(cluster), Instant::now() + config.duration);
     let _stop_workers = StopWorkers(Arc::clone(&shared));
     let started = Instant::now();
     let wall_started = SystemTime::now();
@@ -293,6 +293,7 @@ async fn run_on(
         restarted_after_full_disk: injector.restarted_after_full_disk,
         power_cut_bytes: injector.power_cut_bytes,
         fenced: (recorded.fenced_accepted, recorded.fenced_refused),
+        stalls: recorded.stalls,
         drained,
         recoveries,
         workload_ended,

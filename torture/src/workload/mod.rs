@@ -80,6 +80,8 @@ pub struct Shared {
     pub fenced: FencedResource,
     /// Set when the workers should stop.
     stop: AtomicBool,
+    /// When the faults end: no client stalls past it (a stall would delay its recovery).
+    faults_end: Instant,
     /// When every fault was healed.
     healed_at: Mutex<Option<Instant>>,
     /// Per worker: how long after the heal its first operation invoked after it succeeded.
@@ -89,13 +91,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Shared state for workers against `cluster`.
-    pub fn new(cluster: Arc<Cluster>) -> Arc<Self> {
+    /// Shared state for workers against `cluster`, whose faults end at `faults_end`.
+    pub fn new(cluster: Arc<Cluster>, faults_end: Instant) -> Arc<Self> {
         Arc::new(Shared {
             cluster,
             history: History::default(),
             fenced: FencedResource::default(),
             stop: AtomicBool::new(false),
+            faults_end,
             healed_at: Mutex::new(None),
             recovered: Mutex::new(BTreeMap::new()),
             recovery: Notify::new(),
@@ -196,7 +199,7 @@ impl Worker {
         match primitive {
             Primitive::Kv => register::run(self, false).await,
             Primitive::Cache => register::run(self, true).await,
-            Primitive::Lock => lock::run(self).await,
+            Primitive::Lock => lock::run_alone(self).await,
             Primitive::Queue => queue::run(self).await,
         }
     }
@@ -221,6 +224,7 @@ fn lock_outcome(error: &LockError) -> Outcome {
         | LockError::AlreadyHeld { .. }
         | LockError::NotHeld { .. }
         | LockError::NotShared { .. }
+        | LockError::SessionExpired { .. }
         | LockError::InvalidArgument { .. } => Outcome::Failed,
         LockError::Client(error) => client_outcome(error),
         _ => Outcome::Unknown,

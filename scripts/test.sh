@@ -15,6 +15,17 @@ phase clippy
 # The cluster tests run the `distsync` binary; build it before they start. The whole workspace,
 # with the feature set bindings/generate.sh builds below, so that it rebuilds nothing.
 cargo build --workspace
+# maturin and the napi CLI build the Python and Node packages alone; they reuse the build above
+# only while their features match the workspace's (workspace-features/Cargo.toml says why).
+tree() { cargo tree -e normal,build --format "{p} [{f}]" --prefix none --no-dedupe "$@" | sort -u; }
+for package in distsync-python distsync-node; do
+  unmatched=$(comm -13 <(tree --workspace) <(tree -p "$package"))
+  if [ -n "$unmatched" ]; then
+    echo "$package resolves features the workspace does not (add them to workspace-features/Cargo.toml):" >&2
+    echo "$unmatched" >&2
+    exit 1
+  fi
+done
 phase build
 cargo test --workspace
 phase "Rust tests"
@@ -46,7 +57,10 @@ phase Python
 # CLI (debug profile, reusing the build above), which also regenerates index.js and index.d.ts:
 # the checked-in copies must be current. Then `npm install ./node` into a scratch project, as a
 # user would, and the node:test suite against real clusters of the binary built above.
-(cd node && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && npx napi build --platform)
+# CARGO: scripts/cargo-for-napi.sh drops the CLI's `--target HOST`, which would compile every
+# dependency again.
+(cd node && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error &&
+  CARGO="$PWD/../scripts/cargo-for-napi.sh" npx napi build --platform)
 if ! git diff --quiet -- node/index.js node/index.d.ts; then
   git --no-pager diff --stat -- node/index.js node/index.d.ts
   echo "node/index.js or node/index.d.ts is not what @napi-rs/cli generates: run 'npm run build' in node/ and commit" >&2

@@ -21,7 +21,8 @@ pub struct Delivery {
     pub enqueued_ms: u64,
     /// Leader time at which the message becomes deliverable again unless acked or extended.
     pub visible_at_ms: u64,
-    /// Earlier attempts that ended without an ack, oldest first.
+    /// Earlier attempts that ended without an ack, and deliveries withdrawn unseen
+    /// ([`AttemptOutcome::Withdrawn`](crate::wire::AttemptOutcome::Withdrawn)), oldest first.
     pub history: Vec<DeliveryAttempt>,
     queue: Queue,
 }

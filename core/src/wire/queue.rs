@@ -119,6 +119,10 @@ pub enum AttemptOutcome {
     TimedOut,
     /// The consumer's session ended (the consumer crashed, was cut off, or closed).
     SessionEnded,
+    /// Handed to a get whose caller had stopped waiting (its timeout passed, or its connection
+    /// dropped) and taken back unseen: not counted as an attempt, so the next delivery has the
+    /// same attempt number.
+    Withdrawn,
 }
 
 impl AttemptOutcome {
@@ -128,6 +132,7 @@ impl AttemptOutcome {
             AttemptOutcome::Nacked => "nacked",
             AttemptOutcome::TimedOut => "timed_out",
             AttemptOutcome::SessionEnded => "session_ended",
+            AttemptOutcome::Withdrawn => "withdrawn",
         }
     }
 }
@@ -166,7 +171,8 @@ pub struct QueueDelivery {
     pub enqueued_ms: u64,
     /// Leader time at which the delivery becomes visible again unless acked or extended.
     pub visible_at_ms: u64,
-    /// Earlier attempts that ended without an ack, oldest first (at most the latest 32).
+    /// Earlier attempts that ended without an ack, and deliveries withdrawn unseen, oldest first
+    /// (at most the latest 32).
     pub history: Vec<DeliveryAttempt>,
 }
 

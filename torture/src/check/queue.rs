@@ -37,6 +37,10 @@ pub struct Delivered {
     pub body: Vec<u8>,
     /// When the get that returned it was invoked.
     pub invoked: Instant,
+    /// Whether the message had been withdrawn before (handed to a get whose caller had stopped
+    /// waiting, taken back unseen; its delivery history says so): its attempt number was then
+    /// restored, so attempt 1 does not mean a first delivery.
+    pub withdrawn: bool,
 }
 
 /// An ack of one delivery.
@@ -52,15 +56,6 @@ pub struct Acked {
     pub returned: Option<Instant>,
 }
 
-/// A get that failed (unavailable, or no answer in time).
-#[derive(Debug, Clone)]
-pub struct FailedGet {
-    /// The queue.
-    pub queue: String,
-    /// When it was invoked.
-    pub invoked: Instant,
-}
-
 /// The queue part of a history.
 #[derive(Debug, Clone, Default)]
 pub struct QueueHistory {
@@ -70,8 +65,6 @@ pub struct QueueHistory {
     pub deliveries: Vec<Delivered>,
     /// Every ack.
     pub acks: Vec<Acked>,
-    /// Every get that failed.
-    pub failed_gets: Vec<FailedGet>,
 }
 
 /// A broken promise.
@@ -181,18 +174,14 @@ pub fn check(history: &QueueHistory) -> Vec<QueueViolation> {
             violations.push(QueueViolation::Lost { queue: put.queue.clone(), body: put.body.clone() });
         }
     }
-    // FIFO: first deliveries to one consumer come in id (enqueue) order. A get that failed may
-    // have been given a message and withdrawn, which puts the message back at the head with its
-    // attempt count restored: its next delivery says attempt 1 although it was handed out
-    // before. So an out-of-order first delivery after a failed get on its queue is excused.
+    // FIFO: first deliveries to one consumer come in id (enqueue) order. A message withdrawn
+    // from a get whose caller stopped waiting goes back to the head with its attempt count
+    // restored, so its next delivery says attempt 1 although it was handed out before; its
+    // history names the withdrawal, which is what `withdrawn` records.
     let mut last_new: HashMap<(&str, usize), u64> = HashMap::new();
-    for delivered in history.deliveries.iter().filter(|delivered| delivered.attempt == 1) {
+    for delivered in history.deliveries.iter().filter(|delivered| delivered.attempt == 1 && !delivered.withdrawn) {
         let last = last_new.entry((&delivered.queue, delivered.consumer)).or_insert(0);
-        let after_a_failed_get = history
-            .failed_gets
-            .iter()
-            .any(|failed| failed.queue == delivered.queue && failed.invoked < delivered.invoked);
-        if delivered.id < *last && !after_a_failed_get {
+        if delivered.id < *last {
             violations.push(QueueViolation::OutOfOrder {
                 queue: delivered.queue.clone(),
                 consumer: delivered.consumer,
@@ -216,7 +205,15 @@ mod tests {
     }
 
     fn delivered(consumer: usize, id: u64, attempt: u32, body: &str, at: Instant) -> Delivered {
-        Delivered { queue: "q".into(), consumer, id, attempt, body: body.as_bytes().to_vec(), invoked: at }
+        Delivered {
+            queue: "q".into(),
+            consumer,
+            id,
+            attempt,
+            body: body.as_bytes().to_vec(),
+            invoked: at,
+            withdrawn: false,
+        }
     }
 
     fn acked(id: u64, outcome: Outcome, at: Instant) -> Acked {
@@ -236,7 +233,6 @@ mod tests {
                 delivered(9, 2, 1, "b", ms(6)),
             ],
             acks: vec![acked(1, Outcome::Ok, ms(7)), acked(2, Outcome::Unknown, ms(8))],
-            failed_gets: vec![],
         };
         assert_eq!(check(&history), vec![]);
     }
@@ -249,7 +245,6 @@ mod tests {
             puts: vec![put("a", Outcome::Ok)],
             deliveries: vec![delivered(1, 1, 1, "a", t)],
             acks: vec![],
-            failed_gets: vec![],
         };
         assert_eq!(check(&history), vec![QueueViolation::Lost { queue: "q".into(), body: b"a".to_vec() }]);
         // Acked by a failed ack only.
@@ -269,7 +264,6 @@ mod tests {
                 delivered(2, 2, 1, "refused", ms(11)),
             ],
             acks: vec![acked(1, Outcome::Ok, ms(2)), acked(1, Outcome::Ok, ms(12))],
-            failed_gets: vec![],
         };
         assert_eq!(
             check(&history),
@@ -291,31 +285,18 @@ mod tests {
             puts: puts.clone(),
             deliveries: vec![delivered(1, 1, 1, "a", t), delivered(1, 2, 1, "b", t), delivered(1, 1, 2, "a", t)],
             acks: acks.clone(),
-            failed_gets: vec![],
         };
         assert_eq!(check(&redelivered), vec![]);
-        let skipped = QueueHistory {
-            puts,
-            deliveries: vec![delivered(1, 2, 1, "b", t), delivered(1, 1, 1, "a", t)],
-            acks,
-            failed_gets: vec![],
-        };
+        let skipped =
+            QueueHistory { puts, deliveries: vec![delivered(1, 2, 1, "b", t), delivered(1, 1, 1, "a", t)], acks };
         assert_eq!(
             check(&skipped),
             vec![QueueViolation::OutOfOrder { queue: "q".into(), consumer: 1, first: 2, then: 1 }]
         );
-        // Unless a get failed before: it may have been handed "a" and withdrawn it.
-        let withdrawn = QueueHistory {
-            failed_gets: vec![FailedGet { queue: "q".into(), invoked: t }],
-            deliveries: skipped
-                .deliveries
-                .iter()
-                .cloned()
-                .map(|d| Delivered { invoked: t + Duration::from_millis(1), ..d })
-                .collect(),
-            acks: [1, 2].map(|id| acked(id, Outcome::Ok, t + Duration::from_millis(2))).to_vec(),
-            ..skipped.clone()
-        };
+        // Unless "a" had been withdrawn from a get whose caller stopped waiting (its history
+        // says so): it was handed out before "b", and its attempt number restored.
+        let mut withdrawn = skipped.clone();
+        withdrawn.deliveries[1].withdrawn = true;
         assert_eq!(check(&withdrawn), vec![]);
     }
 }

@@ -65,6 +65,7 @@ mod tests {
             attempt: 1,
             body: body.as_bytes().to_vec(),
             invoked: Instant::now(),
+            withdrawn: false,
         }
     }
 

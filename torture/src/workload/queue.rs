@@ -5,10 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use distsync::{Client, QueueOptions};
+use distsync::wire::AttemptOutcome;
+use distsync::{Client, Delivery, QueueOptions};
 
 use super::{queue_outcome, Worker};
-use crate::check::queue::{Acked, Delivered, FailedGet, Put};
+use crate::check::queue::{Acked, Delivered, Put};
 use crate::check::Outcome;
 use crate::history::History;
 
@@ -57,7 +58,7 @@ pub(super) async fn run(mut worker: Worker) {
                 continue;
             }
             Err(_) => {
-                worker.shared.history.failed_get(FailedGet { queue: queue_name.to_string(), invoked });
+                worker.shared.history.failed_get();
                 continue;
             }
         };
@@ -69,6 +70,7 @@ pub(super) async fn run(mut worker: Worker) {
             attempt: delivery.attempt,
             body: delivery.body.clone(),
             invoked,
+            withdrawn: withdrawn(&delivery),
         });
         match worker.random.below(20) {
             // Crashes: the delivery is left to its visibility timeout, or the session ends.
@@ -115,7 +117,7 @@ pub async fn drain(client: &Client, history: &History, timeout: Duration) -> u64
             let batch = match queue.get_batch(64, Duration::from_millis(500)).await {
                 Ok(batch) => batch,
                 Err(_) => {
-                    history.failed_get(FailedGet { queue: queue_name.to_string(), invoked });
+                    history.failed_get();
                     continue;
                 }
             };
@@ -134,6 +136,7 @@ pub async fn drain(client: &Client, history: &History, timeout: Duration) -> u64
                     attempt: delivery.attempt,
                     body: delivery.body.clone(),
                     invoked,
+                    withdrawn: withdrawn(&delivery),
                 });
                 let acked = delivery.ack().await;
                 let outcome = acked.as_ref().map_or_else(queue_outcome, |()| Outcome::Ok);
@@ -143,4 +146,12 @@ pub async fn drain(client: &Client, history: &History, timeout: Duration) -> u64
         }
     }
     drained
+}
+
+/// Whether `delivery`'s message had been withdrawn unseen from a get of its queue before.
+fn withdrawn(delivery: &Delivery) -> bool {
+    delivery
+        .history
+        .iter()
+        .any(|earlier| earlier.outcome == AttemptOutcome::Withdrawn && earlier.queue == delivery.queue())
 }

@@ -113,6 +113,9 @@ impl Queues {
             let flight = queue.land(tag).expect("indexed deliveries are in flight");
             let message = queue.messages.get_mut(&flight.id).expect("in-flight messages exist");
             message.attempts -= 1;
+            // Recorded, so that a consumer can tell a withdrawn message's next delivery (attempt
+            // 1 again) from a first one.
+            record_attempt(&mut message.history, attempt_ended(name, &flight, AttemptOutcome::Withdrawn, now_ms));
             queue.ready.insert(flight.id);
         }
         self.ended_waiting(&ended);
@@ -217,17 +220,7 @@ impl Queues {
     fn return_message(&mut self, name: &str, flight: InFlight, outcome: AttemptOutcome, now_ms: u64) {
         let queue = self.queues.get_mut(name).expect("the queue exists");
         let message = queue.messages.get_mut(&flight.id).expect("landed messages exist");
-        if message.history.len() == HISTORY_MAX {
-            message.history.remove(0);
-        }
-        message.history.push(DeliveryAttempt {
-            queue: name.to_string(),
-            attempt: flight.attempt,
-            session: flight.consumer.0,
-            delivered_ms: flight.delivered_ms,
-            ended_ms: now_ms,
-            outcome,
-        });
+        record_attempt(&mut message.history, attempt_ended(name, &flight, outcome, now_ms));
         let max_attempts = queue.options.max_attempts;
         if max_attempts == 0 || message.attempts < max_attempts {
             queue.ready.insert(flight.id);
@@ -271,4 +264,24 @@ impl Queues {
         target.messages.insert(flight.id, message);
         debug_assert_eq!(target_owner, owner, "a dead-letter queue is its queue's owner's");
     }
+}
+
+/// How the delivery `flight` of queue `name` ended at `now_ms`.
+fn attempt_ended(name: &str, flight: &InFlight, outcome: AttemptOutcome, now_ms: u64) -> DeliveryAttempt {
+    DeliveryAttempt {
+        queue: name.to_string(),
+        attempt: flight.attempt,
+        session: flight.consumer.0,
+        delivered_ms: flight.delivered_ms,
+        ended_ms: now_ms,
+        outcome,
+    }
+}
+
+/// Appends `attempt` to a message's history, keeping the latest [`HISTORY_MAX`].
+fn record_attempt(history: &mut Vec<DeliveryAttempt>, attempt: DeliveryAttempt) {
+    if history.len() == HISTORY_MAX {
+        history.remove(0);
+    }
+    history.push(attempt);
 }

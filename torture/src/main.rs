@@ -130,7 +130,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         eprintln!(
             "distsync-torture: seed {}, {} s, {} nodes ({}), faults {}, workload {}",
             config.seed,
@@ -140,7 +140,16 @@ fn main() -> ExitCode {
             args.faults,
             args.workload
         );
-        let finished = match run(&config).await {
+        // An interrupted run drops what it made: the workers stop, and the nodes, namespaces and
+        // mounts go (once the runtime has shut down, below).
+        let outcome = tokio::select! {
+            outcome = run(&config) => outcome,
+            signal = interrupted() => {
+                eprintln!("distsync-torture: {signal}: stopping the run, removing its nodes, namespaces and mounts");
+                return ExitCode::from(130);
+            }
+        };
+        let finished = match outcome {
             Ok(finished) => finished,
             Err(error) => {
                 eprintln!("error: the run could not complete (a harness failure, not a verdict): {error:#}");
@@ -168,5 +177,25 @@ fn main() -> ExitCode {
         eprintln!("replay: {}", report.replay_command());
         finished.stop();
         ExitCode::FAILURE
-    })
+    });
+    // Waits for the workers (lock workers run on threads of their own) to let go of the cluster,
+    // whose drop kills the nodes and removes the network.
+    runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
+    code
+}
+
+/// How long an ended run waits for its workers to stop before the process exits.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Completes at SIGINT or SIGTERM, naming it (never, if the handlers cannot be installed).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
 }

@@ -18,8 +18,11 @@ cargo build --workspace
 # maturin and the napi CLI build the Python and Node packages alone; they reuse the build above
 # only while their features match the workspace's (workspace-features/Cargo.toml says why).
 tree() { cargo tree -e normal,build --format "{p} [{f}]" --prefix none --no-dedupe "$@" | sort -u; }
+workspace_tree=$(tree --workspace)
 for package in distsync-python distsync-node; do
-  unmatched=$(comm -13 <(tree --workspace) <(tree -p "$package"))
+  package_tree=$(tree -p "$package")
+  [ -n "$package_tree" ] || { echo "cargo tree -p $package printed nothing" >&2; exit 1; }
+  unmatched=$(comm -13 <(echo "$workspace_tree") <(echo "$package_tree"))
   if [ -n "$unmatched" ]; then
     echo "$package resolves features the workspace does not (add them to workspace-features/Cargo.toml):" >&2
     echo "$unmatched" >&2

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use distsync::{NodeId, Role};
+use distsync::{ClientError, NodeId, Role};
 use distsync_harness::{Cluster, Filter, Redis};
 
 use crate::disk::FullDisk;
@@ -43,6 +43,8 @@ pub struct Injector {
     pub restarted_after_full_disk: u64,
     /// Nodes that exited while starting again, recorded as a crash once until they start.
     failed_to_start: Vec<NodeId>,
+    /// Nodes recorded as running without answering (once each, until they start again).
+    silent: Vec<NodeId>,
 }
 
 /// What an injected fault changed, to heal it.
@@ -82,6 +84,7 @@ impl Injector {
             power,
             power_cut_bytes: 0,
             failed_to_start: Vec::new(),
+            silent: Vec::new(),
             injected: BTreeMap::new(),
             may_stop: Vec::new(),
             crashes: Vec::new(),
@@ -150,7 +153,8 @@ impl Injector {
     ///
     /// # Errors
     ///
-    /// When a node or Redis cannot be signalled or told.
+    /// When a node or Redis cannot be signalled, or a node refuses its fault switch (one that
+    /// does not answer is recorded as a crash).
     pub async fn inject(&mut self, fault: &PlannedFault) -> anyhow::Result<(Injected, String)> {
         *self.injected.entry(fault.kind).or_default() += 1;
         let hold = format!("for {} ms", fault.hold.as_millis());
@@ -168,7 +172,7 @@ impl Injector {
             FaultKind::Clock => {
                 let (node, leader) = self.resolve(fault.target).await;
                 let told = self.cluster.set_clock_offset(node, fault.clock_offset_ms).await;
-                self.answered(node, told).await;
+                self.answered(node, told).await?;
                 let line =
                     format!("clock of node {node}{} moved {:+} ms {hold}", role(node, leader), fault.clock_offset_ms);
                 Ok((Injected::ClockMoved(node), line))
@@ -190,7 +194,7 @@ impl Injector {
             FaultKind::Delay => {
                 for id in self.running() {
                     let told = self.cluster.set_peer_delay(id, fault.delay_ms).await;
-                    self.answered(id, told).await;
+                    self.answered(id, told).await?;
                 }
                 let line =
                     format!("requests between nodes delayed {}–{} ms {hold}", fault.delay_ms, fault.delay_ms * 3 / 2);
@@ -261,6 +265,7 @@ impl Injector {
         match self.cluster.restart(id).await {
             Ok(()) => {
                 self.failed_to_start.retain(|&node| node != id);
+                self.silent.retain(|&node| node != id);
                 Ok(())
             }
             Err(error) if self.cluster.exit_status(id).is_some() => {
@@ -270,10 +275,12 @@ impl Injector {
                 }
                 Ok(())
             }
-            Err(error) if self.cluster.is_running(id) => {
+            Err(error) if self.cluster.is_running(id) && !self.silent.contains(&id) => {
                 self.crashes.push(format!("node {id} runs but did not serve after starting again: {error:#}"));
+                self.silent.push(id);
                 Ok(())
             }
+            Err(_) if self.cluster.is_running(id) => Ok(()),
             Err(error) => Err(error),
         }
     }
@@ -291,7 +298,7 @@ impl Injector {
             Some(network) => network.apply(&[(node, others.iter().map(|&peer| Filter::to(peer)).collect())]).await,
             None => {
                 let told = self.cluster.set_dropped_peers(node, &others).await;
-                self.answered(node, told).await;
+                self.answered(node, told).await?;
                 Ok(())
             }
         }
@@ -307,7 +314,7 @@ impl Injector {
         for (id, peers) in plan {
             if self.cluster.is_running(id) {
                 let told = self.cluster.set_dropped_peers(id, peers).await;
-                self.answered(id, told).await;
+                self.answered(id, told).await?;
             }
         }
         Ok(())
@@ -325,24 +332,39 @@ impl Injector {
         }
         for id in self.running() {
             let told = self.cluster.set_dropped_peers(id, &[]).await;
-            self.answered(id, told).await;
+            self.answered(id, told).await?;
         }
         Ok(())
     }
 
-    /// Weighs what node `id` answered to its fault switch. A node that does not answer is a
-    /// finding about the node, not a failure of the harness: one that exits (it met something
-    /// in its own data it cannot live with, say after a power cut) is [`Injector::supervise`]'s
-    /// to record and restart; one that keeps running without answering is recorded as a crash.
-    async fn answered(&mut self, id: NodeId, told: anyhow::Result<()>) {
-        let Err(error) = told else { return };
+    /// Weighs what node `id` answered to its fault switch. A node that does not answer (the
+    /// cluster is unavailable to the call) is a finding about the node, not a failure of the
+    /// harness: one that exits (it met something in its own data it cannot live with, say after
+    /// a power cut) is [`Injector::supervise`]'s to record and restart; one that keeps running
+    /// without answering is recorded as a crash, once. A node that answers with a refusal
+    /// (fault injection disabled, say) means the harness is wrong: that is the error.
+    async fn answered(&mut self, id: NodeId, told: anyhow::Result<()>) -> anyhow::Result<()> {
+        let Err(error) = told else { return Ok(()) };
+        let unanswered = error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<ClientError>())
+            .is_some_and(|cause| matches!(cause, ClientError::Unavailable { .. }));
+        if !unanswered {
+            return Err(error);
+        }
+        if self.silent.contains(&id) {
+            return Ok(());
+        }
+        // The harness learns of a child's exit only by asking (`try_wait`): poll briefly.
         let deadline = tokio::time::Instant::now() + EXIT_WAIT;
         while self.cluster.is_running(id) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if self.cluster.is_running(id) {
             self.crashes.push(format!("node {id} runs but did not answer its fault switch: {error:#}"));
+            self.silent.push(id);
         }
+        Ok(())
     }
 
     /// Cuts traffic between nodes as `split` says (a one-way cut hits `target`); returns the
@@ -392,7 +414,8 @@ impl Injector {
     ///
     /// # Errors
     ///
-    /// When a node or Redis cannot be restarted or told.
+    /// When a node cannot be spawned, Redis restarted, or a node refuses its fault switch (one
+    /// that does not answer is recorded as a crash).
     pub async fn heal(&mut self, injected: Injected) -> anyhow::Result<()> {
         match injected {
             Injected::Killed(ids) => {
@@ -406,13 +429,13 @@ impl Injector {
             Injected::Delayed => {
                 for id in self.running() {
                     let told = self.cluster.set_peer_delay(id, 0).await;
-                    self.answered(id, told).await;
+                    self.answered(id, told).await?;
                 }
                 Ok(())
             }
             Injected::ClockMoved(id) => {
                 let told = self.cluster.set_clock_offset(id, 0).await;
-                self.answered(id, told).await;
+                self.answered(id, told).await?;
                 Ok(())
             }
             Injected::RedisKilled => match &self.redis {

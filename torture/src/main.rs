@@ -146,7 +146,8 @@ fn main() -> ExitCode {
             outcome = run(&config) => outcome,
             signal = interrupted() => {
                 eprintln!("distsync-torture: {signal}: stopping the run, removing its nodes, namespaces and mounts");
-                return ExitCode::from(130);
+                // The shell's convention: 128 + the signal's number.
+                return ExitCode::from(if signal == "SIGINT" { 130 } else { 143 });
             }
         };
         let finished = match outcome {

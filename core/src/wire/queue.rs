@@ -109,7 +109,7 @@ impl QueueOptions {
 /// move to `jobs.dlq`.
 pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
 
-/// How one delivery attempt of a message ended without an ack.
+/// How a delivery of a message ended without an ack.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {

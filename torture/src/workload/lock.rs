@@ -35,7 +35,7 @@ const LONG_HOLD_ONE_IN: u64 = 25;
 const STALL_ONE_IN: u64 = 15;
 
 /// How long a stalled client stands still: past its lease, with time for a waiter to take over.
-const STALL: Duration = Duration::from_millis(SESSION_TTL.as_millis() as u64 * 2);
+const STALL: Duration = SESSION_TTL.saturating_mul(2);
 
 /// Runs a lock worker as a client process of its own would run: on a runtime of its own, on a
 /// thread of its own, so that its stalls stop nobody else.
@@ -48,7 +48,11 @@ pub(super) async fn run_alone(worker: Worker) {
         runtime.block_on(run(worker));
     });
     if let Err(error) = thread.await {
-        std::panic::resume_unwind(error.into_panic());
+        // A panic goes on as the worker's panic; a cancelled thread (the runtime shutting down)
+        // has nothing to report.
+        if let Ok(panic) = error.try_into_panic() {
+            std::panic::resume_unwind(panic);
+        }
     }
 }
 

@@ -113,9 +113,16 @@ impl Queues {
             let flight = queue.land(tag).expect("indexed deliveries are in flight");
             let message = queue.messages.get_mut(&flight.id).expect("in-flight messages exist");
             message.attempts -= 1;
-            // Recorded, so that a consumer can tell a withdrawn message's next delivery (attempt
-            // 1 again) from a first one.
-            record_attempt(&mut message.history, attempt_ended(name, &flight, AttemptOutcome::Withdrawn, now_ms));
+            // Recorded, so that a consumer can tell a withdrawn message's next delivery (the same
+            // attempt number again) from a first one. Repeated withdrawals of one attempt keep
+            // one entry, the latest, so they never push real attempts out of the history.
+            let withdrawal = attempt_ended(name, &flight, AttemptOutcome::Withdrawn, now_ms);
+            match message.history.last_mut() {
+                Some(last) if last.outcome == AttemptOutcome::Withdrawn && last.attempt == flight.attempt => {
+                    *last = withdrawal;
+                }
+                _ => record_attempt(&mut message.history, withdrawal),
+            }
             queue.ready.insert(flight.id);
         }
         self.ended_waiting(&ended);

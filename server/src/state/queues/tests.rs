@@ -244,6 +244,12 @@ fn a_cancelled_get_returns_unseen_deliveries_without_counting_the_attempt() {
     assert_eq!(again[0].attempt, 1, "the unseen delivery does not count");
     let withdrawn: Vec<_> = again[0].history.iter().map(|a| (a.attempt, a.session, a.outcome)).collect();
     assert_eq!(withdrawn, [(1, 3, AttemptOutcome::Withdrawn)], "but it is recorded");
+    // Withdrawn again: one entry per attempt, the latest, so the history keeps real attempts.
+    assert_eq!(queues.cancel("q", (4, 1), 40, &mut revisions.next(), &mut touched), 1);
+    let third = get(&mut queues, &mut revisions, (5, 1), 1, 50);
+    let withdrawn: Vec<_> = third[0].history.iter().map(|a| (a.attempt, a.session, a.outcome)).collect();
+    assert_eq!(withdrawn, [(1, 4, AttemptOutcome::Withdrawn)]);
+    assert_eq!(third[0].attempt, 1);
     queues.check_invariants();
 }
 

@@ -30,7 +30,9 @@ pub struct AppliedTwice {
 /// use distsync_torture::check::sessions::check;
 /// use std::time::Instant;
 ///
-/// let delivered = |id| Delivered { queue: "q".into(), consumer: 1, id, attempt: 1, body: b"once".to_vec(), invoked: Instant::now() };
+/// let delivered = |id| Delivered {
+///     queue: "q".into(), consumer: 1, id, attempt: 1, body: b"once".to_vec(), invoked: Instant::now(), withdrawn: false,
+/// };
 /// let history = QueueHistory { deliveries: vec![delivered(1), delivered(2)], ..QueueHistory::default() };
 /// assert_eq!(check(&history).len(), 1);
 /// ```

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use distsync::{ClientError, NodeId, Role};
+use distsync::{ClientError, NodeId, Role, ServerError};
 use distsync_harness::{Cluster, Filter, Redis};
 
 use crate::disk::FullDisk;
@@ -337,19 +337,27 @@ impl Injector {
         Ok(())
     }
 
-    /// Weighs what node `id` answered to its fault switch. A node that does not answer (the
-    /// cluster is unavailable to the call) is a finding about the node, not a failure of the
-    /// harness: one that exits (it met something in its own data it cannot live with, say after
+    /// Weighs what node `id` answered to its fault switch. A node that does not answer (or
+    /// answers that it is unavailable, stopping) is a finding about the node, not a failure of
+    /// the harness: one that exits (it met something in its own data it cannot live with, say after
     /// a power cut) is [`Injector::supervise`]'s to record and restart; one that keeps running
-    /// without answering is recorded as a crash, once. A node that answers with a refusal
-    /// (fault injection disabled, say) means the harness is wrong: that is the error.
+    /// without answering is recorded as a crash, once. A refusal that says the harness is wrong
+    /// (fault injection disabled, a bad argument or certificate) is the error.
     async fn answered(&mut self, id: NodeId, told: anyhow::Result<()>) -> anyhow::Result<()> {
         let Err(error) = told else { return Ok(()) };
-        let unanswered = error
-            .chain()
-            .find_map(|cause| cause.downcast_ref::<ClientError>())
-            .is_some_and(|cause| matches!(cause, ClientError::Unavailable { .. }));
-        if !unanswered {
+        let misconfigured = error.chain().find_map(|cause| cause.downcast_ref::<ClientError>()).is_some_and(|cause| {
+            matches!(
+                cause,
+                ClientError::Server(
+                    ServerError::FaultInjectionDisabled
+                        | ServerError::PermissionDenied { .. }
+                        | ServerError::InvalidArgument { .. }
+                ) | ClientError::Config { .. }
+                    | ClientError::Unauthenticated { .. }
+                    | ClientError::InvalidArgument { .. }
+            )
+        });
+        if misconfigured {
             return Err(error);
         }
         if self.silent.contains(&id) {
